@@ -1,0 +1,121 @@
+"""Errors of the wire contract, with their JSON-RPC codes (DESIGN §3).
+
+The session codes sit outside the ranges JSON-RPC (-32768…-32000) and MCP reserve
+(spec §5.0 item 3). Messages tell the caller what to do next; ``data`` never says whether an id
+exists (DESIGN §2: a foreign id and an unknown id get the very same answer).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+SESSION_NOT_FOUND = -31001
+SESSION_REQUIRED = -31002
+INVALID_STATE = -31003
+STATE_CONFLICT = -31004
+#: SEP-2243's code for a header that disagrees with the body; DESIGN §3 reuses it.
+HEADER_MISMATCH = -32020
+INVALID_PARAMS = -32602
+
+
+class SessionError(Exception):
+    """Base of every error that crosses the wire as a JSON-RPC error.
+
+    ``code``, ``message`` and ``data`` are exactly what the peer receives; ``http_status`` is
+    the status an HTTP carrier answers with, or ``None`` for "whatever the transport uses".
+    """
+
+    code: ClassVar[int]
+    default_message: ClassVar[str]
+    http_status: ClassVar[int | None] = None
+
+    def __init__(self, message: str | None = None, *, data: dict[str, Any] | None = None) -> None:
+        self.message = message or self.default_message
+        self.data = data
+        super().__init__(self.message)
+
+    def to_jsonrpc(self) -> dict[str, Any]:
+        """The JSON-RPC ``error`` object."""
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            error["data"] = self.data
+        return error
+
+
+class SessionNotFound(SessionError):
+    """Unknown, expired, destroyed, or another principal's session: one answer for all."""
+
+    code = SESSION_NOT_FOUND
+    default_message = (
+        "Session not found: it never existed, expired, was destroyed, or belongs to someone "
+        "else. Start a new session (send a new dev.mcpsessions/sessionId, or call "
+        "session/create)."
+    )
+
+
+class SessionRequired(SessionError):
+    """The request needs a session and carried none."""
+
+    code = SESSION_REQUIRED
+    default_message = (
+        "This request needs a session: send params._meta['dev.mcpsessions/sessionId'] "
+        "(and the Mcp-Client-Session-Id header over HTTP), or call session/create first."
+    )
+
+
+class InvalidState(SessionError):
+    """A sealed state token failed verification.
+
+    The wire message is fixed; ``reason`` is for logs and ``mcp-sessions token inspect`` only,
+    so a client cannot probe which check failed.
+    """
+
+    code = INVALID_STATE
+    default_message = (
+        "The dev.mcpsessions/state token is invalid or expired (tampered, too old, or issued "
+        "for another session, principal or server). Drop it and continue without state, or "
+        "resend the newest token this server gave you."
+    )
+
+    def __init__(self, reason: str = "invalid", message: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"{self.message} [reason: {self.reason}]"
+
+
+class StateConflict(SessionError):
+    """An edit lost its compare-and-set race too many times in a row."""
+
+    code = STATE_CONFLICT
+    default_message = (
+        "The session state changed concurrently and the edit could not be applied after "
+        "retrying. Retry the request."
+    )
+
+
+class StateTooLarge(SessionError):
+    """Sealed state over the size cap (DESIGN §4)."""
+
+    code = INVALID_PARAMS
+    default_message = (
+        "The session state is larger than the 4096 bytes a sealed token may carry. Keep large "
+        "state on the server (state mode 'server') and put only small values in the token."
+    )
+
+
+class HeaderMismatch(SessionError):
+    """The HTTP mirror header disagrees with ``_meta`` (DESIGN §3, SEP-2243)."""
+
+    code = HEADER_MISMATCH
+    http_status = 400
+    default_message = "Header mismatch"
+
+
+class InvalidSessionId(SessionError):
+    """A session id that breaks the syntax of DESIGN §3."""
+
+    code = INVALID_PARAMS
+    http_status = 400
+    default_message = "Invalid session id"

@@ -1,0 +1,66 @@
+"""Every name of the wire contract, in one place (DESIGN §3).
+
+Clients, servers, the gateway and the tests import these; nothing else spells them out.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Extension identifier, advertised in ``capabilities.extensions`` (SEP-2133 vendor prefix;
+#: the second label is not ``mcp``/``modelcontextprotocol``, so it is not reserved, spec §2.9).
+EXTENSION_ID: Final = "dev.mcpsessions/sessions"
+
+#: Request ``params._meta`` key naming the session (carrier 1, DESIGN §2).
+META_SESSION_ID: Final = "dev.mcpsessions/sessionId"
+#: Request and result ``_meta`` key carrying the sealed state token (DESIGN §4).
+META_STATE: Final = "dev.mcpsessions/state"
+#: Result ``_meta`` key with the session's expiry as RFC 3339.
+META_EXPIRES_AT: Final = "dev.mcpsessions/expiresAt"
+
+#: HTTP mirror of :data:`META_SESSION_ID` (ids only, never state: DESIGN §3).
+HEADER_CLIENT_SESSION_ID: Final = "Mcp-Client-Session-Id"
+#: Legacy session header, 2025-11-25 Streamable HTTP (DESIGN §5).
+HEADER_LEGACY_SESSION_ID: Final = "Mcp-Session-Id"
+#: The protocol version header every HTTP request carries after negotiation.
+HEADER_PROTOCOL_VERSION: Final = "MCP-Protocol-Version"
+#: Prefix of SEP-2243 parameter headers, used to mirror handle arguments.
+HEADER_PARAM_PREFIX: Final = "Mcp-Param-"
+
+# Input aliases (carrier 2): SEP-2822 as drafted, and de-facto vendor client ids.
+#: SEP-2822's ``_meta`` spelling (unprefixed, paired with :data:`HEADER_CLIENT_SESSION_ID`).
+META_SEP2822_SESSION_ID: Final = "clientSessionId"
+#: OpenAI Apps SDK conversation id in ``_meta``.
+META_OPENAI_SESSION: Final = "openai/session"
+#: AWS Bedrock AgentCore runtime session header.
+HEADER_BEDROCK_SESSION_ID: Final = "X-Amzn-Bedrock-AgentCore-Runtime-Session-Id"
+
+#: W3C baggage key for conversation correlation (OTel GenAI semantic conventions, SEP-414).
+BAGGAGE_CONVERSATION_ID: Final = "gen_ai.conversation.id"
+META_BAGGAGE: Final = "baggage"
+
+# Methods (DESIGN §3).
+METHOD_SESSION_CREATE: Final = "session/create"
+METHOD_SESSION_DESTROY: Final = "session/destroy"
+
+# Protocol versions this library knows (spec §1, §2).
+PROTOCOL_2025_11_25: Final = "2025-11-25"
+PROTOCOL_2026_07_28: Final = "2026-07-28"
+LEGACY_PROTOCOL_VERSIONS: Final = frozenset({"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"})
+MODERN_PROTOCOL_VERSIONS: Final = frozenset({"2026-07-28"})
+#: Envelope key of a modern request (SEP-2575).
+META_PROTOCOL_VERSION: Final = "io.modelcontextprotocol/protocolVersion"
+
+# Limits (DESIGN §3, §4).
+SESSION_ID_MIN_LENGTH: Final = 16
+SESSION_ID_MAX_LENGTH: Final = 128
+MAX_STATE_BYTES: Final = 4096
+#: Random bits in every id and handle the library mints.
+MINTED_ID_BITS: Final = 128
+
+# Lifecycle names (DESIGN §3).
+LIFECYCLE_IMPLICIT: Final = "implicit"
+LIFECYCLE_EXPLICIT: Final = "explicit"
+
+#: The record kind of a session; handle records use their handle kind instead.
+SESSION_KIND: Final = "session"

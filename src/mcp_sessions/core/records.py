@@ -1,0 +1,89 @@
+"""The stored shape of sessions and handles (DESIGN §2, §4, §6).
+
+A handle is stored exactly like a session, under its own kind: one record type, one store
+contract and one expiry mechanism serve both, and a handle's state is edited with the same
+compare-and-set as a session's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .names import SESSION_KIND
+
+JSONObject = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One session (``kind == "session"``) or one handle (``kind`` is the handle kind).
+
+    ``(kind, id)`` is the key. Times are Unix seconds (floats). The record expires at the
+    earlier of ``last_seen + idle_ttl`` and ``max_expires_at`` (the absolute cap).
+    ``state`` is the server-side JSON document, versioned by ``version`` for compare-and-set;
+    ``attributes`` are fixed at creation (e.g. the negotiated protocol version of a legacy
+    session, the parent of a fork).
+    """
+
+    kind: str
+    id: str
+    principal: str
+    origin: str
+    created_at: float
+    last_seen: float
+    idle_ttl: float
+    max_expires_at: float
+    version: int = 1
+    state: JSONObject = field(default_factory=dict)
+    attributes: JSONObject = field(default_factory=dict)
+
+    @property
+    def expires_at(self) -> float:
+        return min(self.last_seen + self.idle_ttl, self.max_expires_at)
+
+    def is_expired(self, now: float) -> bool:
+        return now >= self.expires_at
+
+    @property
+    def is_session(self) -> bool:
+        return self.kind == SESSION_KIND
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        kind: str,
+        id: str,
+        principal: str,
+        origin: str,
+        now: float,
+        idle_ttl: float,
+        max_lifetime: float | None = None,
+        state: JSONObject | None = None,
+        attributes: JSONObject | None = None,
+    ) -> Record:
+        """A fresh record at version 1; ``max_lifetime=None`` means no absolute cap."""
+        if not (idle_ttl > 0 and math.isfinite(idle_ttl)):
+            raise ValueError(f"idle_ttl must be a positive number of seconds, got {idle_ttl!r}")
+        if max_lifetime is not None and not max_lifetime > 0:
+            raise ValueError(f"max_lifetime must be positive, got {max_lifetime!r}")
+        cap = math.inf if max_lifetime is None else now + max_lifetime
+        return cls(
+            kind=kind,
+            id=id,
+            principal=principal,
+            origin=origin,
+            created_at=now,
+            last_seen=now,
+            idle_ttl=float(idle_ttl),
+            max_expires_at=cap,
+            version=1,
+            state=dict(state or {}),
+            attributes=dict(attributes or {}),
+        )
+
+    def with_state(self, state: JSONObject, now: float) -> Record:
+        """The record after a successful compare-and-set: next version, seen now."""
+        return replace(self, state=state, version=self.version + 1, last_seen=max(now, self.last_seen))

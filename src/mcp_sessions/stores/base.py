@@ -1,0 +1,119 @@
+"""The one store contract every backend implements (DESIGN §6).
+
+Principal isolation is part of the contract, not of its callers: every lookup takes the
+caller's principal key, and a record of another principal is reported exactly like a missing
+one (``None`` / :class:`NotFound`). Expired records are misses too, whether or not a sweep has
+removed them yet.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from ..core.records import JSONObject, Record
+
+
+class StoreError(Exception):
+    """A store cannot do its job: bad URL, unreachable server, unusable file.
+
+    The message names what is wrong and where (the URL with any password hidden).
+    """
+
+
+class AlreadyExists(StoreError):
+    """``create`` found a live record with the same ``(kind, id)``."""
+
+
+class NotFound(StoreError):
+    """The record is missing, expired, or another principal's (one answer for all three)."""
+
+
+class VersionConflict(StoreError):
+    """``compare_and_set`` saw a version other than the expected one."""
+
+    def __init__(self, message: str, *, current: Record | None = None) -> None:
+        super().__init__(message)
+        #: The record as it is now, so a retry need not read it again.
+        self.current = current
+
+
+#: By default ``touch`` writes ``last_seen`` only once it moved by more than this fraction of
+#: the idle TTL, so reads stay reads (issue #3).
+DEFAULT_TOUCH_FRACTION = 0.1
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Async storage of :class:`~mcp_sessions.core.records.Record` (sessions and handles).
+
+    ``now`` is Unix seconds; every method defaults it to ``time.time()``.
+    """
+
+    #: The URL it was opened with, password hidden (for logs and errors).
+    url: str
+
+    async def create(self, record: Record) -> None:
+        """Store a new record. Raises :class:`AlreadyExists` if a live ``(kind, id)`` exists.
+
+        An expired record under the same key is replaced.
+        """
+        ...
+
+    async def get(
+        self, kind: str, id: str, principal: str, *, now: float | None = None
+    ) -> Record | None:
+        """The live record, or ``None`` if missing, expired or another principal's."""
+        ...
+
+    async def compare_and_set(
+        self,
+        kind: str,
+        id: str,
+        principal: str,
+        expected_version: int,
+        state: JSONObject,
+        *,
+        now: float | None = None,
+    ) -> Record:
+        """Replace the state if the stored version is ``expected_version``, atomically.
+
+        Returns the new record (version + 1, ``last_seen`` = now). Raises :class:`NotFound`
+        or :class:`VersionConflict` (carrying the current record).
+        """
+        ...
+
+    async def touch(
+        self,
+        record: Record,
+        *,
+        now: float | None = None,
+        force: bool = False,
+        idle_ttl: float | None = None,
+    ) -> Record:
+        """Extend the idle expiry of ``record``; cheap.
+
+        Writes only when ``now - record.last_seen`` exceeds the touch fraction of the idle TTL,
+        or when ``force`` (handle renewal) or a new ``idle_ttl`` is given. Never moves expiry
+        past ``max_expires_at``. Returns the record as it now stands. Raises :class:`NotFound`
+        if it is gone, expired or another principal's.
+        """
+        ...
+
+    async def delete(self, kind: str, id: str, principal: str) -> bool:
+        """Remove a record; ``True`` if a live record of this principal was removed."""
+        ...
+
+    async def list(
+        self, principal: str, *, kind: str | None = None, now: float | None = None
+    ) -> list[Record]:
+        """The live records of ``principal`` (of one kind, or all), oldest first."""
+        ...
+
+    async def sweep(self, *, now: float | None = None, limit: int = 1000) -> int:
+        """Remove up to ``limit`` expired records; returns how many. Cost grows with that
+        number, not with how many records are stored."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and files. Idempotent."""
+        ...
