@@ -46,7 +46,9 @@ METHOD_SESSION_DESTROY: Final = "session/destroy"
 # Protocol versions this library knows (spec §1, §2).
 PROTOCOL_2025_11_25: Final = "2025-11-25"
 PROTOCOL_2026_07_28: Final = "2026-07-28"
-LEGACY_PROTOCOL_VERSIONS: Final = frozenset({"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"})
+LEGACY_PROTOCOL_VERSIONS: Final = frozenset(
+    {"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"}
+)
 MODERN_PROTOCOL_VERSIONS: Final = frozenset({"2026-07-28"})
 #: Envelope key of a modern request (SEP-2575).
 META_PROTOCOL_VERSION: Final = "io.modelcontextprotocol/protocolVersion"

@@ -51,7 +51,9 @@ class Principal:
     def __str__(self) -> str:
         if self.is_anonymous:
             return "anonymous"
-        return f"{self.subject or '-'} (issuer {self.issuer or '-'}, client {self.client_id or '-'})"
+        return (
+            f"{self.subject or '-'} (issuer {self.issuer or '-'}, client {self.client_id or '-'})"
+        )
 
 
 ANONYMOUS = Principal()

@@ -86,4 +86,6 @@ class Record:
 
     def with_state(self, state: JSONObject, now: float) -> Record:
         """The record after a successful compare-and-set: next version, seen now."""
-        return replace(self, state=state, version=self.version + 1, last_seen=max(now, self.last_seen))
+        return replace(
+            self, state=state, version=self.version + 1, last_seen=max(now, self.last_seen)
+        )
