@@ -118,7 +118,7 @@ def validate_meta_key(key: str) -> str:
     Refuses malformed keys and prefixes reserved for MCP (second label ``modelcontextprotocol``
     or ``mcp``): those keys belong to the protocol, never to an extension (spec §5.0 item 4).
     """
-    match = _META_KEY_RE.fullmatch(key) if isinstance(key, str) else None
+    match = _META_KEY_RE.fullmatch(key) if isinstance(key, str) and key else None
     if match is None:
         raise ValueError(
             f"{key!r} is not a valid _meta key: use 'vendor.prefix/name' with no '/' in the name"

@@ -1,0 +1,139 @@
+"""The ``mcp-sessions`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .core.errors import InvalidState
+from .core.sealing import KeyRing, SealingKey, StateCodec, read_token_header
+
+
+def rfc3339(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mcp-sessions")
+def main() -> None:
+    """Sessions for the Model Context Protocol.
+
+    \b
+    Start here:
+      mcp-sessions keys new --output keys.txt     make a sealing key
+      mcp-sessions token inspect --key-file keys.txt TOKEN
+    """
+
+
+@main.group()
+def keys() -> None:
+    """Sealing keys for state tokens (AES-256-GCM)."""
+
+
+@keys.command("new")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the key to this file (created with mode 0600) instead of printing it.",
+)
+@click.option("--force", is_flag=True, help="Overwrite --output if it exists.")
+def keys_new(output: Path | None, force: bool) -> None:
+    """Make a new sealing key.
+
+    A key file holds one key per line, newest first: the first key seals, every key unseals.
+    To rotate, put a new key on top, and remove the old one once its tokens have expired.
+    """
+    line = SealingKey.generate().to_text() + "\n"
+    if output is None:
+        click.echo(line, nl=False)
+        return
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        fd = os.open(output, flags, 0o600)
+    except FileExistsError:
+        raise click.ClickException(
+            f"{output} exists; use --force to replace it, or add the new key on top of the "
+            "old one by hand to rotate"
+        ) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), 0o600)  # also when --force replaced a wider file
+        handle.write(line)
+    click.echo(f"wrote a new sealing key to {output} (mode 0600)", err=True)
+
+
+@main.group()
+def token() -> None:
+    """State tokens (the dev.mcpsessions/state value)."""
+
+
+@token.command("inspect")
+@click.option(
+    "--key-file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The server's key file.",
+)
+@click.option("--audience", help="Also check the token was sealed for this server name.")
+@click.option("--principal", help="Also check the token's principal key.")
+@click.option("--session", "session_id", help="Also check the token's session id.")
+@click.argument("value", metavar="TOKEN")
+def token_inspect(
+    key_file: Path,
+    audience: str | None,
+    principal: str | None,
+    session_id: str | None,
+    value: str,
+) -> None:
+    """Unseal TOKEN ('-' reads it from standard input) and print what it holds, or say
+    precisely why it cannot be unsealed."""
+    if value == "-":
+        value = sys.stdin.read().strip()
+    try:
+        ring = KeyRing.from_file(key_file)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        header = read_token_header(value)
+    except InvalidState as exc:
+        raise click.ClickException(f"not a state token: {exc.reason}") from None
+    try:
+        opened = StateCodec(ring, audience=audience or "inspect").open(value)
+    except InvalidState as exc:
+        raise click.ClickException(
+            f"cannot unseal (key id {header.kid}, seq {header.seq}): {exc.reason}"
+        ) from None
+    problems = []
+    if audience is not None and opened.audience != audience:
+        problems.append(f"sealed for server {opened.audience!r}, not {audience!r}")
+    if principal is not None and opened.principal != principal:
+        problems.append(f"sealed for principal {opened.principal!r}, not {principal!r}")
+    if session_id is not None and opened.session_id != session_id:
+        problems.append(f"sealed for session {opened.session_id!r}, not {session_id!r}")
+    now = datetime.now(UTC).timestamp()
+    expiry = rfc3339(opened.expires_at)
+    if now >= opened.expires_at:
+        problems.append(f"expired at {expiry}")
+    report = {
+        "valid": not problems,
+        "problems": problems,
+        "keyId": opened.kid,
+        "seq": opened.seq,
+        "expiresAt": expiry,
+        "audience": opened.audience,
+        "principal": opened.principal,
+        "sessionId": opened.session_id,
+        "state": opened.state,
+        "bytes": len(value),
+    }
+    click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    if problems:
+        sys.exit(1)

@@ -1,0 +1,75 @@
+"""The sans-IO core: the wire rules of mcp-sessions and nothing else.
+
+No sockets, no files (except reading a key file on request), no import of ``mcp``: the
+adapters for the SDK, ASGI and each store build on this.
+"""
+
+from __future__ import annotations
+
+from .carriers import (
+    NO_SESSION,
+    Carrier,
+    CarrierPolicy,
+    RequestView,
+    Resolution,
+    resolve_carrier,
+    validate_meta_key,
+)
+from .errors import (
+    HeaderMismatch,
+    InvalidSessionId,
+    InvalidState,
+    SessionError,
+    SessionNotFound,
+    SessionRequired,
+    StateConflict,
+    StateTooLarge,
+)
+from .handles import Handle, InvalidHandle, mint_handle, parse_handle, validate_kind
+from .ids import new_session_id, validate_session_id
+from .principal import ANONYMOUS, Principal
+from .records import Record
+from .sealing import (
+    KeyRing,
+    SealingKey,
+    StateCodec,
+    TokenHeader,
+    UnsealedState,
+    newest_token,
+    read_token_header,
+)
+
+__all__ = [
+    "ANONYMOUS",
+    "NO_SESSION",
+    "Carrier",
+    "CarrierPolicy",
+    "Handle",
+    "HeaderMismatch",
+    "InvalidHandle",
+    "InvalidSessionId",
+    "InvalidState",
+    "KeyRing",
+    "Principal",
+    "Record",
+    "RequestView",
+    "Resolution",
+    "SealingKey",
+    "SessionError",
+    "SessionNotFound",
+    "SessionRequired",
+    "StateCodec",
+    "StateConflict",
+    "StateTooLarge",
+    "TokenHeader",
+    "UnsealedState",
+    "mint_handle",
+    "new_session_id",
+    "newest_token",
+    "parse_handle",
+    "read_token_header",
+    "resolve_carrier",
+    "validate_kind",
+    "validate_meta_key",
+    "validate_session_id",
+]
