@@ -8,7 +8,7 @@ removed them yet.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 from ..core.records import JSONObject, Record
 
@@ -116,4 +116,13 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Release connections and files. Idempotent."""
+        ...
+
+    async def __aenter__(self) -> Self:
+        """Connect or open now, so an unusable store fails at start-up with :class:`StoreError`
+        rather than at the first request (opening a store by URL does no I/O)."""
+        ...
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """:meth:`close`."""
         ...

@@ -1,0 +1,150 @@
+"""Rules every backend shares, written once so that the three cannot drift apart (DESIGN §6).
+
+Nothing here does I/O: the JSON codec, the touch decision, the one "not found" answer, and
+the parsing of URL options.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from ..core.records import JSONObject, Record
+from .base import NotFound, StoreError
+
+
+def clock(now: float | None) -> float:
+    """``now`` if the caller supplied one (tests, replays), else the wall clock."""
+    return time.time() if now is None else float(now)
+
+
+def encode_json(value: JSONObject, what: str) -> str:
+    """Compact JSON for ``state`` / ``attributes``.
+
+    Every backend stores the encoded text, so a value that would not survive Redis or SQLite is
+    refused by the memory store too, and callers never share a mutable dict with the store.
+    """
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} must be a JSON object (a dict), got {type(value).__name__}")
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what} must be JSON-serialisable: {exc}") from None
+
+
+def decode_json(text: str) -> JSONObject:
+    value = json.loads(text)
+    if not isinstance(value, dict):  # only ever written by encode_json
+        raise StoreError(f"stored JSON is not an object: {text[:60]!r}")
+    return value
+
+
+def not_found(kind: str, id: str) -> NotFound:
+    """The one answer for missing, expired and another principal's record (DESIGN §2).
+
+    It names the key the caller asked for and nothing it could not already know.
+    """
+    return NotFound(f"no live {kind} record with id {id!r}")
+
+
+def touch_needs_write(
+    record: Record,
+    now: float,
+    *,
+    force: bool,
+    idle_ttl: float | None,
+    fraction: float,
+) -> bool:
+    """Whether ``touch`` must write: reads stay reads until ``last_seen`` is stale enough.
+
+    Writing ``last_seen`` on every request would turn every read into a write (and, on SQLite,
+    into an fsync). Skipping writes while ``now - last_seen`` is within ``fraction`` of the
+    idle TTL costs at most that fraction of the TTL in expiry precision (issue #3).
+    """
+    if force or idle_ttl is not None:
+        return True
+    return now - record.last_seen > fraction * record.idle_ttl
+
+
+def check_idle_ttl(idle_ttl: float | None) -> None:
+    if idle_ttl is not None and not (idle_ttl > 0 and math.isfinite(idle_ttl)):
+        raise ValueError(f"idle_ttl must be a positive number of seconds, got {idle_ttl!r}")
+
+
+def expires_at(last_seen: float, idle_ttl: float, max_expires_at: float) -> float:
+    """The earlier of the idle expiry and the absolute cap (same rule as ``Record``)."""
+    return min(last_seen + idle_ttl, max_expires_at)
+
+
+def hide_password(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit for logs and error messages."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{user}:***@{host}" + (f":{port}" if port is not None else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _convert(name: str, raw: Any, default: Any, where: str) -> Any:
+    """Turn a URL query string value into the type of the option's default."""
+    if not isinstance(raw, str):
+        return raw
+    try:
+        if isinstance(default, bool):
+            lowered = raw.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        kind = type(default).__name__
+        raise StoreError(f"{where}: option {name}={raw!r} is not a valid {kind}") from None
+    return raw
+
+
+def merge_options(
+    url: str,
+    query: str,
+    options: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Options from the URL query string and from keywords (keywords win), checked by name.
+
+    ``defaults`` lists every option the backend knows; an unknown name is an error rather than
+    silently ignored, because a misspelt timeout should not become the default one.
+    """
+    where = f"store URL {hide_password(url)!r}"
+    given: dict[str, Any] = dict(parse_qsl(query, keep_blank_values=True))
+    given.update(options)
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        known = ", ".join(sorted(defaults)) or "none"
+        raise StoreError(f"{where}: unknown option(s) {', '.join(unknown)}; known options: {known}")
+    merged = dict(defaults)
+    for name, raw in given.items():
+        merged[name] = _convert(name, raw, defaults[name], where)
+    fraction = merged.get("touch_fraction")
+    if fraction is not None and not 0 <= fraction < 1:
+        raise StoreError(f"{where}: touch_fraction must be in [0, 1), got {fraction!r}")
+    return merged

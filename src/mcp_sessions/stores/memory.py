@@ -1,0 +1,230 @@
+"""``memory://``: records in a dict, for tests and single-process servers (DESIGN §6).
+
+Nothing survives the process. Every method runs to completion without awaiting, so on one
+event loop each operation is atomic and compare-and-set needs no lock. The store belongs to
+one event loop; share it between threads only through that loop.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..core.records import JSONObject, Record
+from ._common import (
+    check_idle_ttl,
+    clock,
+    decode_json,
+    encode_json,
+    not_found,
+    touch_needs_write,
+)
+from .base import DEFAULT_TOUCH_FRACTION, AlreadyExists, StoreError, VersionConflict
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """A record as kept: ``state`` and ``attributes`` as JSON text, like the other backends.
+
+    Storing text rather than the caller's dicts means a caller mutating a returned state can
+    never change the stored one, and non-JSON values fail here exactly as they would in SQLite
+    or Redis.
+    """
+
+    record: Record  # with empty state / attributes
+    state: str
+    attributes: str
+
+    def load(self) -> Record:
+        return replace(
+            self.record, state=decode_json(self.state), attributes=decode_json(self.attributes)
+        )
+
+
+class MemoryStore:
+    """The in-process backend of :class:`~mcp_sessions.stores.base.Store`."""
+
+    def __init__(self, url: str = "memory://", *, touch_fraction: float = DEFAULT_TOUCH_FRACTION):
+        self.url = url
+        self.touch_fraction = touch_fraction
+        self._records: dict[Key, _Stored] = {}
+        # principal -> keys, in insertion order; ``list`` reads only its own principal's keys.
+        self._by_principal: dict[str, dict[Key, None]] = {}
+        # (expires_at, seq, kind, id), one entry per write that set an expiry. Entries go stale
+        # when a record is touched or removed; ``sweep`` skips those, so a sweep costs
+        # O(expired · log n) instead of a scan of every record (issue #3).
+        self._expiry: list[tuple[float, int, str, str]] = []
+        self._seq = 0
+        self._closed = False
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"store {self.url} is closed")
+
+    def _live(self, kind: str, id: str, principal: str, now: float) -> _Stored | None:
+        stored = self._records.get((kind, id))
+        if stored is None or stored.record.principal != principal:
+            return None
+        if stored.record.is_expired(now):
+            return None
+        return stored
+
+    def _put(self, stored: _Stored) -> None:
+        record = stored.record
+        key = (record.kind, record.id)
+        self._records[key] = stored
+        self._by_principal.setdefault(record.principal, {})[key] = None
+        self._seq += 1
+        heapq.heappush(self._expiry, (record.expires_at, self._seq, record.kind, record.id))
+        if len(self._expiry) > 2 * len(self._records) + 64:
+            self._compact_expiry()
+
+    def _remove(self, key: Key) -> None:
+        stored = self._records.pop(key)
+        keys = self._by_principal.get(stored.record.principal)
+        if keys is not None:
+            keys.pop(key, None)
+            if not keys:
+                del self._by_principal[stored.record.principal]
+
+    def _compact_expiry(self) -> None:
+        """Drop stale heap entries once they outnumber the records (amortised O(1) a write)."""
+        self._expiry = [
+            (stored.record.expires_at, 0, kind, id) for (kind, id), stored in self._records.items()
+        ]
+        heapq.heapify(self._expiry)
+
+    # -- the Store contract --------------------------------------------------------------
+
+    async def create(self, record: Record) -> None:
+        self._check_open()
+        # ``create`` has no ``now``: the record's own ``last_seen`` is the moment it claims to
+        # be created at, and decides whether an existing record has expired.
+        existing = self._records.get((record.kind, record.id))
+        if existing is not None and not existing.record.is_expired(record.last_seen):
+            raise AlreadyExists(f"a live {record.kind} record with id {record.id!r} exists")
+        stored = _Stored(
+            replace(record, state={}, attributes={}),
+            encode_json(record.state, "state"),
+            encode_json(record.attributes, "attributes"),
+        )
+        if existing is not None:
+            self._remove((record.kind, record.id))
+        self._put(stored)
+
+    async def get(
+        self, kind: str, id: str, principal: str, *, now: float | None = None
+    ) -> Record | None:
+        self._check_open()
+        stored = self._live(kind, id, principal, clock(now))
+        return None if stored is None else stored.load()
+
+    async def compare_and_set(
+        self,
+        kind: str,
+        id: str,
+        principal: str,
+        expected_version: int,
+        state: JSONObject,
+        *,
+        now: float | None = None,
+    ) -> Record:
+        self._check_open()
+        t = clock(now)
+        stored = self._live(kind, id, principal, t)
+        if stored is None:
+            raise not_found(kind, id)
+        if stored.record.version != expected_version:
+            raise VersionConflict(
+                f"{kind} record {id!r} is at version {stored.record.version}, "
+                f"not {expected_version}",
+                current=stored.load(),
+            )
+        text = encode_json(state, "state")
+        updated = stored.record.with_state({}, t)
+        self._put(_Stored(updated, text, stored.attributes))
+        return replace(updated, state=decode_json(text), attributes=decode_json(stored.attributes))
+
+    async def touch(
+        self,
+        record: Record,
+        *,
+        now: float | None = None,
+        force: bool = False,
+        idle_ttl: float | None = None,
+    ) -> Record:
+        self._check_open()
+        check_idle_ttl(idle_ttl)
+        t = clock(now)
+        if not touch_needs_write(
+            record, t, force=force, idle_ttl=idle_ttl, fraction=self.touch_fraction
+        ):
+            # The cheap path trusts the record the caller has just read (DESIGN §6).
+            if record.is_expired(t):
+                raise not_found(record.kind, record.id)
+            return record
+        stored = self._live(record.kind, record.id, record.principal, t)
+        if stored is None:
+            raise not_found(record.kind, record.id)
+        current = stored.record
+        touched = replace(
+            current,
+            last_seen=max(current.last_seen, t),
+            idle_ttl=current.idle_ttl if idle_ttl is None else float(idle_ttl),
+        )
+        self._put(_Stored(touched, stored.state, stored.attributes))
+        return replace(
+            touched, state=decode_json(stored.state), attributes=decode_json(stored.attributes)
+        )
+
+    async def delete(self, kind: str, id: str, principal: str) -> bool:
+        self._check_open()
+        stored = self._records.get((kind, id))
+        if stored is None or stored.record.principal != principal:
+            return False
+        self._remove((kind, id))
+        return not stored.record.is_expired(clock(None))
+
+    async def list(
+        self, principal: str, *, kind: str | None = None, now: float | None = None
+    ) -> list[Record]:
+        self._check_open()
+        t = clock(now)
+        found = []
+        for key in self._by_principal.get(principal, {}):
+            stored = self._records[key]
+            if (kind is None or stored.record.kind == kind) and not stored.record.is_expired(t):
+                found.append(stored.load())
+        found.sort(key=lambda r: (r.created_at, r.kind, r.id))
+        return found
+
+    async def sweep(self, *, now: float | None = None, limit: int = 1000) -> int:
+        self._check_open()
+        t = clock(now)
+        removed = 0
+        heap = self._expiry
+        while heap and heap[0][0] <= t and removed < limit:
+            _, _, kind, id = heapq.heappop(heap)
+            stored = self._records.get((kind, id))
+            if stored is not None and stored.record.is_expired(t):
+                self._remove((kind, id))
+                removed += 1
+        return removed
+
+    async def close(self) -> None:
+        self._closed = True
+        self._records.clear()
+        self._by_principal.clear()
+        self._expiry.clear()
+
+    async def __aenter__(self) -> MemoryStore:
+        self._check_open()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
