@@ -1,0 +1,500 @@
+"""``sqlite:///path``: the embedded default store, for one machine (DESIGN §6).
+
+One file holds every session and handle of every process on the machine that opens it:
+
+- WAL journal, so readers never wait for the writer and several processes share the file;
+- ``synchronous=FULL``, so a write is on disk (WAL fsynced) before its coroutine returns, and
+  an acknowledged write survives ``kill -9`` and power loss alike;
+- ``busy_timeout``, so a process waits its turn for the write lock for a bounded time, then
+  fails with a :class:`StoreError` instead of hanging;
+- an index on ``expires_at``, so a sweep costs what expired, not what is stored; and one on
+  ``(principal, created_at)`` for ``list``;
+- compare-and-set as ``UPDATE … WHERE version = ?``: SQLite takes the write lock for the whole
+  statement, so two processes cannot both win the same version.
+
+Threads (issue #3: "do not block the event loop for longer than a single indexed statement"):
+every write, list and sweep runs on a worker thread, one at a time per store, because a write
+may wait for the lock or an fsync. ``get`` is one primary-key ``SELECT`` on a read-only
+connection that never waits for a lock (``busy_timeout=0``; WAL readers do not take the write
+lock), so by default it runs inline — a thread hop costs ~20x the lookup itself. If that
+connection ever reports busy, the read is retried on the worker thread. ``inline_reads=False``
+sends reads to the thread too.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+
+from ..core.records import JSONObject, Record
+from ._common import (
+    check_idle_ttl,
+    clock,
+    encode_json,
+    not_found,
+    touch_needs_write,
+)
+from ._common import (
+    decode_json as _decode_json,
+)
+from .base import DEFAULT_TOUCH_FRACTION, AlreadyExists, StoreError, VersionConflict
+
+T = TypeVar("T")
+
+#: ``PRAGMA user_version`` of the schema below; a file from a newer release is refused.
+SCHEMA_VERSION = 1
+
+#: ``max_expires_at`` is NULL when there is no absolute cap; SQL compares against this instead.
+_NO_CAP = 1e308
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mcps_records (
+    kind            TEXT    NOT NULL,
+    id              TEXT    NOT NULL,
+    principal       TEXT    NOT NULL,
+    origin          TEXT    NOT NULL,
+    created_at      REAL    NOT NULL,
+    last_seen       REAL    NOT NULL,
+    idle_ttl        REAL    NOT NULL,
+    max_expires_at  REAL,              -- NULL: no absolute cap
+    expires_at      REAL    NOT NULL,  -- min(last_seen + idle_ttl, max_expires_at)
+    version         INTEGER NOT NULL,
+    state           TEXT    NOT NULL,
+    attributes      TEXT    NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+-- sweep: the expired rows are a prefix of this index (DESIGN §6, cost grows with what expired)
+CREATE INDEX IF NOT EXISTS mcps_records_expiry ON mcps_records (expires_at);
+-- list: one principal's rows, oldest first
+CREATE INDEX IF NOT EXISTS mcps_records_principal ON mcps_records (principal, created_at);
+CREATE TABLE IF NOT EXISTS mcps_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+_COLUMNS = (
+    "kind, id, principal, origin, created_at, last_seen, idle_ttl, max_expires_at, "
+    "version, state, attributes"
+)
+
+_GET = f"SELECT {_COLUMNS} FROM mcps_records WHERE kind = ? AND id = ?"
+
+#: Insert, or replace a row that has expired; a live row makes this change nothing.
+INSERT = f"""
+INSERT INTO mcps_records ({_COLUMNS}, expires_at)
+VALUES (:kind, :id, :principal, :origin, :created_at, :last_seen, :idle_ttl, :max_expires_at,
+        :version, :state, :attributes, :expires_at)
+ON CONFLICT (kind, id) DO UPDATE SET
+    principal = excluded.principal, origin = excluded.origin,
+    created_at = excluded.created_at, last_seen = excluded.last_seen,
+    idle_ttl = excluded.idle_ttl, max_expires_at = excluded.max_expires_at,
+    version = excluded.version, state = excluded.state, attributes = excluded.attributes,
+    expires_at = excluded.expires_at
+WHERE mcps_records.expires_at <= :now
+"""
+
+# SQLite evaluates every SET expression against the row as it was, so ``last_seen`` on the
+# right-hand side is the old value throughout.
+_CAS = f"""
+UPDATE mcps_records SET
+    state = :state,
+    version = version + 1,
+    last_seen = MAX(last_seen, :now),
+    expires_at = MIN(MAX(last_seen, :now) + idle_ttl, COALESCE(max_expires_at, {_NO_CAP}))
+WHERE kind = :kind AND id = :id AND principal = :principal
+  AND version = :version AND expires_at > :now
+RETURNING {_COLUMNS}
+"""
+
+_TOUCH = f"""
+UPDATE mcps_records SET
+    last_seen = MAX(last_seen, :now),
+    idle_ttl = COALESCE(:idle_ttl, idle_ttl),
+    expires_at = MIN(MAX(last_seen, :now) + COALESCE(:idle_ttl, idle_ttl),
+                     COALESCE(max_expires_at, {_NO_CAP}))
+WHERE kind = :kind AND id = :id AND principal = :principal AND expires_at > :now
+RETURNING {_COLUMNS}
+"""
+
+_DELETE = (
+    "DELETE FROM mcps_records WHERE kind = ? AND id = ? AND principal = ? RETURNING expires_at"
+)
+
+_LIST = f"""
+SELECT {_COLUMNS} FROM mcps_records
+WHERE principal = :principal AND expires_at > :now AND (:kind IS NULL OR kind = :kind)
+ORDER BY created_at, kind, id
+"""
+
+#: The subquery walks the expiry index from its start and stops after ``limit`` rows.
+SWEEP = """
+DELETE FROM mcps_records WHERE rowid IN (
+    SELECT rowid FROM mcps_records WHERE expires_at <= :now ORDER BY expires_at LIMIT :limit
+)
+"""
+
+
+def _load_json(text: str) -> JSONObject:
+    return {} if text == "{}" else _decode_json(text)
+
+
+def _record(row: tuple[Any, ...]) -> Record:
+    kind, id, principal, origin, created_at, last_seen, idle_ttl, cap, version, state, attrs = row
+    return Record(
+        kind=kind,
+        id=id,
+        principal=principal,
+        origin=origin,
+        # REAL columns hand back whole numbers as int (SQLite stores them compactly).
+        created_at=float(created_at),
+        last_seen=float(last_seen),
+        idle_ttl=float(idle_ttl),
+        max_expires_at=math.inf if cap is None else float(cap),
+        version=version,
+        state=_load_json(state),
+        attributes=_load_json(attrs),
+    )
+
+
+def record_row(record: Record) -> dict[str, Any]:
+    """The named parameters of :data:`INSERT` for ``record`` (also used by ``bench/``)."""
+    check_idle_ttl(record.idle_ttl)
+    return {
+        "kind": record.kind,
+        "id": record.id,
+        "principal": record.principal,
+        "origin": record.origin,
+        "created_at": record.created_at,
+        "last_seen": record.last_seen,
+        "idle_ttl": record.idle_ttl,
+        "max_expires_at": None if math.isinf(record.max_expires_at) else record.max_expires_at,
+        "version": record.version,
+        "state": encode_json(record.state, "state"),
+        "attributes": encode_json(record.attributes, "attributes"),
+        "expires_at": record.expires_at,
+        "now": record.last_seen,
+    }
+
+
+def _explain(exc: sqlite3.Error, busy_timeout: float) -> str:
+    """Say what is wrong with the file in words an operator can act on."""
+    text = str(exc)
+    lowered = text.lower()
+    if "readonly" in lowered or "read-only" in lowered:
+        problem = (
+            "the database is read-only; the store needs write access to the file and its "
+            "directory (for the -wal and -shm files)"
+        )
+    elif "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+        problem = "the file is not a valid SQLite database or is corrupt"
+    elif "locked" in lowered or "busy" in lowered:
+        problem = (
+            f"the database stayed locked by another connection for longer than "
+            f"busy_timeout={busy_timeout:g}s"
+        )
+    elif "unable to open" in lowered:
+        problem = "cannot open the file (missing directory or no permission)"
+    elif "disk" in lowered and "full" in lowered:
+        problem = "the disk is full"
+    else:
+        problem = "SQLite failed"
+    return f"{problem} (sqlite3: {text})"
+
+
+@dataclass
+class _Connections:
+    writer: sqlite3.Connection
+    reader: sqlite3.Connection
+
+
+class SQLiteStore:
+    """The SQLite backend of :class:`~mcp_sessions.stores.base.Store`.
+
+    Opening is lazy: the first operation (or ``async with``) creates the file, its directory
+    and schema on the worker thread, and reports an unusable file as :class:`StoreError`.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        url: str | None = None,
+        busy_timeout: float = 5.0,
+        touch_fraction: float = DEFAULT_TOUCH_FRACTION,
+        inline_reads: bool = True,
+        cache_size_mb: int = 16,
+        mmap_size_mb: int = 256,
+    ) -> None:
+        if not busy_timeout >= 0:
+            raise StoreError(f"busy_timeout must be >= 0 seconds, got {busy_timeout!r}")
+        self.path = os.path.abspath(path)
+        self.url = url if url is not None else f"sqlite:///{path}"
+        self.busy_timeout = float(busy_timeout)
+        self.touch_fraction = touch_fraction
+        self.inline_reads = inline_reads
+        self._cache_size_mb = cache_size_mb
+        self._mmap_size_mb = mmap_size_mb
+        # One worker at a time per store: the writer connection is not shared between threads,
+        # and SQLite admits one writer anyway.
+        self._limiter = anyio.CapacityLimiter(1)
+        self._conns: _Connections | None = None
+        self._closed = False
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _error(self, exc: sqlite3.Error) -> StoreError:
+        return StoreError(f"SQLite store {self.path}: {_explain(exc, self.busy_timeout)}")
+
+    def _open_sync(self) -> _Connections:
+        """Open (once) on the worker thread: directory, pragmas, schema, a write probe."""
+        if self._conns is not None:
+            return self._conns
+        directory = os.path.dirname(self.path)
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"SQLite store {self.path}: cannot create directory {directory}: {exc.strerror}"
+            ) from exc
+        try:
+            if stat.S_ISDIR(os.stat(self.path).st_mode):
+                raise StoreError(f"SQLite store {self.path}: the path is a directory, not a file")
+        except FileNotFoundError:
+            pass
+        writer: sqlite3.Connection | None = None
+        reader: sqlite3.Connection | None = None
+        try:
+            writer = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            mode = writer.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
+            if str(mode).lower() != "wal":
+                raise StoreError(
+                    f"SQLite store {self.path}: cannot use WAL mode (got {mode!r}); "
+                    "the filesystem must support shared memory (not a network filesystem)"
+                )
+            self._tune(writer)
+            writer.execute("PRAGMA synchronous = FULL")
+            self._migrate(writer)
+            # The reader never waits: a busy answer sends the read to the worker thread.
+            reader = sqlite3.connect(
+                self.path, timeout=0, isolation_level=None, check_same_thread=False
+            )
+            reader.execute("PRAGMA query_only = ON")
+            self._tune(reader)
+        except sqlite3.Error as exc:
+            for conn in (reader, writer):
+                if conn is not None:
+                    conn.close()
+            raise self._error(exc) from exc
+        except BaseException:
+            for conn in (reader, writer):
+                if conn is not None:
+                    conn.close()
+            raise
+        self._conns = _Connections(writer, reader)
+        return self._conns
+
+    def _tune(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA cache_size = {-1024 * int(self._cache_size_mb)}")
+        conn.execute(f"PRAGMA mmap_size = {1024 * 1024 * int(self._mmap_size_mb)}")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Create or check the schema, and prove the file is writable.
+
+        The probe is a real write on every open: a read-only file opens, reads and even takes
+        ``BEGIN IMMEDIATE`` without complaint, and would otherwise fail only at the first
+        ``create`` of a running server.
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchall()[0][0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"SQLite store {self.path}: schema version {version} was written by a newer "
+                    f"mcp-sessions (this one knows {SCHEMA_VERSION})"
+                )
+            if version < SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(
+                "INSERT INTO mcps_meta (key, value) VALUES ('opened_at', ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (repr(time.time()),),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(writer)`` on the worker thread, opening the store first if need be."""
+        self._check_open()
+
+        def call() -> T:
+            conns = self._open_sync()
+            try:
+                return fn(conns.writer)
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+
+        return await anyio.to_thread.run_sync(call, limiter=self._limiter)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"SQLite store {self.path} is closed")
+
+    # -- the Store contract --------------------------------------------------------------
+
+    async def create(self, record: Record) -> None:
+        params = record_row(record)
+
+        def insert(conn: sqlite3.Connection) -> int:
+            return conn.execute(INSERT, params).rowcount
+
+        if await self._run(insert) == 0:
+            raise AlreadyExists(f"a live {record.kind} record with id {record.id!r} exists")
+
+    async def get(
+        self, kind: str, id: str, principal: str, *, now: float | None = None
+    ) -> Record | None:
+        t = clock(now)
+        conns = self._conns
+        rows: list[tuple[Any, ...]] | None = None
+        if conns is not None and self.inline_reads and not self._closed:
+            try:
+                # One primary-key lookup; fetchall() ends the statement so no read
+                # transaction stays open to hold back checkpoints.
+                rows = conns.reader.execute(_GET, (kind, id)).fetchall()
+            except sqlite3.OperationalError:
+                rows = None  # busy for a moment (e.g. WAL recovery): let the thread wait
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
+        if rows is None:
+            rows = await self._run(lambda conn: conn.execute(_GET, (kind, id)).fetchall())
+        if not rows:
+            return None
+        row = rows[0]
+        if row[2] != principal:
+            return None
+        cap = row[7]
+        expiry = row[5] + row[6] if cap is None else min(row[5] + row[6], cap)
+        if t >= expiry:
+            return None
+        return _record(row)
+
+    async def compare_and_set(
+        self,
+        kind: str,
+        id: str,
+        principal: str,
+        expected_version: int,
+        state: JSONObject,
+        *,
+        now: float | None = None,
+    ) -> Record:
+        t = clock(now)
+        params = {
+            "state": encode_json(state, "state"),
+            "now": t,
+            "kind": kind,
+            "id": id,
+            "principal": principal,
+            "version": expected_version,
+        }
+
+        def update(conn: sqlite3.Connection) -> tuple[bool, list[tuple[Any, ...]]]:
+            rows = conn.execute(_CAS, params).fetchall()
+            if rows:
+                return True, rows
+            # Lost: read what is there now so the caller can retry without another read.
+            return False, conn.execute(_GET, (kind, id)).fetchall()
+
+        won, rows = await self._run(update)
+        if won:
+            return _record(rows[0])
+        if rows:
+            current = _record(rows[0])
+            if current.principal == principal and not current.is_expired(t):
+                raise VersionConflict(
+                    f"{kind} record {id!r} is at version {current.version}, not {expected_version}",
+                    current=current,
+                )
+        raise not_found(kind, id)
+
+    async def touch(
+        self,
+        record: Record,
+        *,
+        now: float | None = None,
+        force: bool = False,
+        idle_ttl: float | None = None,
+    ) -> Record:
+        check_idle_ttl(idle_ttl)
+        t = clock(now)
+        if not touch_needs_write(
+            record, t, force=force, idle_ttl=idle_ttl, fraction=self.touch_fraction
+        ):
+            # The cheap path trusts the record the caller has just read (DESIGN §6).
+            if record.is_expired(t):
+                raise not_found(record.kind, record.id)
+            return record
+        params = {
+            "now": t,
+            "idle_ttl": None if idle_ttl is None else float(idle_ttl),
+            "kind": record.kind,
+            "id": record.id,
+            "principal": record.principal,
+        }
+        rows = await self._run(lambda conn: conn.execute(_TOUCH, params).fetchall())
+        if not rows:
+            raise not_found(record.kind, record.id)
+        return _record(rows[0])
+
+    async def delete(self, kind: str, id: str, principal: str) -> bool:
+        rows = await self._run(lambda conn: conn.execute(_DELETE, (kind, id, principal)).fetchall())
+        return bool(rows) and rows[0][0] > clock(None)
+
+    async def list(
+        self, principal: str, *, kind: str | None = None, now: float | None = None
+    ) -> list[Record]:
+        params = {"principal": principal, "kind": kind, "now": clock(now)}
+        rows = await self._run(lambda conn: conn.execute(_LIST, params).fetchall())
+        return [_record(row) for row in rows]
+
+    async def sweep(self, *, now: float | None = None, limit: int = 1000) -> int:
+        params = {"now": clock(now), "limit": int(limit)}
+        return await self._run(lambda conn: conn.execute(SWEEP, params).rowcount)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+
+        def close_all() -> None:
+            conns, self._conns = self._conns, None
+            if conns is not None:
+                conns.reader.close()
+                conns.writer.close()
+
+        await anyio.to_thread.run_sync(close_all, limiter=self._limiter)
+
+    async def __aenter__(self) -> SQLiteStore:
+        await self._run(lambda conn: None)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
