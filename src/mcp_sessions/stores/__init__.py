@@ -1,7 +1,24 @@
-"""Session stores behind one contract (DESIGN §6), chosen by URL."""
+"""Session stores behind one contract (DESIGN §6), chosen by URL.
+
+``open_store(url)`` picks the backend:
+
+- ``memory://`` — one process, nothing persists (tests, single-process servers);
+- ``sqlite:///relative/path`` or ``sqlite:////absolute/path`` — one machine, any number of
+  processes; the default (see :func:`default_store_url`);
+- ``redis://[user:password@]host[:port][/db]`` or ``rediss://…`` (TLS) — many machines.
+
+Options come as keywords or as the URL's query string (keywords win); unknown names are an
+error. Opening does no I/O: the first operation, or ``async with store:``, connects and
+reports an unusable store as :class:`StoreError`.
+"""
 
 from __future__ import annotations
 
+import os
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from ._common import hide_password, merge_options
 from .base import (
     DEFAULT_TOUCH_FRACTION,
     AlreadyExists,
@@ -10,12 +27,147 @@ from .base import (
     StoreError,
     VersionConflict,
 )
+from .memory import MemoryStore
+from .sqlite import SQLiteStore
+
+_EXPECTED = (
+    "expected memory://, sqlite:///relative/path, sqlite:////absolute/path, "
+    "or redis://host:port/db (rediss:// for TLS)"
+)
+
+_SQLITE_OPTIONS: dict[str, Any] = {
+    "busy_timeout": 5.0,
+    "touch_fraction": DEFAULT_TOUCH_FRACTION,
+    "inline_reads": True,
+    "cache_size_mb": 16,
+    "mmap_size_mb": 256,
+}
+
+_REDIS_OPTIONS: dict[str, Any] = {
+    "prefix": "mcps",
+    "connect_timeout": 3.0,
+    "timeout": 3.0,
+    "retries": 1,
+    "touch_fraction": DEFAULT_TOUCH_FRACTION,
+    # TLS (rediss:// only), passed to redis-py as ssl_* keywords
+    "ssl_ca_certs": None,
+    "ssl_certfile": None,
+    "ssl_keyfile": None,
+    "ssl_cert_reqs": None,
+}
+
+
+def open_store(url: str, **options: Any) -> Store:
+    """The store that ``url`` names, configured by ``options``; no I/O happens yet.
+
+    Raises :class:`StoreError` naming the URL (password hidden) and what was expected when
+    the URL or an option is malformed.
+    """
+    shown = hide_password(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise StoreError(f"store URL {shown!r} has no scheme; {_EXPECTED}")
+    scheme = scheme.lower()
+
+    if scheme == "memory":
+        path, _, query = rest.partition("?")
+        if path not in ("", "/"):
+            raise StoreError(f"store URL {shown!r}: memory:// takes no host or path")
+        memory_options = merge_options(
+            url, query, options, {"touch_fraction": DEFAULT_TOUCH_FRACTION}
+        )
+        return MemoryStore(url, **memory_options)
+
+    if scheme == "sqlite":
+        # SQLAlchemy's convention: three slashes then the path, so an absolute path gives four.
+        if not rest.startswith("/"):
+            raise StoreError(
+                f"store URL {shown!r}: an SQLite URL has no host; expected "
+                "sqlite:///relative/path or sqlite:////absolute/path"
+            )
+        raw_path, _, query = rest[1:].partition("?")
+        path = unquote(raw_path)
+        if not path or path.endswith("/"):
+            raise StoreError(
+                f"store URL {shown!r}: no database file named; expected "
+                "sqlite:///relative/path or sqlite:////absolute/path"
+            )
+        if path == ":memory:":
+            raise StoreError(f"store URL {shown!r}: for a store in memory use memory://")
+        sqlite_options = merge_options(url, query, options, _SQLITE_OPTIONS)
+        return SQLiteStore(path, url=url, **sqlite_options)
+
+    if scheme in ("redis", "rediss"):
+        return _open_redis(url, shown, scheme, options)
+
+    raise StoreError(f"store URL {shown!r}: unknown scheme {scheme + '://'!r}; {_EXPECTED}")
+
+
+def _open_redis(url: str, shown: str, scheme: str, options: dict[str, Any]) -> Store:
+    parts = urlsplit(url)
+    host = parts.hostname
+    if not host:
+        raise StoreError(f"store URL {shown!r}: no host; expected {scheme}://host:port/db")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise StoreError(
+            f"store URL {shown!r}: the port must be a number from 1 to 65535"
+        ) from None
+    db_text = parts.path.strip("/")
+    if db_text and not db_text.isdigit():
+        raise StoreError(
+            f"store URL {shown!r}: the path must be a database number, e.g. {scheme}://{host}:"
+            f"{port}/0, got {db_text!r}"
+        )
+    merged = merge_options(url, parts.query, options, _REDIS_OPTIONS)
+    tls_options = {name: merged.pop(name) for name in list(merged) if name.startswith("ssl_")}
+    tls_options = {name: value for name, value in tls_options.items() if value is not None}
+    if tls_options and scheme != "rediss":
+        raise StoreError(f"store URL {shown!r}: ssl_* options need a rediss:// URL")
+    try:
+        from .redis import RedisStore
+    except ImportError as exc:
+        raise StoreError(
+            f"store URL {shown!r} needs the redis package: pip install 'mcp-sessions[redis]' "
+            f"({exc})"
+        ) from None
+    return RedisStore(
+        url,
+        host=host,
+        port=port,
+        db=int(db_text or 0),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        tls=scheme == "rediss",
+        tls_options=tls_options,
+        **merged,
+    )
+
+
+def default_store_url() -> str:
+    """``sqlite:///…`` of ``mcp-sessions/sessions.sqlite3`` in the user's state directory.
+
+    The state directory is ``$XDG_STATE_HOME`` when it is set to an absolute path, else
+    ``~/.local/state`` (XDG Base Directory Specification). Sessions are state, not cache: they
+    should survive a restart, and not configuration: they should not be backed up with it.
+    """
+    base = os.environ.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".local", "state")
+    path = os.path.join(base, "mcp-sessions", "sessions.sqlite3")
+    return "sqlite:///" + quote(path, safe="/")
+
 
 __all__ = [
     "DEFAULT_TOUCH_FRACTION",
     "AlreadyExists",
+    "MemoryStore",
     "NotFound",
+    "SQLiteStore",
     "Store",
     "StoreError",
     "VersionConflict",
+    "default_store_url",
+    "open_store",
 ]
