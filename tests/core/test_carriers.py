@@ -452,3 +452,40 @@ def test_meta_key_validator_accepts(key: str) -> None:
 def test_policy_refuses_reserved_extra_key() -> None:
     with pytest.raises(ValueError, match="reserved"):
         CarrierPolicy(extra_meta_keys=("io.modelcontextprotocol/conversation",))
+
+
+HANDLE_POLICY = CarrierPolicy(handle_argument="session")
+
+
+@pytest.mark.parametrize(
+    ("method", "meta", "arguments", "policy", "carrier"),
+    [
+        ("tools/call", {}, {"session": "session-" + SID}, HANDLE_POLICY, Carrier.HANDLE),
+        ("tools/call", {}, {"session": "session-" + SID}, CarrierPolicy(), Carrier.NONE),
+        ("tools/call", {}, {"other": 1}, HANDLE_POLICY, Carrier.NONE),
+        ("tools/call", {}, {"session": None}, HANDLE_POLICY, Carrier.NONE),
+        ("prompts/get", {}, {"session": "session-" + SID}, HANDLE_POLICY, Carrier.NONE),
+        (
+            "tools/call",
+            {"dev.mcpsessions/sessionId": SID},
+            {"session": "session-" + OTHER},
+            HANDLE_POLICY,
+            Carrier.META,
+        ),
+    ],
+)
+def test_handle_argument_is_the_last_carrier(
+    method: str,
+    meta: dict[str, Any],
+    arguments: dict[str, Any],
+    policy: CarrierPolicy,
+    carrier: Carrier,
+) -> None:
+    view = RequestView(method, meta, {}, MODERN, arguments)
+    assert resolve_carrier(view, policy).carrier is carrier
+
+
+def test_malformed_handle_argument() -> None:
+    view = RequestView("tools/call", {}, {}, MODERN, {"session": "nope"})
+    with pytest.raises(InvalidSessionId, match="tool argument 'session'"):
+        resolve_carrier(view, HANDLE_POLICY)

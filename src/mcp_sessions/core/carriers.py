@@ -7,7 +7,7 @@ of DESIGN §2:
 2. the input aliases: SEP-2822 (``_meta.clientSessionId`` with the same header),
    ``_meta["openai/session"]``, header ``X-Amzn-Bedrock-AgentCore-Runtime-Session-Id``;
 3. ``Mcp-Session-Id`` on a 2025-11-25 or older request (legacy sessions, DESIGN §5);
-4. nothing here: a handle argument may still name state (resolved by the tool layer).
+4. a session handle in a ``tools/call`` argument (opt-in, for plain 2026-07-28 clients).
 
 The first carrier present wins and later ones are not consulted (a host may legitimately send
 its own vendor id beside ours). Header names are case-insensitive (RFC 9110 §5.1).
@@ -54,6 +54,8 @@ class Carrier(enum.Enum):
     """``X-Amzn-Bedrock-AgentCore-Runtime-Session-Id`` header."""
     LEGACY = "legacy"
     """``Mcp-Session-Id`` on a 2025-11-25 or older request."""
+    HANDLE = "handle"
+    """A session handle passed as a tool argument (opt-in fallback for plain clients)."""
     NONE = "none"
     """No session carrier (a handle argument may still apply)."""
 
@@ -68,6 +70,9 @@ class CarrierPolicy:
     legacy: bool = True
     #: Further vendor ``_meta`` keys read as client session ids, after the built-in aliases.
     extra_meta_keys: tuple[str, ...] = field(default=())
+    #: Name of the ``tools/call`` argument that may carry a session handle (carrier 4, for
+    #: plain 2026-07-28 clients); ``None`` switches the fallback off.
+    handle_argument: str | None = None
 
     def __post_init__(self) -> None:
         for key in self.extra_meta_keys:
@@ -86,6 +91,8 @@ class RequestView:
     meta: Mapping[str, Any] | None = None
     headers: Mapping[str, str] | None = None
     protocol_version: str | None = None
+    #: ``tools/call`` arguments, for the handle fallback.
+    arguments: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,5 +221,13 @@ def resolve_carrier(view: RequestView, policy: CarrierPolicy = CarrierPolicy()) 
         and view.protocol_version not in MODERN_PROTOCOL_VERSIONS
     ):
         return Resolution(Carrier.LEGACY, headers[_HEADER_LEGACY], HEADER_LEGACY_SESSION_ID)
+
+    # 4. A session handle argument (SEP-2567 style), only where switched on.
+    name = policy.handle_argument
+    if name is not None and view.arguments and view.method == "tools/call":
+        value = view.arguments.get(name)
+        if value is not None:
+            session_id = validate_session_id(value, source=f"tool argument {name!r}")
+            return Resolution(Carrier.HANDLE, session_id, name)
 
     return NO_SESSION

@@ -1,0 +1,20 @@
+"""The server side: sessions for an ``MCPServer`` (DESIGN §2-§5)."""
+
+from __future__ import annotations
+
+from .engine import SessionEngine, SessionsConfig
+from .handles import HandleError, HandleKind
+from .sdk import CurrentSession, OptionalSession, Sessions, current_principal
+from .session import Session
+
+__all__ = [
+    "CurrentSession",
+    "HandleError",
+    "HandleKind",
+    "OptionalSession",
+    "Session",
+    "SessionEngine",
+    "Sessions",
+    "SessionsConfig",
+    "current_principal",
+]

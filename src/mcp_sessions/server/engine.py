@@ -1,0 +1,386 @@
+"""Session logic between the SDK adapter and the store: no SDK import, no transport.
+
+:class:`SessionEngine` holds the configuration, the store and the sealing codec;
+:class:`RequestScope` is one request's view of its session, loaded lazily so that requests
+which never touch a session pay for nothing but carrier resolution.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from ..core.carriers import Carrier, CarrierPolicy, Resolution
+from ..core.errors import (
+    InvalidSessionId,
+    InvalidState,
+    SessionError,
+    SessionNotFound,
+    SessionRequired,
+    StateTooLarge,
+)
+from ..core.ids import new_session_id, validate_session_id
+from ..core.names import (
+    LIFECYCLE_EXPLICIT,
+    LIFECYCLE_IMPLICIT,
+    MAX_STATE_BYTES,
+    META_EXPIRES_AT,
+    META_STATE,
+    SESSION_KIND,
+)
+from ..core.principal import Principal
+from ..core.records import JSONObject, Record
+from ..core.sealing import KeyRing, StateCodec
+from ..stores import AlreadyExists, NotFound, Store, VersionConflict
+from .session import Session, rfc3339
+
+Lifecycle = Literal["implicit", "explicit"]
+StateMode = Literal["server", "sealed"]
+
+#: Carriers through which a client proposes its own id (implicit creation applies).
+CLIENT_CARRIERS = frozenset({Carrier.META, Carrier.SEP2822, Carrier.OPENAI, Carrier.BEDROCK})
+
+
+@dataclass(frozen=True)
+class SessionsConfig:
+    """How sessions behave. Every field has a sane default."""
+
+    #: ``implicit``: the first request with an unknown client id creates the session (parallel
+    #: first calls work); ``explicit``: ids must come from ``session/create``.
+    lifecycle: Lifecycle = "implicit"
+    #: ``server``: state in the store; ``sealed``: state travels in ``_meta``, server keeps none.
+    state: StateMode = "server"
+    #: Idle time after which a session expires, in seconds.
+    idle_ttl: float = 3600.0
+    #: Absolute cap on a session's life, in seconds; ``None`` for none.
+    max_lifetime: float | None = 7 * 24 * 3600.0
+    #: Which carriers are honoured (aliases can be switched off).
+    carriers: CarrierPolicy = field(default_factory=CarrierPolicy)
+    #: Sealed mode: largest token, bytes (DESIGN §4).
+    max_state_bytes: int = MAX_STATE_BYTES
+    #: Server mode: largest state document, bytes of JSON.
+    max_server_state_bytes: int = 1 << 20
+    #: Compare-and-set attempts before :class:`StateConflict`.
+    max_retries: int = 64
+    #: Legacy HTTP: answer 400 to a non-initialize request without ``Mcp-Session-Id``.
+    legacy_sessions_required: bool = True
+    #: Sealed-token audience; defaults to the server's name where the adapter knows it.
+    audience: str = "mcp-sessions"
+
+    def __post_init__(self) -> None:
+        if self.lifecycle not in (LIFECYCLE_IMPLICIT, LIFECYCLE_EXPLICIT):
+            raise ValueError(f"lifecycle must be 'implicit' or 'explicit', not {self.lifecycle!r}")
+        if self.state not in ("server", "sealed"):
+            raise ValueError(f"state must be 'server' or 'sealed', not {self.state!r}")
+        if not (self.idle_ttl > 0 and math.isfinite(self.idle_ttl)):
+            raise ValueError(
+                f"idle_ttl must be a positive number of seconds, not {self.idle_ttl!r}"
+            )
+        if self.max_lifetime is not None and not self.max_lifetime > 0:
+            raise ValueError(f"max_lifetime must be positive or None, not {self.max_lifetime!r}")
+        if self.max_retries < 1:
+            raise ValueError("max_retries must be at least 1")
+
+
+class SessionEngine:
+    """Configuration, store and codec shared by every request of one server."""
+
+    def __init__(
+        self,
+        config: SessionsConfig,
+        *,
+        store: Store | str | None = None,
+        keys: KeyRing | None = None,
+    ) -> None:
+        self.config = config
+        #: Turns a session error raised inside a tool body into what the adapter needs.
+        self.translate: Callable[[SessionError], Exception] = lambda error: error
+        from ..stores import open_store
+
+        # Sealed mode keeps nothing for extension-aware clients, but legacy sessions and
+        # handles still live in a store, so there is always one (memory by default).
+        if store is None:
+            store = "memory://"
+        self._store: Store = open_store(store) if isinstance(store, str) else store
+        ring = keys if keys is not None else KeyRing.generate()
+        self.codec = StateCodec(
+            ring, audience=config.audience, ttl=config.idle_ttl, max_bytes=config.max_state_bytes
+        )
+
+    async def store(self) -> Store:
+        """The store (async so that a future backend may connect lazily here)."""
+        return self._store
+
+    async def aclose(self) -> None:
+        await self._store.close()
+
+    def scope(
+        self,
+        resolution: Resolution,
+        principal: Principal,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        conversation_id: str | None = None,
+    ) -> RequestScope:
+        return RequestScope(self, resolution, principal, meta or {}, conversation_id)
+
+    # -- session/create and session/destroy (DESIGN §3) ----------------------------------
+
+    async def create(
+        self,
+        principal: Principal,
+        *,
+        session_id: str | None = None,
+        ttl_seconds: float | None = None,
+        fork_from: str | None = None,
+        fork_token: str | None = None,
+        now: float | None = None,
+    ) -> tuple[Record, str | None]:
+        """Create a session; returns the record and, in sealed mode, its first state token.
+
+        ``fork_from`` copies the state of a session of the same principal (server mode from
+        the store, sealed mode from ``fork_token``, which must be sealed for that session).
+        """
+        now = time.time() if now is None else now
+        if session_id is not None:
+            validate_session_id(session_id, source="sessionId")
+        idle_ttl = self.config.idle_ttl
+        if ttl_seconds is not None:
+            if not (isinstance(ttl_seconds, int | float) and 0 < ttl_seconds < math.inf):
+                raise InvalidSessionId("ttlSeconds must be a positive number of seconds")
+            idle_ttl = min(
+                float(ttl_seconds),
+                idle_ttl if self.config.max_lifetime is None else self.config.max_lifetime,
+            )
+        state: JSONObject = {}
+        origin = "create"
+        parent_seq = 0
+        if fork_from is not None:
+            validate_session_id(fork_from, source="forkFrom")
+            origin = "fork"
+            if self.config.state == "server":
+                parent = await (await self.store()).get(
+                    SESSION_KIND, fork_from, principal.key, now=now
+                )
+                if parent is None:
+                    raise SessionNotFound()
+                state = parent.state
+            else:
+                if fork_token is None:
+                    raise SessionNotFound(
+                        "forkFrom needs the parent's state: send its dev.mcpsessions/state "
+                        "token in params._meta"
+                    )
+                opened = self.codec.unseal(
+                    fork_token, principal=principal.key, session_id=fork_from, now=now
+                )
+                state, parent_seq = opened.state, opened.seq
+        attributes = {"parent": fork_from} if fork_from else {}
+        record = Record.new(
+            kind=SESSION_KIND,
+            id=session_id or new_session_id(),
+            principal=principal.key,
+            origin=origin,
+            now=now,
+            idle_ttl=idle_ttl,
+            max_lifetime=self.config.max_lifetime,
+            state=state,
+            attributes=attributes,
+        )
+        if self.config.state == "sealed":
+            token = self.codec.seal(
+                record.state,
+                principal=principal.key,
+                session_id=record.id,
+                seq=parent_seq + 1,
+                now=now,
+            )
+            return record, token
+        try:
+            await (await self.store()).create(record)
+        except AlreadyExists:
+            raise InvalidSessionId(
+                "sessionId is already in use; omit it to get a fresh id from the server"
+            ) from None
+        return record, None
+
+    async def destroy(self, principal: Principal, session_id: str) -> None:
+        """Delete a session; unknown, expired and foreign ids all get SessionNotFound."""
+        validate_session_id(session_id, source="sessionId")
+        removed = await (await self.store()).delete(SESSION_KIND, session_id, principal.key)
+        # Sealed sessions are not stored: their tokens simply expire (documented).
+        if not removed and self.config.state == "server":
+            raise SessionNotFound()
+
+
+class RequestScope:
+    """One request's session, resolved from its carrier on first use."""
+
+    def __init__(
+        self,
+        engine: SessionEngine,
+        resolution: Resolution,
+        principal: Principal,
+        meta: Mapping[str, Any],
+        conversation_id: str | None,
+    ) -> None:
+        self.engine = engine
+        self.resolution = resolution
+        self.principal = principal
+        self.meta = meta
+        self.conversation_id = conversation_id
+        self._session: Session | None = None
+        #: Handle records this request loaded or made, by (kind, handle).
+        self.handles: dict[tuple[str, str], Record] = {}
+        self._token_out: str | None = None
+        self._seq = 0
+        self._conflict_current: Record | None = None
+
+    @property
+    def carrier(self) -> Carrier:
+        return self.resolution.carrier
+
+    @property
+    def session_id(self) -> str | None:
+        return self.resolution.session_id
+
+    @property
+    def loaded(self) -> Session | None:
+        """The session if this request used it, else ``None``."""
+        return self._session
+
+    async def session(self) -> Session:
+        """The request's session; raises SessionRequired / SessionNotFound / InvalidState."""
+        if self._session is not None:
+            return self._session
+        session_id = self.resolution.session_id
+        if session_id is None:
+            raise SessionRequired()
+        if self.engine.config.state == "sealed" and self.carrier is not Carrier.LEGACY:
+            self._session = self._open_sealed(session_id)
+        else:
+            self._session = await self._open_stored(session_id)
+        return self._session
+
+    def _open_sealed(self, session_id: str) -> Session:
+        now = time.time()
+        config = self.engine.config
+        token = self.meta.get(META_STATE)
+        record = Record.new(
+            kind=SESSION_KIND,
+            id=session_id,
+            principal=self.principal.key,
+            origin="client",
+            now=now,
+            idle_ttl=self.engine.codec.ttl,
+        )
+        if token is not None:
+            opened = self.engine.codec.unseal(
+                token, principal=self.principal.key, session_id=session_id, now=now
+            )
+            self._seq = opened.seq
+            record = replace(
+                record, state=opened.state, version=opened.seq, max_expires_at=opened.expires_at
+            )
+            return Session(self, record, created=False)
+        if config.lifecycle == LIFECYCLE_EXPLICIT:
+            # Explicit sealed sessions prove their creation with the token session/create gave.
+            raise SessionNotFound()
+        return Session(self, record, created=True)
+
+    async def _open_stored(self, session_id: str) -> Session:
+        store = await self.engine.store()
+        config = self.engine.config
+        key = self.principal.key
+        record = await store.get(SESSION_KIND, session_id, key)
+        created = False
+        if record is None:
+            implicit = config.lifecycle == LIFECYCLE_IMPLICIT and self.carrier in CLIENT_CARRIERS
+            if not implicit:
+                raise SessionNotFound()
+            record = Record.new(
+                kind=SESSION_KIND,
+                id=session_id,
+                principal=key,
+                origin="client",
+                now=time.time(),
+                idle_ttl=config.idle_ttl,
+                max_lifetime=config.max_lifetime,
+            )
+            try:
+                await store.create(record)
+                created = True
+            except AlreadyExists:
+                # A parallel first request won the race (or the id is another principal's,
+                # which must look exactly like unknown).
+                record = await store.get(SESSION_KIND, session_id, key)
+                if record is None:
+                    raise SessionNotFound() from None
+        else:
+            try:
+                record = await store.touch(record)
+            except NotFound:
+                raise SessionNotFound() from None
+        return Session(self, record, created=created)
+
+    # -- used by Session.update ---------------------------------------------------------------
+
+    async def commit(self, record: Record, state: JSONObject) -> Record | None:
+        """Store ``state`` if ``record`` is still current; ``None`` on a version conflict."""
+        config = self.engine.config
+        if (
+            record.kind == SESSION_KIND
+            and config.state == "sealed"
+            and self.carrier is not Carrier.LEGACY
+        ):
+            # Sealing now surfaces an oversize state to the tool that caused it.
+            self._token_out = self.engine.codec.seal(
+                state, principal=self.principal.key, session_id=record.id, seq=self._seq + 1
+            )
+            return replace(record, state=state, version=self._seq + 1)
+        size = len(json.dumps(state, separators=(",", ":")))
+        if size > config.max_server_state_bytes:
+            raise StateTooLarge(
+                f"The session state would be {size} bytes of JSON, over this server's limit of "
+                f"{config.max_server_state_bytes}. Store less per session."
+            )
+        store = await self.engine.store()
+        try:
+            return await store.compare_and_set(
+                record.kind, record.id, self.principal.key, record.version, state
+            )
+        except VersionConflict as conflict:
+            self._conflict_current = conflict.current
+            return None
+        except NotFound:
+            raise SessionNotFound() from None
+
+    async def reload(self, record: Record) -> Record:
+        current, self._conflict_current = self._conflict_current, None
+        if current is not None:
+            return current
+        fresh = await (await self.engine.store()).get(record.kind, record.id, self.principal.key)
+        if fresh is None:
+            raise SessionNotFound()
+        return fresh
+
+    # -- what the result carries (DESIGN §3) ----------------------------------------------
+
+    def result_meta(self) -> dict[str, Any]:
+        """``_meta`` entries for the result: expiry, and a new state token if it changed."""
+        if self._session is None:
+            return {}
+        meta: dict[str, Any] = {}
+        expiry = rfc3339(self._session.expires_at)
+        if expiry is not None:
+            meta[META_EXPIRES_AT] = expiry
+        if self._token_out is not None:
+            meta[META_STATE] = self._token_out
+        return meta
+
+
+__all__ = ["InvalidState", "RequestScope", "SessionEngine", "SessionsConfig"]

@@ -1,0 +1,173 @@
+"""Handles (SEP-2567, DESIGN §4): server-minted strings naming state, passed as tool arguments.
+
+A handle is stored as a record of its own kind, bound to the principal that created it, with
+an idle TTL refreshed on use and renewable explicitly. Tools take a handle as an ordinary
+string argument typed :attr:`HandleKind.Arg`; the extension checks every such argument before
+the tool body runs (format and kind by the input schema, principal and expiry by the store),
+and an unknown, expired or foreign handle becomes a tool execution error (``isError``) that
+says so (spec §5.2 item 22), never a protocol error.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+from pydantic import Field
+
+from ..core.handles import InvalidHandle, mint_handle, parse_handle, validate_kind
+from ..core.records import JSONObject, Record
+from ..stores import NotFound
+from .session import Edit
+
+if TYPE_CHECKING:
+    from .engine import RequestScope, SessionEngine
+
+T = TypeVar("T")
+
+
+class HandleError(Exception):
+    """A handle argument that cannot be used; the message is shown to the model as is."""
+
+
+class HandleKind:
+    """One kind of handle, e.g. ``vm``. Made by :meth:`mcp_sessions.Sessions.handle_kind`."""
+
+    def __init__(
+        self,
+        engine: SessionEngine,
+        scope_getter: Any,
+        kind: str,
+        *,
+        ttl: float = 3600.0,
+        header: str | None = None,
+        created_by: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        self.kind = validate_kind(kind)
+        if not (ttl > 0 and math.isfinite(ttl)):
+            raise ValueError(f"handle ttl must be a positive number of seconds, not {ttl!r}")
+        self.ttl = float(ttl)
+        self.created_by = created_by
+        self._engine = engine
+        self._scope = scope_getter
+        extra: dict[str, Any] = {"x-mcpsessions-handle": kind}
+        if header is not None:
+            # SEP-2243: clients mirror this argument into `Mcp-Param-<header>`, so that
+            # infrastructure can route on it (spec §5.2 item 24).
+            extra["x-mcp-header"] = header
+        text = (
+            description
+            or f"A {kind} handle, as returned by {created_by or 'the tool that made it'}."
+        )
+        #: The type of a tool parameter that takes this kind of handle.
+        self.Arg: Any = Annotated[
+            str,
+            Field(
+                description=text,
+                pattern=rf"^{kind}-[0-9a-f]{{32}}$",
+                json_schema_extra=extra,
+            ),
+        ]
+
+    def _current(self) -> RequestScope:
+        scope: RequestScope | None = self._scope()
+        if scope is None:
+            raise RuntimeError(
+                f"{self.kind} handles are used outside a request: call this from a tool of a "
+                "server that has the mcp-sessions middleware installed"
+            )
+        return scope
+
+    def unknown(self, value: str) -> HandleError:
+        hint = f" Call {self.created_by} to make a new one." if self.created_by else ""
+        return HandleError(
+            f"The {self.kind} handle {value!r} is unknown or has expired (handles expire "
+            f"{int(self.ttl)} s after their last use, and work only for whoever made them).{hint}"
+        )
+
+    async def create(self, state: JSONObject | None = None) -> str:
+        """Mint a handle bound to the caller's principal, holding ``state``."""
+        scope = self._current()
+        attributes = {"session": scope.session_id} if scope.session_id else {}
+        record = Record.new(
+            kind=self.kind,
+            id=mint_handle(self.kind),
+            principal=scope.principal.key,
+            origin="handle",
+            now=time.time(),
+            idle_ttl=self.ttl,
+            state=state or {},
+            attributes=attributes,
+        )
+        await (await self._engine.store()).create(record)
+        scope.handles[(self.kind, record.id)] = record
+        return record.id
+
+    async def load(self, value: str) -> Record:
+        """The live record of ``value`` for the caller; raises :class:`HandleError`."""
+        scope = self._current()
+        cached = scope.handles.get((self.kind, value))
+        if cached is not None:
+            return cached
+        try:
+            parse_handle(value, kind=self.kind)
+        except InvalidHandle as exc:
+            raise HandleError(str(exc)) from None
+        store = await self._engine.store()
+        record = await store.get(self.kind, value, scope.principal.key)
+        if record is None:
+            raise self.unknown(value)
+        try:
+            record = await store.touch(record)
+        except NotFound:
+            raise self.unknown(value) from None
+        scope.handles[(self.kind, value)] = record
+        return record
+
+    async def state(self, value: str) -> Mapping[str, Any]:
+        """A snapshot of the handle's state."""
+        return (await self.load(value)).state
+
+    async def update(self, value: str, edit: Edit[T]) -> T:
+        """Read-modify-write of the handle's state, retried on conflict (like sessions)."""
+        scope = self._current()
+        record = await self.load(value)
+        for _ in range(self._engine.config.max_retries):
+            draft = copy.deepcopy(record.state)
+            result = edit(draft)
+            if inspect.isawaitable(result):
+                result = await result
+            updated = await scope.commit(record, draft)
+            if updated is not None:
+                scope.handles[(self.kind, value)] = updated
+                return result
+            try:
+                record = await scope.reload(record)
+            except Exception:
+                raise self.unknown(value) from None
+        from ..core.errors import StateConflict
+
+        raise StateConflict()
+
+    async def renew(self, value: str, ttl: float | None = None) -> float:
+        """Extend the handle's life (optionally with a new TTL); returns the new expiry."""
+        scope = self._current()
+        record = await self.load(value)
+        try:
+            renewed = await (await self._engine.store()).touch(record, force=True, idle_ttl=ttl)
+        except NotFound:
+            raise self.unknown(value) from None
+        scope.handles[(self.kind, value)] = renewed
+        return renewed.expires_at
+
+    async def revoke(self, value: str) -> None:
+        """End the handle now; later use gets the unknown-or-expired tool error."""
+        scope = self._current()
+        await self.load(value)
+        await (await self._engine.store()).delete(self.kind, value, scope.principal.key)
+        scope.handles.pop((self.kind, value), None)

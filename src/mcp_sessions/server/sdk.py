@@ -1,0 +1,472 @@
+"""The one adapter to the MCP Python SDK (``mcp`` >= 2.3).
+
+Everything that touches the SDK's extension surfaces lives here, so an SDK change is mended
+in one module: the ``Extension`` (capability ad, ``session/create`` / ``session/destroy``,
+the ``tools/call`` interceptor that checks handles), the middleware (provisional in the SDK:
+carrier resolution, result ``_meta``) and the ``Resolve`` dependencies that hand tools their
+:class:`~mcp_sessions.server.session.Session` (research/sdk-digest.md §2).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import replace
+from typing import Annotated, Any
+
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import principal_components
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.extension import Extension, MethodBinding, ToolBinding
+from mcp.server.mcpserver import Resolve
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolRequestParams, CallToolResult, RequestParams, TextContent
+from pydantic import ConfigDict, Field
+
+from ..core.carriers import Carrier, CarrierPolicy, RequestView, resolve_carrier
+from ..core.errors import SessionError, SessionNotFound
+from ..core.handles import parse_handle
+from ..core.ids import new_session_id
+from ..core.names import (
+    EXTENSION_ID,
+    HEADER_CLIENT_SESSION_ID,
+    META_BAGGAGE,
+    META_SESSION_ID,
+    META_STATE,
+    METHOD_SESSION_CREATE,
+    METHOD_SESSION_DESTROY,
+    MODERN_PROTOCOL_VERSIONS,
+    SESSION_KIND,
+)
+from ..core.principal import ANONYMOUS, Principal
+from ..core.records import Record
+from ..core.sealing import KeyRing
+from ..stores import Store
+from .correlation import (
+    conversation_id_from_baggage,
+    conversation_id_var,
+    install_log_record_factory,
+    session_id_var,
+)
+from .engine import Lifecycle, RequestScope, SessionEngine, SessionsConfig, StateMode
+from .handles import HandleError, HandleKind
+from .session import Session, rfc3339
+
+logger = logging.getLogger("mcp_sessions")
+
+_scope_var: ContextVar[RequestScope | None] = ContextVar("mcp_sessions_scope", default=None)
+
+#: Methods whose results must never depend on the session (DESIGN §3, SEP-2567).
+LIST_METHODS = frozenset(
+    {
+        "tools/list",
+        "prompts/list",
+        "resources/list",
+        "resources/templates/list",
+        "server/discover",
+        "initialize",
+        "ping",
+    }
+)
+#: The argument that carries a session handle when the fallback is on.
+FALLBACK_ARGUMENT = "session"
+FALLBACK_TOOL = "session_start"
+
+
+def current_principal() -> Principal:
+    """The caller, from the SDK's auth context (python-sdk's own ownership triple)."""
+    token = get_access_token()
+    if token is None:
+        return ANONYMOUS
+    client_id, issuer, subject = principal_components(token)
+    return Principal(issuer=issuer, subject=subject, client_id=client_id)
+
+
+def to_mcp_error(error: SessionError) -> MCPError:
+    return MCPError(code=error.code, message=error.message, data=error.data)
+
+
+def current_scope() -> RequestScope | None:
+    """The session scope of the request being handled, if any."""
+    return _scope_var.get()
+
+
+def _require_scope() -> RequestScope:
+    scope = _scope_var.get()
+    if scope is None:
+        raise MCPError(
+            code=-32603,
+            message="mcp-sessions is not installed on this server: pass "
+            "middleware=[sessions.middleware] and extensions=[sessions] to MCPServer",
+        )
+    return scope
+
+
+async def _resolve_session() -> Session:
+    scope = _require_scope()
+    try:
+        return await scope.session()
+    except SessionNotFound:
+        if scope.carrier is Carrier.HANDLE:
+            # A handle is an ordinary argument: its failure is a tool error (spec §5.2 item 22).
+            raise ToolError(
+                f"The session handle {scope.session_id!r} is unknown or has expired. Call "
+                f"{FALLBACK_TOOL} for a new one."
+            ) from None
+        raise to_mcp_error(SessionNotFound()) from None
+    except SessionError as error:
+        raise to_mcp_error(error) from None
+
+
+async def _resolve_optional_session() -> Session | None:
+    scope = _require_scope()
+    if scope.session_id is None:
+        return None
+    return await _resolve_session()
+
+
+#: A tool parameter typed ``CurrentSession`` receives the request's session, whichever
+#: carrier brought it; a request without one gets SessionRequired (-31002).
+CurrentSession = Annotated[Session, Resolve(_resolve_session)]
+#: Like :data:`CurrentSession`, but ``None`` when the request names no session.
+OptionalSession = Annotated[Session | None, Resolve(_resolve_optional_session)]
+
+
+class SessionCreateParams(RequestParams):
+    """``session/create`` params (DESIGN §3)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+    session_id: str | None = Field(default=None, alias="sessionId")
+    ttl_seconds: float | None = Field(default=None, alias="ttlSeconds")
+    fork_from: str | None = Field(default=None, alias="forkFrom")
+
+
+class SessionDestroyParams(RequestParams):
+    """``session/destroy`` params (DESIGN §3)."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+    session_id: str | None = Field(default=None, alias="sessionId")
+
+
+class Sessions(Extension):
+    """mcp-sessions for an ``MCPServer``: one session model over every carrier.
+
+    ::
+
+        sessions = Sessions(store="sqlite:///sessions.db")
+        mcp = MCPServer("demo", extensions=[sessions], middleware=[sessions.middleware])
+
+        @mcp.tool()
+        async def count(session: CurrentSession) -> int:
+            return await session.update(bump_counter)
+    """
+
+    identifier = EXTENSION_ID
+
+    def __init__(
+        self,
+        *,
+        store: Store | str | None = None,
+        lifecycle: Lifecycle = "implicit",
+        state: StateMode = "server",
+        keys: KeyRing | None = None,
+        idle_ttl: float = 3600.0,
+        max_lifetime: float | None = 7 * 24 * 3600.0,
+        carriers: CarrierPolicy | None = None,
+        handle_fallback: bool = False,
+        audience: str = "mcp-sessions",
+        legacy_sessions_required: bool = True,
+        max_server_state_bytes: int = 1 << 20,
+    ) -> None:
+        policy = carriers or CarrierPolicy()
+        if handle_fallback and policy.handle_argument is None:
+            policy = replace(policy, handle_argument=FALLBACK_ARGUMENT)
+        self.config = SessionsConfig(
+            lifecycle=lifecycle,
+            state=state,
+            idle_ttl=idle_ttl,
+            max_lifetime=max_lifetime,
+            carriers=policy,
+            audience=audience,
+            legacy_sessions_required=legacy_sessions_required,
+            max_server_state_bytes=max_server_state_bytes,
+        )
+        self.engine = SessionEngine(self.config, store=store, keys=keys)
+        # Errors raised inside tool bodies (Session.update) must reach the client as the
+        # JSON-RPC errors of DESIGN §3, which the SDK passes through only as MCPError.
+        self.engine.translate = to_mcp_error
+        self.handle_fallback = handle_fallback
+        self.middleware = SessionMiddleware(self)
+        self._kinds: dict[str, HandleKind] = {}
+        install_log_record_factory()
+
+    # -- Extension surface ----------------------------------------------------------------
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "lifecycle": self.config.lifecycle,
+            "state": self.config.state == "sealed",
+            "header": HEADER_CLIENT_SESSION_ID,
+            "maxStateBytes": self.config.max_state_bytes,
+        }
+
+    def methods(self) -> Sequence[MethodBinding]:
+        return (
+            MethodBinding(METHOD_SESSION_CREATE, SessionCreateParams, self._session_create),
+            MethodBinding(METHOD_SESSION_DESTROY, SessionDestroyParams, self._session_destroy),
+        )
+
+    def tools(self) -> Sequence[ToolBinding]:
+        if not self.handle_fallback:
+            return ()
+        return (
+            ToolBinding(
+                fn=self._session_start,
+                kwargs={
+                    "name": FALLBACK_TOOL,
+                    "description": (
+                        "Start a session and return its handle. Pass the handle as the "
+                        f"'{FALLBACK_ARGUMENT}' argument of later tool calls to keep state "
+                        "between them. Not needed if your client sends "
+                        f"{META_SESSION_ID} in _meta."
+                    ),
+                },
+            ),
+        )
+
+    async def intercept_tool_call(
+        self,
+        params: CallToolRequestParams,
+        ctx: ServerRequestContext[Any, Any],
+        call_next: CallNext,
+    ) -> HandlerResult:
+        # Check every handle argument before the tool body runs (DESIGN §4). Format and kind
+        # are checked by the argument's schema pattern; here: principal and expiry.
+        if self._kinds and params.arguments:
+            scope = _scope_var.get()
+            for value in params.arguments.values():
+                kind = self._handle_kind_of(value)
+                if kind is None or scope is None:
+                    continue
+                try:
+                    await kind.load(value)
+                except HandleError as error:
+                    return CallToolResult(
+                        content=[TextContent(type="text", text=str(error))], is_error=True
+                    )
+        return await call_next(ctx)
+
+    def _handle_kind_of(self, value: object) -> HandleKind | None:
+        if not isinstance(value, str) or "-" not in value:
+            return None
+        kind = self._kinds.get(value.split("-", 1)[0])
+        if kind is None:
+            return None
+        try:
+            parse_handle(value, kind=kind.kind)
+        except ValueError:
+            return None  # the schema pattern reports the format error
+        return kind
+
+    # -- public helpers -----------------------------------------------------------------------
+
+    def handle_kind(
+        self,
+        kind: str,
+        *,
+        ttl: float = 3600.0,
+        header: str | None = None,
+        created_by: str | None = None,
+        description: str | None = None,
+    ) -> HandleKind:
+        """Declare a kind of handle. ``header`` mirrors the argument into ``Mcp-Param-<header>``
+        (SEP-2243 ``x-mcp-header``) so infrastructure can route on it."""
+        if kind in self._kinds:
+            raise ValueError(f"handle kind {kind!r} is declared twice")
+        handle_kind = HandleKind(
+            self.engine,
+            _scope_var.get,
+            kind,
+            ttl=ttl,
+            header=header,
+            created_by=created_by,
+            description=description,
+        )
+        self._kinds[kind] = handle_kind
+        return handle_kind
+
+    async def aclose(self) -> None:
+        await self.engine.aclose()
+
+    # -- methods --------------------------------------------------------------------------
+
+    async def _session_create(
+        self, ctx: ServerRequestContext[Any, Any], params: SessionCreateParams
+    ) -> dict[str, Any]:
+        principal = current_principal()
+        meta = ctx.meta or {}
+        parent_token = meta.get(META_STATE) if params.fork_from else None
+        try:
+            record, token = await self.engine.create(
+                principal,
+                session_id=params.session_id,
+                ttl_seconds=params.ttl_seconds,
+                fork_from=params.fork_from,
+                fork_token=parent_token if isinstance(parent_token, str) else None,
+            )
+        except SessionError as error:
+            raise to_mcp_error(error) from None
+        result: dict[str, Any] = {"sessionId": record.id}
+        expiry = rfc3339(record.expires_at)
+        if expiry is not None:
+            result["expiresAt"] = expiry
+        if token is not None:
+            result["state"] = token
+            result["_meta"] = {META_STATE: token}
+        return result
+
+    async def _session_destroy(
+        self, ctx: ServerRequestContext[Any, Any], params: SessionDestroyParams
+    ) -> dict[str, Any]:
+        session_id = params.session_id
+        if session_id is None:
+            scope = _scope_var.get()
+            session_id = scope.session_id if scope is not None else None
+        if session_id is None:
+            raise to_mcp_error(
+                SessionNotFound(
+                    "session/destroy needs a sessionId param or a dev.mcpsessions/sessionId "
+                    "in _meta"
+                )
+            )
+        try:
+            await self.engine.destroy(current_principal(), session_id)
+        except SessionError as error:
+            raise to_mcp_error(error) from None
+        return {}
+
+    async def _session_start(self) -> str:
+        """The handle fallback: a new session whose id is returned as a handle string."""
+        scope = _require_scope()
+        config = self.config
+        record = Record.new(
+            kind=SESSION_KIND,
+            id=f"{FALLBACK_ARGUMENT}-{new_session_id()}",
+            principal=scope.principal.key,
+            origin="handle",
+            now=time.time(),
+            idle_ttl=config.idle_ttl,
+            max_lifetime=config.max_lifetime,
+        )
+        await (await self.engine.store()).create(record)
+        return record.id
+
+
+class SessionMiddleware:
+    """Resolves the carrier of every request and stamps session ``_meta`` on its result."""
+
+    def __init__(self, sessions: Sessions) -> None:
+        self._sessions = sessions
+        self._engine = sessions.engine
+        self._policy = sessions.config.carriers
+
+    async def __call__(
+        self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
+    ) -> HandlerResult:
+        if ctx.request_id is None:  # notifications carry no session work
+            return await call_next(ctx)
+        method = ctx.method
+        meta: Mapping[str, Any] = ctx.meta or {}
+        request = ctx.request
+        headers = getattr(request, "headers", None) if request is not None else None
+        params = ctx.params or {}
+        arguments = params.get("arguments") if method == "tools/call" else None
+        try:
+            resolution = resolve_carrier(
+                RequestView(
+                    method=method,
+                    meta=meta,
+                    headers=headers,
+                    protocol_version=ctx.protocol_version,
+                    arguments=arguments if isinstance(arguments, Mapping) else None,
+                ),
+                self._policy,
+            )
+        except SessionError as error:
+            raise to_mcp_error(error) from None
+        if resolution.carrier is Carrier.HANDLE and isinstance(arguments, Mapping):
+            # The handle argument is ours, not the tool's: take it out before validation.
+            kept = {k: v for k, v in arguments.items() if k != resolution.alias_key}
+            ctx = replace(ctx, params={**params, "arguments": kept})
+        conversation_id = conversation_id_from_baggage(meta.get(META_BAGGAGE)) if meta else None
+        scope = self._engine.scope(
+            resolution, current_principal(), meta=meta, conversation_id=conversation_id
+        )
+        scope_token = _scope_var.set(scope)
+        session_token = session_id_var.set(resolution.session_id)
+        conversation_token = conversation_id_var.set(conversation_id)
+        try:
+            result = await call_next(ctx)
+        finally:
+            _scope_var.reset(scope_token)
+            session_id_var.reset(session_token)
+            conversation_id_var.reset(conversation_token)
+        return self._finish(method, ctx, scope, result)
+
+    def _finish(
+        self,
+        method: str,
+        ctx: ServerRequestContext[Any, Any],
+        scope: RequestScope,
+        result: HandlerResult,
+    ) -> HandlerResult:
+        if not isinstance(result, dict):
+            return result
+        if method == "initialize":
+            # The SDK advertises extensions only on server/discover; DESIGN §3 wants the
+            # settings in initialize too, for 2025-11-25 clients.
+            capabilities = result.get("capabilities")
+            if isinstance(capabilities, dict):
+                extensions = dict(capabilities.get("extensions") or {})
+                extensions[EXTENSION_ID] = self._sessions.settings()
+                result = {**result, "capabilities": {**capabilities, "extensions": extensions}}
+            return result
+        if method == "tools/list" and self._sessions.handle_fallback:
+            return _with_fallback_argument(result)
+        if method in LIST_METHODS or scope.loaded is None:
+            return result
+        extra = scope.result_meta()
+        if extra:
+            result = {**result, "_meta": {**(result.get("_meta") or {}), **extra}}
+        if method == "resources/read" and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            # Depends on the session, so no shared cache may serve it (spec §5.4 item 47).
+            result = {**result, "cacheScope": "private", "ttlMs": 0}
+        return result
+
+
+def _with_fallback_argument(result: dict[str, Any]) -> dict[str, Any]:
+    """Add the optional ``session`` argument to every tool but ``session_start``.
+
+    The same for every caller, so the list still does not vary by session (SEP-2567).
+    """
+    tools = []
+    for tool in result.get("tools") or []:
+        if isinstance(tool, dict) and tool.get("name") != FALLBACK_TOOL:
+            schema = dict(tool.get("inputSchema") or {"type": "object"})
+            properties = dict(schema.get("properties") or {})
+            properties.setdefault(
+                FALLBACK_ARGUMENT,
+                {
+                    "type": "string",
+                    "description": (
+                        f"Session handle from {FALLBACK_TOOL}; omit it if your client sends "
+                        f"{META_SESSION_ID} in _meta."
+                    ),
+                },
+            )
+            tool = {**tool, "inputSchema": {**schema, "properties": properties}}
+        tools.append(tool)
+    return {**result, "tools": tools}
