@@ -137,3 +137,119 @@ def token_inspect(
     click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     if problems:
         sys.exit(1)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--stdio", is_flag=True, help="Serve over standard input/output instead of HTTP.")
+@click.option(
+    "--store",
+    "store_url",
+    metavar="URL",
+    help="Session store: memory://, sqlite:///PATH or redis://HOST:PORT/DB "
+    "[default: a SQLite file in the user's state directory].",
+)
+@click.option(
+    "--state",
+    type=click.Choice(["server", "sealed"]),
+    default="server",
+    show_default=True,
+    help="Keep session state in the store, or sealed in the client's dev.mcpsessions/state.",
+)
+@click.option(
+    "--lifecycle",
+    type=click.Choice(["implicit", "explicit"]),
+    default="implicit",
+    show_default=True,
+    help="implicit: a new client id creates its session; explicit: session/create first.",
+)
+@click.option(
+    "--auth-tokens",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help='JSON file mapping bearer tokens to subjects, e.g. {"alice-token": "alice"}; '
+    "requests without a known token then get 401.",
+)
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Sealing keys (mcp-sessions keys new) [default: created beside the default store].",
+)
+@click.option(
+    "--handle-fallback/--no-handle-fallback",
+    default=True,
+    show_default=True,
+    help="Offer session_start and a 'session' argument to clients that carry no session.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+)
+def demo(
+    host: str,
+    port: int,
+    stdio: bool,
+    store_url: str | None,
+    state: str,
+    lifecycle: str,
+    auth_tokens: Path | None,
+    key_file: Path | None,
+    handle_fallback: bool,
+    log_level: str,
+) -> None:
+    """Run the example server: a counter, a cart, progressive discovery and VM handles.
+
+    Every kind of client reaches the same tools: 2026-07-28 clients with
+    dev.mcpsessions/sessionId (or SEP-2822 / vendor ids), 2025-11-25 clients with
+    Mcp-Session-Id, and plain clients through session_start handles.
+    """
+    import logging
+
+    from .demo import StaticTokens, build_demo, load_or_create_keys
+    from .stores import StoreError, default_store_url
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [session %(mcp_session_id)s] %(message)s",
+    )
+    if store_url is None:
+        store_url = default_store_url()
+    state_dir = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    state_dir = state_dir / "mcp-sessions"
+    if store_url.startswith("sqlite:///"):
+        from urllib.parse import unquote
+
+        Path(unquote(store_url[len("sqlite:///") :])).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        keys = load_or_create_keys(key_file or state_dir / "demo-keys.txt")
+        tokens = StaticTokens.from_file(auth_tokens) if auth_tokens else None
+        base_url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+        mcp, sessions = build_demo(
+            store=store_url,
+            state=state,  # type: ignore[arg-type]
+            lifecycle=lifecycle,  # type: ignore[arg-type]
+            keys=keys,
+            auth_tokens=tokens,
+            handle_fallback=handle_fallback,
+            base_url=base_url,
+        )
+    except (ValueError, StoreError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if stdio:
+        click.echo(f"mcp-sessions demo on stdio (store {store_url})", err=True)
+        mcp.run("stdio")
+        return
+    import uvicorn
+
+    app = sessions.streamable_http_app(mcp, host=host)
+    click.echo(
+        f"mcp-sessions demo: http://{host}:{port}/mcp  (store {sessions.engine.store_url}, "
+        f"state {state}, lifecycle {lifecycle}{', bearer auth' if tokens else ''})\n"
+        f"  try: npx @modelcontextprotocol/inspector --cli http://{host}:{port}/mcp "
+        "--method tools/list\n"
+        "  or, in Python: Client('http://%s:%d/mcp')  — see docs/server.md" % (host, port),
+        err=True,
+    )
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

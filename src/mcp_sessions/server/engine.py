@@ -111,6 +111,11 @@ class SessionEngine:
             ring, audience=config.audience, ttl=config.idle_ttl, max_bytes=config.max_state_bytes
         )
 
+    @property
+    def store_url(self) -> str:
+        """The store's URL, password hidden."""
+        return self._store.url
+
     async def store(self) -> Store:
         """The store (async so that a future backend may connect lazily here)."""
         return self._store

@@ -64,15 +64,15 @@ class HandleKind:
             description
             or f"A {kind} handle, as returned by {created_by or 'the tool that made it'}."
         )
-        #: The type of a tool parameter that takes this kind of handle.
-        self.Arg: Any = Annotated[
-            str,
-            Field(
-                description=text,
-                pattern=rf"^{kind}-[0-9a-f]{{32}}$",
-                json_schema_extra=extra,
-            ),
-        ]
+        #: The metadata that makes a ``str`` tool parameter a handle of this kind:
+        #: ``vm: Annotated[str, VM.arg]`` (schema pattern, description, header mirror).
+        self.arg: Any = Field(
+            description=text,
+            pattern=rf"^{kind}-[0-9a-f]{{32}}$",
+            json_schema_extra=extra,
+        )
+        #: The same as a ready type, ``Annotated[str, arg]``, for code that is not type-checked.
+        self.Arg: Any = Annotated[str, self.arg]
 
     def _current(self) -> RequestScope:
         scope: RequestScope | None = self._scope()

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import principal_components
@@ -25,6 +25,10 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolRequestParams, CallToolResult, RequestParams, TextContent
 from pydantic import ConfigDict, Field
+
+if TYPE_CHECKING:
+    from mcp.server.mcpserver import MCPServer
+    from starlette.applications import Starlette
 
 from ..core.carriers import Carrier, CarrierPolicy, RequestView, resolve_carrier
 from ..core.errors import SessionError, SessionNotFound
@@ -300,6 +304,13 @@ class Sessions(Extension):
 
     async def aclose(self) -> None:
         await self.engine.aclose()
+
+    def streamable_http_app(self, mcp: MCPServer, **options: Any) -> Starlette:
+        """``mcp.streamable_http_app(**options)`` with legacy sessions kept in the store, so
+        that any replica serves any session. Use it instead of the SDK's method."""
+        from .http import streamable_http_app
+
+        return streamable_http_app(self, mcp, **options)
 
     # -- methods --------------------------------------------------------------------------
 

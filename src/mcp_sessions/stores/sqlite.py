@@ -262,6 +262,10 @@ class SQLiteStore:
         directory = os.path.dirname(self.path)
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
+        except FileExistsError as exc:
+            raise StoreError(
+                f"SQLite store {self.path}: {directory} exists and is not a directory"
+            ) from exc
         except OSError as exc:
             raise StoreError(
                 f"SQLite store {self.path}: cannot create directory {directory}: {exc.strerror}"

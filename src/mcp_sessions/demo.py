@@ -1,0 +1,217 @@
+"""The example server behind ``mcp-sessions demo``: the four use cases of the Transports WG
+decision (spec-digest §4.3) — a counter, a shopping cart, progressive discovery and
+multi-step VM provisioning — served to every kind of client by one set of tool bodies.
+"""
+
+# No `from __future__ import annotations`: the tools below are defined inside build_demo,
+# and the SDK evaluates their annotations (such as `Annotated[str, VM.arg]`) where VM is local.
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from pydantic import AnyHttpUrl
+
+from .core.records import JSONObject
+from .core.sealing import KeyRing, SealingKey
+from .server import CurrentSession, Sessions
+from .server.engine import Lifecycle, StateMode
+from .server.handles import HandleError
+
+SERVICES: dict[str, list[str]] = {
+    "billing": ["list_invoices", "refund"],
+    "crm": ["find_customer", "add_note"],
+    "search": ["query"],
+}
+
+
+class StaticTokens:
+    """A token verifier for trying principal binding: bearer token → subject, from a file."""
+
+    def __init__(self, tokens: dict[str, str]) -> None:
+        self._tokens = tokens
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> "StaticTokens":
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(
+                f"cannot read auth tokens file {os.fspath(path)!r}: {exc.strerror}"
+            ) from None
+        except ValueError as exc:
+            raise ValueError(f"auth tokens file {os.fspath(path)!r} is not JSON: {exc}") from None
+        if not isinstance(data, dict) or not all(
+            isinstance(k, str) and k and isinstance(v, str) and v for k, v in data.items()
+        ):
+            raise ValueError(
+                f"auth tokens file {os.fspath(path)!r} must be a JSON object mapping bearer "
+                'tokens to subjects, e.g. {"alice-token": "alice"}'
+            )
+        return cls(data)
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        subject = next(
+            (
+                s
+                for t, s in self._tokens.items()
+                if secrets.compare_digest(t.encode(), token.encode())
+            ),
+            None,
+        )
+        if subject is None:
+            return None
+        return AccessToken(token=token, client_id="demo", scopes=[], subject=subject)
+
+
+def load_or_create_keys(path: Path) -> KeyRing:
+    """The demo's sealing keys: read ``path``, or create it (0600) on first run so that
+    sealed tokens survive a restart."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(SealingKey.generate().to_text() + "\n")
+    return KeyRing.from_file(path)
+
+
+def build_demo(
+    *,
+    store: str | None = "memory://",
+    state: StateMode = "server",
+    lifecycle: Lifecycle = "implicit",
+    keys: KeyRing | None = None,
+    auth_tokens: StaticTokens | None = None,
+    handle_fallback: bool = True,
+    base_url: str = "http://127.0.0.1:8000",
+) -> tuple[MCPServer, Sessions]:
+    """The demo ``MCPServer`` and its :class:`Sessions`."""
+    sessions = Sessions(
+        store=store,
+        state=state,
+        lifecycle=lifecycle,
+        keys=keys,
+        handle_fallback=handle_fallback,
+        audience="mcp-sessions-demo",
+    )
+    auth = None
+    if auth_tokens is not None:
+        auth = AuthSettings(
+            issuer_url=AnyHttpUrl(base_url), resource_server_url=AnyHttpUrl(f"{base_url}/mcp")
+        )
+    mcp = MCPServer(
+        "mcp-sessions-demo",
+        instructions=(
+            "A demo of mcp-sessions. count() keeps a per-session counter; add_item/checkout a "
+            "cart; connect/actions show progressive discovery; init_vm returns a vm handle for "
+            "set_ram, set_cpu and deploy_vm."
+        ),
+        extensions=[sessions],
+        middleware=[sessions.middleware],
+        token_verifier=auth_tokens,
+        auth=auth,
+    )
+    VM = sessions.handle_kind("vm", ttl=3600, header="Vm", created_by="init_vm")
+
+    # -- 1. a counter -------------------------------------------------------------------------
+    @mcp.tool()
+    async def count(session: CurrentSession) -> int:
+        """Increment this session's counter and return it (1 on the first call)."""
+
+        def bump(state: JSONObject) -> int:
+            value = int(state.get("count", 0)) + 1
+            state["count"] = value
+            return value
+
+        return await session.update(bump)
+
+    # -- 2. a shopping cart -------------------------------------------------------------------
+    @mcp.tool()
+    async def add_item(item: str, session: CurrentSession) -> list[str]:
+        """Add an item to this session's cart; returns the cart."""
+
+        def add(state: JSONObject) -> list[str]:
+            cart: list[str] = state.setdefault("cart", [])
+            cart.append(item)
+            return list(cart)
+
+        return await session.update(add)
+
+    @mcp.tool()
+    async def checkout(session: CurrentSession) -> dict[str, Any]:
+        """Check out the cart: returns the order and empties the cart."""
+
+        def take(state: JSONObject) -> list[str]:
+            cart = list(state.get("cart", []))
+            state["cart"] = []
+            state["orders"] = int(state.get("orders", 0)) + 1
+            return cart
+
+        items = await session.update(take)
+        return {"items": items, "count": len(items), "status": "ordered" if items else "empty"}
+
+    # -- 3. progressive discovery (lists never change; the session says what is usable) -------
+    @mcp.tool()
+    async def connect(service: str, session: CurrentSession) -> list[str]:
+        """Connect this session to a service (billing, crm, search); returns its actions."""
+        if service not in SERVICES:
+            raise ValueError(f"unknown service {service!r}; choose one of {sorted(SERVICES)}")
+
+        def attach(state: JSONObject) -> None:
+            connected: list[str] = state.setdefault("services", [])
+            if service not in connected:
+                connected.append(service)
+
+        await session.update(attach)
+        return SERVICES[service]
+
+    @mcp.tool()
+    async def actions(session: CurrentSession) -> dict[str, list[str]]:
+        """The actions this session can use now, by connected service."""
+        return {name: SERVICES[name] for name in session.get("services", [])}
+
+    # -- 4. multi-step VM provisioning with handles (SEP-2567) -------------------------------
+    @mcp.tool()
+    async def init_vm(name: str) -> str:
+        """Start configuring a VM; returns a vm handle for set_ram, set_cpu and deploy_vm."""
+        return await VM.create({"name": name, "ram_gb": 2, "cpus": 1, "deployed": False})
+
+    def _configure(field: str, value: int) -> Any:
+        def edit(state: JSONObject) -> JSONObject:
+            if state.get("deployed"):
+                raise HandleError(f"VM {state['name']!r} is deployed; its {field} is fixed")
+            state[field] = value
+            return dict(state)
+
+        return edit
+
+    @mcp.tool()
+    async def set_ram(vm: Annotated[str, VM.arg], gb: int) -> dict[str, Any]:
+        """Set the VM's memory in GB (1-512)."""
+        if not 1 <= gb <= 512:
+            raise ValueError("gb must be between 1 and 512")
+        return await VM.update(vm, _configure("ram_gb", gb))
+
+    @mcp.tool()
+    async def set_cpu(vm: Annotated[str, VM.arg], n: int) -> dict[str, Any]:
+        """Set the VM's CPU count (1-64)."""
+        if not 1 <= n <= 64:
+            raise ValueError("n must be between 1 and 64")
+        return await VM.update(vm, _configure("cpus", n))
+
+    @mcp.tool()
+    async def deploy_vm(vm: Annotated[str, VM.arg]) -> dict[str, Any]:
+        """Deploy the VM as configured; its configuration is fixed from then on."""
+
+        def deploy(state: JSONObject) -> JSONObject:
+            state["deployed"] = True
+            return dict(state)
+
+        return await VM.update(vm, deploy)
+
+    return mcp, sessions
