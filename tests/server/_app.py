@@ -1,0 +1,210 @@
+"""The server under test: mcp-sessions on an ``MCPServer``, with tools that report what the
+tool author sees (the :class:`Session` a carrier brought, its state, its principal), a handle
+kind, a session-dependent resource and a tool that logs.
+
+Imported by the tests (in-process and in-thread servers) and run as a script for stdio and
+HTTP subprocesses::
+
+    python tests/server/_app.py --stdio --store memory://
+    python tests/server/_app.py --port 8123 --store sqlite:///x.db --log-file log.txt
+
+Not collected by pytest (no ``test_`` prefix).
+"""
+
+# No `from __future__ import annotations`: the SDK evaluates tool annotations such as
+# `Annotated[str, NOTE.arg]` where NOTE is local to build_app (as in mcp_sessions.demo).
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from pydantic import AnyHttpUrl
+
+from mcp_sessions.core.records import JSONObject
+from mcp_sessions.core.sealing import KeyRing
+from mcp_sessions.demo import StaticTokens
+from mcp_sessions.server import CurrentSession, OptionalSession, Session, Sessions
+from mcp_sessions.server.sdk import current_scope
+from mcp_sessions.stores import Store
+
+#: The logger the ``log`` tool writes to (the correlation tests read its records).
+LOGGER_NAME = "tests.server.app"
+LOG_FORMAT = "%(mcp_session_id)s|%(mcp_conversation_id)s|%(message)s"
+AUDIENCE = "mcp-sessions-test"
+
+
+def describe(session: Session) -> dict[str, Any]:
+    """Everything a tool can see of its session."""
+    return {
+        "id": session.id,
+        "carrier": session.carrier.value,
+        "origin": session.origin,
+        "principal": session.principal.key,
+        "created": session.created,
+        "conversationId": session.conversation_id,
+        "version": session.version,
+        "state": dict(session.state),
+    }
+
+
+def build_app(
+    *,
+    store: Store | str = "memory://",
+    state: str = "server",
+    lifecycle: str = "implicit",
+    keys: KeyRing | None = None,
+    idle_ttl: float = 3600.0,
+    handle_ttl: float = 3600.0,
+    auth_tokens: StaticTokens | None = None,
+    handle_fallback: bool = True,
+    base_url: str = "http://127.0.0.1:8000",
+) -> tuple[MCPServer, Sessions]:
+    sessions = Sessions(
+        store=store,
+        state=state,  # type: ignore[arg-type]
+        lifecycle=lifecycle,  # type: ignore[arg-type]
+        keys=keys,
+        idle_ttl=idle_ttl,
+        handle_fallback=handle_fallback,
+        audience=AUDIENCE,
+    )
+    auth = None
+    if auth_tokens is not None:
+        auth = AuthSettings(
+            issuer_url=AnyHttpUrl(base_url), resource_server_url=AnyHttpUrl(f"{base_url}/mcp")
+        )
+    mcp = MCPServer(
+        "mcp-sessions-test",
+        extensions=[sessions],
+        middleware=[sessions.middleware],
+        token_verifier=auth_tokens,
+        auth=auth,
+    )
+    note_kind = sessions.handle_kind("note", ttl=handle_ttl, header="Note", created_by="new_note")
+    logger = logging.getLogger(LOGGER_NAME)
+
+    @mcp.tool()
+    async def whoami(session: CurrentSession) -> dict[str, Any]:
+        """The session this request reached, as the tool author sees it."""
+        return describe(session)
+
+    @mcp.tool()
+    async def maybe(session: OptionalSession) -> dict[str, Any]:
+        """The session if the request named one."""
+        return {"session": None if session is None else describe(session)}
+
+    @mcp.tool()
+    async def count(session: CurrentSession) -> dict[str, Any]:
+        """Increment the session's counter."""
+
+        def bump(state: JSONObject) -> int:
+            value = int(state.get("count", 0)) + 1
+            state["count"] = value
+            return value
+
+        value = await session.update(bump)
+        return {"count": value, "created": session.created, "id": session.id}
+
+    @mcp.tool()
+    async def put(key: str, value: Any, session: CurrentSession) -> dict[str, Any]:
+        """Set one key of the session state; returns the state."""
+        await session.set(key, value)
+        return dict(session.state)
+
+    @mcp.tool()
+    async def log(message: str, session: OptionalSession) -> str:
+        """Log ``message`` while handling this request."""
+        logger.warning(message)
+        return message
+
+    @mcp.tool()
+    async def new_note(text: str) -> str:
+        """A note handle."""
+        return await note_kind.create({"text": text})
+
+    @mcp.tool()
+    async def read_note(note: Annotated[str, note_kind.arg]) -> dict[str, Any]:
+        return dict(await note_kind.state(note))
+
+    @mcp.tool()
+    async def edit_note(note: Annotated[str, note_kind.arg], text: str) -> dict[str, Any]:
+        def edit(state: JSONObject) -> JSONObject:
+            state["text"] = text
+            state["edits"] = int(state.get("edits", 0)) + 1
+            return dict(state)
+
+        return await note_kind.update(note, edit)
+
+    @mcp.tool()
+    async def renew_note(note: Annotated[str, note_kind.arg], ttl: float) -> float:
+        return await note_kind.renew(note, ttl)
+
+    @mcp.tool()
+    async def revoke_note(note: Annotated[str, note_kind.arg]) -> str:
+        await note_kind.revoke(note)
+        return "revoked"
+
+    @mcp.resource("session://state", mime_type="application/json")
+    async def session_state() -> str:
+        """The session's state: depends on the session."""
+        scope = current_scope()
+        assert scope is not None
+        session = await scope.session()
+        return json.dumps(dict(session.state), sort_keys=True)
+
+    @mcp.resource("static://hello")
+    def hello() -> str:
+        """The same for everyone."""
+        return "hello"
+
+    return mcp, sessions
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--stdio", action="store_true")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--store", default="memory://")
+    parser.add_argument("--state", default="server", choices=["server", "sealed"])
+    parser.add_argument("--lifecycle", default="implicit", choices=["implicit", "explicit"])
+    parser.add_argument("--idle-ttl", type=float, default=3600.0)
+    parser.add_argument("--handle-ttl", type=float, default=3600.0)
+    parser.add_argument("--key-file", type=Path)
+    parser.add_argument("--auth-tokens", type=Path)
+    parser.add_argument("--log-file", type=Path)
+    args = parser.parse_args(argv)
+
+    if args.log_file is not None:
+        handler = logging.FileHandler(args.log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        app_logger = logging.getLogger(LOGGER_NAME)
+        app_logger.addHandler(handler)
+        app_logger.setLevel(logging.INFO)
+    base_url = f"http://127.0.0.1:{args.port}"
+    mcp, sessions = build_app(
+        store=args.store,
+        state=args.state,
+        lifecycle=args.lifecycle,
+        keys=KeyRing.from_file(args.key_file) if args.key_file else None,
+        idle_ttl=args.idle_ttl,
+        handle_ttl=args.handle_ttl,
+        auth_tokens=StaticTokens.from_file(args.auth_tokens) if args.auth_tokens else None,
+        base_url=base_url,
+    )
+    if args.stdio:
+        mcp.run("stdio")
+        return
+    import uvicorn
+
+    app = sessions.streamable_http_app(mcp, host="127.0.0.1")
+    print(f"listening on {base_url}/mcp", file=sys.stderr, flush=True)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Fixtures for the server tests: real servers on 127.0.0.1 and the official SDK client.
+
+* ``make_target(transport, **options)`` — the test app (``_app.py``) in process, on uvicorn in
+  a thread, or as a stdio subprocess, ready for ``target.client(version)``;
+* ``serve(app)`` — any ASGI app on uvicorn in a thread, stopped at teardown;
+* ``spawn(argv...)`` — a server subprocess (the ``mcp-sessions demo`` CLI or the test app) on
+  a free port, stopped by its PID at teardown.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcp_sessions.core.sealing import KeyRing, SealingKey
+from mcp_sessions.demo import StaticTokens
+
+from ._app import build_app
+from .helpers import (
+    APP_SCRIPT,
+    MCP_SESSIONS_CLI,
+    ServerProcess,
+    Target,
+    ThreadedServer,
+    start_process,
+    stdio_params,
+)
+
+#: Tokens of the authenticated servers: bearer token → subject.
+TOKENS = {"alice-token": "alice", "bob-token": "bob"}
+ALICE = {"Authorization": "Bearer alice-token"}
+BOB = {"Authorization": "Bearer bob-token"}
+
+
+@pytest.fixture
+def tokens_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps(TOKENS), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "keys.txt"
+    path.write_text(SealingKey.generate().to_text() + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Any], ThreadedServer]]:
+    servers: list[ThreadedServer] = []
+
+    def start(app: Any) -> ThreadedServer:
+        server = ThreadedServer(app).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in reversed(servers):
+        server.stop()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """``spawn("demo", *args)`` runs ``mcp-sessions demo``; ``spawn("app", *args)`` the test
+    app. Both get ``--port`` on a free port and are stopped by PID at teardown."""
+    processes: list[ServerProcess] = []
+
+    def start(program: str, *args: str) -> ServerProcess:
+        if program == "demo":
+            argv = [str(MCP_SESSIONS_CLI), "demo", *args]
+        elif program == "app":
+            argv = [sys.executable, str(APP_SCRIPT), *args]
+        else:
+            raise ValueError(program)
+        log = tmp_path / f"server-{len(processes)}.log"
+        process = start_process(argv, log)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in reversed(processes):
+        process.stop()
+
+
+@pytest.fixture
+def make_target(tmp_path: Path, serve: Callable[[Any], ThreadedServer]) -> Callable[..., Target]:
+    """``make_target(transport, **options)``: the test app reachable over ``transport``.
+
+    Options are those of :func:`tests.server._app.build_app` that a command line can carry:
+    ``store`` (a URL), ``state``, ``lifecycle``, ``idle_ttl``, ``handle_ttl``, ``keys``,
+    ``auth_tokens`` (HTTP only).
+    """
+
+    def make(transport: str, **options: Any) -> Target:
+        if transport == "inproc":
+            mcp, _sessions = build_app(**options)
+            return Target("inproc", server=mcp)
+        if transport == "http":
+            mcp, sessions = build_app(**options)
+            server = serve(sessions.streamable_http_app(mcp, host="127.0.0.1"))
+            return Target("http", url=server.url)
+        if transport == "stdio":
+            return Target("stdio", stdio=stdio_params(*_cli_args(tmp_path, options)))
+        raise ValueError(transport)
+
+    return make
+
+
+def _cli_args(tmp_path: Path, options: dict[str, Any]) -> list[str]:
+    args: list[str] = []
+    for name, value in options.items():
+        if name == "keys":
+            assert isinstance(value, KeyRing)
+            path = tmp_path / f"stdio-keys-{id(value)}.txt"
+            path.write_text("\n".join(key.to_text() for key in value.keys) + "\n", encoding="utf-8")
+            args += ["--key-file", str(path)]
+        elif name == "auth_tokens":
+            raise ValueError("stdio has no bearer tokens")
+        else:
+            args += [f"--{name.replace('_', '-')}", str(value)]
+    return args
+
+
+@pytest.fixture
+def static_tokens() -> StaticTokens:
+    return StaticTokens(dict(TOKENS))

@@ -1,0 +1,515 @@
+"""Helpers for the server tests: real servers (subprocess, in-thread uvicorn, stdio), the
+official SDK client on every transport, and raw HTTP for exact wire checks.
+
+Everything binds to 127.0.0.1; every wait is a bounded poll; every process is stopped by its
+own PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx2
+import uvicorn
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult, Request, RequestParams, Result
+from pydantic import ConfigDict
+from tests.fixtures.redis_server import free_port
+
+from mcp_sessions.core.names import (
+    HEADER_CLIENT_SESSION_ID,
+    META_PROTOCOL_VERSION,
+    META_SESSION_ID,
+    PROTOCOL_2025_11_25,
+    PROTOCOL_2026_07_28,
+)
+from mcp_sessions.core.records import JSONObject, Record
+from mcp_sessions.stores import Store
+
+REPO = Path(__file__).resolve().parents[2]
+APP_SCRIPT = Path(__file__).with_name("_app.py")
+MCP_SESSIONS_CLI = Path(sys.executable).with_name("mcp-sessions")
+
+Transport = Literal["inproc", "stdio", "http"]
+Version = Literal["legacy", "modern"]
+VERSIONS: tuple[Version, ...] = ("legacy", "modern")
+PROTOCOL = {"legacy": PROTOCOL_2025_11_25, "modern": PROTOCOL_2026_07_28}
+MODE = {"legacy": "legacy", "modern": PROTOCOL_2026_07_28}
+
+STARTUP_TIMEOUT = 20.0
+
+
+def new_id() -> str:
+    """A fresh client-proposed session id (a lowercase UUIDv4, as DESIGN §3 suggests)."""
+    return str(uuid.uuid4())
+
+
+def sid(session_id: str, **extra: Any) -> dict[str, Any]:
+    """Request ``_meta`` naming ``session_id`` with our key."""
+    return {META_SESSION_ID: session_id, **extra}
+
+
+def value(result: CallToolResult) -> Any:
+    """A tool's return value, from its structured content."""
+    assert not result.is_error, f"tool failed: {result.content}"
+    content = result.structured_content
+    assert content is not None, f"no structured content: {result.content}"
+    if set(content) == {"result"}:
+        return content["result"]
+    return content
+
+
+def error_text(result: CallToolResult) -> str:
+    """The text of a tool execution error."""
+    assert result.is_error, f"expected a tool error, got {result.structured_content}"
+    return " ".join(getattr(block, "text", "") for block in result.content)
+
+
+# -- custom methods (DESIGN §3) ---------------------------------------------------------------
+
+
+class _Params(RequestParams):
+    model_config = ConfigDict(extra="allow")
+
+
+class _SessionCreate(Request[_Params, Literal["session/create"]]):
+    method: Literal["session/create"] = "session/create"
+    params: _Params
+
+
+class _SessionDestroy(Request[_Params, Literal["session/destroy"]]):
+    method: Literal["session/destroy"] = "session/destroy"
+    params: _Params
+
+
+class AnyResult(Result):
+    model_config = ConfigDict(extra="allow")
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+async def session_create(
+    client: Client, meta: Mapping[str, Any] | None = None, **params: Any
+) -> dict[str, Any]:
+    """``session/create`` through the SDK client; returns the result as sent (camelCase)."""
+    request = _SessionCreate(params=_Params(**params, _meta=dict(meta) if meta else None))
+    result = await client.session.send_request(request, AnyResult)
+    return result.body()
+
+
+async def session_destroy(
+    client: Client, meta: Mapping[str, Any] | None = None, **params: Any
+) -> dict[str, Any]:
+    request = _SessionDestroy(params=_Params(**params, _meta=dict(meta) if meta else None))
+    result = await client.session.send_request(request, AnyResult)
+    return result.body()
+
+
+async def expect_error(awaitable: Any) -> MCPError:
+    """Await and return the :class:`MCPError` it raised (fails if it raised none)."""
+    try:
+        outcome = await awaitable
+    except MCPError as error:
+        return error
+    raise AssertionError(f"expected an MCPError, got {outcome!r}")
+
+
+# -- raw HTTP ---------------------------------------------------------------------------------
+
+ACCEPT = "application/json, text/event-stream"
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: httpx2.Headers
+    body: Any
+    text: str
+
+    @property
+    def error(self) -> dict[str, Any]:
+        assert isinstance(self.body, dict) and "error" in self.body, self.text
+        error: dict[str, Any] = self.body["error"]
+        return error
+
+    @property
+    def result(self) -> dict[str, Any]:
+        assert isinstance(self.body, dict) and "result" in self.body, self.text
+        result: dict[str, Any] = self.body["result"]
+        return result
+
+
+def _parse(response: httpx2.Response) -> Reply:
+    text = response.text
+    body: Any = None
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        # The response to our request is the last `data:` event carrying a JSON-RPC id.
+        for line in text.splitlines():
+            if line.startswith("data:"):
+                data = line[5:].strip()
+                if data:
+                    message = json.loads(data)
+                    if isinstance(message, dict) and ("result" in message or "error" in message):
+                        body = message
+    elif text:
+        with contextlib.suppress(ValueError):
+            body = json.loads(text)
+    return Reply(response.status_code, response.headers, body, text)
+
+
+def modern_request(
+    method: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    request_id: int = 1,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """A 2026-07-28 JSON-RPC request body and the headers the SDK client would send with it."""
+    envelope = {
+        META_PROTOCOL_VERSION: PROTOCOL_2026_07_28,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "raw-test", "version": "0"},
+    }
+    body_params = {**(params or {}), "_meta": {**envelope, **(meta or {})}}
+    headers = {
+        "accept": ACCEPT,
+        "content-type": "application/json",
+        "mcp-protocol-version": PROTOCOL_2026_07_28,
+        "mcp-method": method,
+    }
+    name = {"tools/call": "name", "resources/read": "uri", "prompts/get": "name"}.get(method)
+    if name is not None and params is not None and name in params:
+        headers["mcp-name"] = str(params[name])
+    body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": body_params}
+    return body, headers
+
+
+class RawHttp:
+    """JSON-RPC over plain HTTP POSTs, for exact statuses, headers and bodies."""
+
+    def __init__(self, http: httpx2.AsyncClient, url: str) -> None:
+        self.http = http
+        self.url = url
+
+    async def post(self, body: Any, headers: Mapping[str, str]) -> Reply:
+        response = await self.http.post(self.url, content=json.dumps(body), headers=dict(headers))
+        return _parse(response)
+
+    async def modern(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        request_id: int = 1,
+    ) -> Reply:
+        body, base = modern_request(method, params, meta=meta, request_id=request_id)
+        return await self.post(body, {**base, **(headers or {})})
+
+    async def initialize(self, headers: Mapping[str, str] | None = None) -> str:
+        """A 2025-11-25 handshake; returns the ``Mcp-Session-Id`` the server minted."""
+        reply = await self.post(
+            {
+                "jsonrpc": "2.0",
+                "id": 0,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": PROTOCOL_2025_11_25,
+                    "capabilities": {},
+                    "clientInfo": {"name": "raw-test", "version": "0"},
+                },
+            },
+            {"accept": ACCEPT, "content-type": "application/json", **(headers or {})},
+        )
+        assert reply.status == 200, reply.text
+        session_id = reply.headers.get("mcp-session-id")
+        assert session_id, f"no Mcp-Session-Id on the initialize response: {reply.headers}"
+        initialized = await self.http.post(
+            self.url,
+            json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+            headers={
+                "accept": ACCEPT,
+                "mcp-session-id": session_id,
+                "mcp-protocol-version": PROTOCOL_2025_11_25,
+                **(headers or {}),
+            },
+        )
+        assert initialized.status_code == 202, initialized.text
+        return session_id
+
+    async def legacy(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        session_id: str | None,
+        headers: Mapping[str, str] | None = None,
+        request_id: int = 1,
+    ) -> Reply:
+        base = {
+            "accept": ACCEPT,
+            "content-type": "application/json",
+            "mcp-protocol-version": PROTOCOL_2025_11_25,
+        }
+        if session_id is not None:
+            base["mcp-session-id"] = session_id
+        body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": dict(params or {})}
+        return await self.post(body, {**base, **(headers or {})})
+
+    async def delete(self, session_id: str, headers: Mapping[str, str] | None = None) -> int:
+        response = await self.http.delete(
+            self.url,
+            headers={
+                "mcp-session-id": session_id,
+                "mcp-protocol-version": PROTOCOL_2025_11_25,
+                **(headers or {}),
+            },
+        )
+        return response.status_code
+
+
+def tool_value(reply: Reply) -> Any:
+    """The structured value of a raw ``tools/call`` reply."""
+    assert reply.status == 200, reply.text
+    result = reply.result
+    assert not result.get("isError"), result
+    content = result["structuredContent"]
+    return content["result"] if set(content) == {"result"} else content
+
+
+# -- servers ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ServerProcess:
+    """A server in a subprocess, stopped by its own PID."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+def _listening(port: int) -> bool:
+    try:
+        response = httpx2.get(f"http://127.0.0.1:{port}/mcp", timeout=1.0)
+    except httpx2.HTTPError:
+        return False
+    return response.status_code < 500
+
+
+def start_process(argv: Sequence[str], log: Path) -> ServerProcess:
+    """Run ``argv + ["--port", N]`` on a free port and wait (bounded) until it answers."""
+    last = "did not start"
+    for _attempt in range(3):  # another process may take the free port first
+        port = free_port()
+        with log.open("ab") as sink:
+            process = subprocess.Popen(
+                [*argv, "--port", str(port)],
+                stdout=sink,
+                stderr=sink,
+                cwd=REPO,
+                env={**os.environ, "PYTHONPATH": str(REPO)},
+            )
+        server = ServerProcess(process, port, log)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline and process.poll() is None:
+            if _listening(port):
+                return server
+            time.sleep(0.05)
+        server.stop()
+        last = log.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"server {argv} did not start:\n{last}")
+
+
+class ThreadedServer:
+    """An ASGI app on uvicorn in a thread of the test process, on a port the OS picks."""
+
+    def __init__(self, app: Any) -> None:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", ws="none"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    def start(self) -> ThreadedServer:
+        self._thread.start()
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        socket = self._server.servers[0].sockets[0]
+        self.port = int(socket.getsockname()[1])
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+        if self._thread.is_alive():
+            self._server.force_exit = True
+            self._thread.join(timeout=5)
+
+
+# -- clients ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """Where a test's client connects: an in-process server, a stdio command, or a URL."""
+
+    transport: Transport
+    server: Any = None  # the MCPServer for inproc
+    stdio: StdioServerParameters | None = None
+    url: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @contextlib.asynccontextmanager
+    async def client(
+        self, version: Version, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[Client]:
+        """An SDK client at ``version``; ``headers`` go on every HTTP request."""
+        mode: Any = MODE[version]
+        if self.transport == "inproc":
+            async with Client(self.server, mode=mode) as client:
+                yield client
+        elif self.transport == "stdio":
+            assert self.stdio is not None
+            async with Client(self.stdio, mode=mode) as client:
+                yield client
+        else:
+            assert self.url is not None
+            all_headers = {**self.headers, **(headers or {})}
+            async with (
+                httpx2.AsyncClient(headers=all_headers, timeout=30) as http,
+                Client(streamable_http_client(self.url, http_client=http), mode=mode) as client,
+            ):
+                yield client
+
+
+def stdio_params(*args: str) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=sys.executable,
+        args=[str(APP_SCRIPT), "--stdio", *args],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=str(REPO),
+    )
+
+
+def mirror(session_id: str) -> dict[str, str]:
+    """The HTTP mirror header for ``session_id``."""
+    return {HEADER_CLIENT_SESSION_ID: session_id}
+
+
+# -- a store whose clock the test can move ----------------------------------------------------
+
+
+class ShiftedClock:
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+class ClockedStore:
+    """A real store read through a clock the test moves: expiry without sleeping.
+
+    Every call that takes ``now`` gets the shifted time; records are passed through as they
+    are, so the backend's own expiry logic decides.
+    """
+
+    def __init__(self, inner: Store, clock: ShiftedClock) -> None:
+        self.inner = inner
+        self.clock = clock
+        self.url = inner.url
+
+    async def create(self, record: Record) -> None:
+        await self.inner.create(record)
+
+    async def get(
+        self, kind: str, id: str, principal: str, *, now: float | None = None
+    ) -> Record | None:
+        return await self.inner.get(kind, id, principal, now=self._now(now))
+
+    async def compare_and_set(
+        self,
+        kind: str,
+        id: str,
+        principal: str,
+        expected_version: int,
+        state: JSONObject,
+        *,
+        now: float | None = None,
+    ) -> Record:
+        return await self.inner.compare_and_set(
+            kind, id, principal, expected_version, state, now=self._now(now)
+        )
+
+    async def touch(self, record: Record, **options: Any) -> Record:
+        options["now"] = self._now(options.get("now"))
+        return await self.inner.touch(record, **options)
+
+    async def delete(self, kind: str, id: str, principal: str) -> bool:
+        return await self.inner.delete(kind, id, principal)
+
+    async def list(self, principal: str, **options: Any) -> list[Record]:
+        options["now"] = self._now(options.get("now"))
+        return await self.inner.list(principal, **options)
+
+    async def sweep(self, **options: Any) -> int:
+        options["now"] = self._now(options.get("now"))
+        return await self.inner.sweep(**options)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def __aenter__(self) -> ClockedStore:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    def _now(self, now: float | None) -> float:
+        return self.clock.now() if now is None else now
