@@ -250,6 +250,12 @@ class RequestScope:
         return self.resolution.carrier
 
     @property
+    def _sealed(self) -> bool:
+        # Sealed state needs a client that echoes tokens: extension-aware carriers only.
+        # Legacy sessions and session handles (plain clients) keep their state in the store.
+        return self.engine.config.state == "sealed" and self.carrier in CLIENT_CARRIERS
+
+    @property
     def session_id(self) -> str | None:
         return self.resolution.session_id
 
@@ -265,7 +271,7 @@ class RequestScope:
         session_id = self.resolution.session_id
         if session_id is None:
             raise SessionRequired()
-        if self.engine.config.state == "sealed" and self.carrier is not Carrier.LEGACY:
+        if self._sealed:
             self._session = self._open_sealed(session_id)
         else:
             self._session = await self._open_stored(session_id)
@@ -337,11 +343,7 @@ class RequestScope:
     async def commit(self, record: Record, state: JSONObject) -> Record | None:
         """Store ``state`` if ``record`` is still current; ``None`` on a version conflict."""
         config = self.engine.config
-        if (
-            record.kind == SESSION_KIND
-            and config.state == "sealed"
-            and self.carrier is not Carrier.LEGACY
-        ):
+        if record.kind == SESSION_KIND and self._sealed:
             # Sealing now surfaces an oversize state to the tool that caused it.
             self._token_out = self.engine.codec.seal(
                 state, principal=self.principal.key, session_id=record.id, seq=self._seq + 1
