@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
+from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from ..core.handles import InvalidHandle, mint_handle, parse_handle, validate_kind
@@ -30,8 +31,12 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class HandleError(Exception):
-    """A handle argument that cannot be used; the message is shown to the model as is."""
+class HandleError(ToolError):
+    """A handle argument that cannot be used; the message is shown to the model as is.
+
+    A :class:`~mcp.server.mcpserver.exceptions.ToolError`: the SDK turns any other exception
+    escaping a tool body into a bare "Error executing tool <name>", which would hide why.
+    """
 
 
 class HandleKind:
