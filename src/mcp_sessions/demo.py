@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import AnyHttpUrl
 
 from .core.records import JSONObject
@@ -160,7 +161,7 @@ def build_demo(
     async def connect(service: str, session: CurrentSession) -> list[str]:
         """Connect this session to a service (billing, crm, search); returns its actions."""
         if service not in SERVICES:
-            raise ValueError(f"unknown service {service!r}; choose one of {sorted(SERVICES)}")
+            raise ToolError(f"unknown service {service!r}; choose one of {sorted(SERVICES)}")
 
         def attach(state: JSONObject) -> None:
             connected: list[str] = state.setdefault("services", [])
@@ -194,14 +195,14 @@ def build_demo(
     async def set_ram(vm: Annotated[str, VM.arg], gb: int) -> dict[str, Any]:
         """Set the VM's memory in GB (1-512)."""
         if not 1 <= gb <= 512:
-            raise ValueError("gb must be between 1 and 512")
+            raise ToolError("gb must be between 1 and 512")
         return await VM.update(vm, _configure("ram_gb", gb))
 
     @mcp.tool()
     async def set_cpu(vm: Annotated[str, VM.arg], n: int) -> dict[str, Any]:
         """Set the VM's CPU count (1-64)."""
         if not 1 <= n <= 64:
-            raise ValueError("n must be between 1 and 64")
+            raise ToolError("n must be between 1 and 64")
         return await VM.update(vm, _configure("cpus", n))
 
     @mcp.tool()
