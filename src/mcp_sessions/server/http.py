@@ -167,6 +167,27 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
+def _without_session_id(send: Send) -> Send:
+    """``send`` minus any ``Mcp-Session-Id`` response header.
+
+    The id is issued on the ``initialize`` response only (DESIGN §5, spec §5.1 item 9); the
+    SDK's stateful transport repeats it on every response of the session, and only on the
+    replica that holds the connection, so the same request would differ by replica.
+    """
+
+    async def strip(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [
+                (name, value)
+                for name, value in message.get("headers", [])
+                if name.lower() != b"mcp-session-id"
+            ]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return strip
+
+
 class LegacyGate:
     """The ASGI endpoint in front of the SDK's managers (see the module docstring)."""
 
@@ -193,6 +214,7 @@ class LegacyGate:
         elif method == "DELETE" and session_id is not None:
             await self._delete(scope, receive, send, session_id)
         elif method == "GET" and session_id is not None:
+            send = _without_session_id(send)
             record = await self._lookup(session_id)
             if record is None:
                 await _send_error(send, 404, SessionNotFound())
@@ -249,6 +271,7 @@ class LegacyGate:
         if rpc_method == "initialize":
             await self._initialize(scope, replay, send, params)
             return
+        send = _without_session_id(send)
         if session_id is None:
             if self.sessions.config.legacy_sessions_required and rpc_method is not None:
                 await _send_json(
