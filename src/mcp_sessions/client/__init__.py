@@ -1,0 +1,65 @@
+"""The client side of mcp-sessions: sessions for the official ``mcp.Client`` (DESIGN §7).
+
+Change one line::
+
+    from mcp_sessions.client import Client     # was: from mcp import Client
+
+and every request carries ``dev.mcpsessions/sessionId`` (and ``Mcp-Client-Session-Id`` over
+HTTP), sealed state tokens are kept in a jar and echoed, and ``client.sessions`` offers
+``fork()``, ``snapshot()``/``restore()``, ``destroy()`` and what the server advertises.
+See docs/client.md.
+"""
+
+from __future__ import annotations
+
+from .jar import JarEntry, JarScope, StateJar
+from .policy import (
+    AutoSession,
+    CreateSession,
+    NewSession,
+    ResumeSession,
+    SessionPolicy,
+    SessionRef,
+    SessionSnapshot,
+)
+from .sdk import (
+    ClientSessions,
+    InvalidStateError,
+    LegacySessionLost,
+    SessionClient,
+    SessionNotFoundError,
+    SessionRequiredError,
+    SessionsError,
+    SessionsUnsupported,
+    SessionTransport,
+    StateConflictError,
+    translate_error,
+)
+
+#: The one-line swap: ``from mcp_sessions.client import Client``.
+Client = SessionClient
+
+__all__ = [
+    "AutoSession",
+    "Client",
+    "ClientSessions",
+    "CreateSession",
+    "InvalidStateError",
+    "JarEntry",
+    "JarScope",
+    "LegacySessionLost",
+    "NewSession",
+    "ResumeSession",
+    "SessionClient",
+    "SessionNotFoundError",
+    "SessionPolicy",
+    "SessionRef",
+    "SessionRequiredError",
+    "SessionSnapshot",
+    "SessionTransport",
+    "SessionsError",
+    "SessionsUnsupported",
+    "StateConflictError",
+    "StateJar",
+    "translate_error",
+]
