@@ -76,7 +76,11 @@ def build_app(
     auth = None
     if auth_tokens is not None:
         auth = AuthSettings(
-            issuer_url=AnyHttpUrl(base_url), resource_server_url=AnyHttpUrl(f"{base_url}/mcp")
+            issuer_url=AnyHttpUrl(base_url),
+            resource_server_url=AnyHttpUrl(f"{base_url}/mcp"),
+            # Static tokens name no resource (RFC 8707): the tokens file is the whole check.
+            # Unset, the SDK warns on every start, and 3.0 would refuse every such token.
+            validate_token_resource=False,
         )
     mcp = MCPServer(
         "mcp-sessions-test",

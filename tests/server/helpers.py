@@ -355,6 +355,18 @@ def start_process(argv: Sequence[str], log: Path) -> ServerProcess:
     raise RuntimeError(f"server {argv} did not start:\n{last}")
 
 
+def start_demo(directory: Path, *args: str, name: str = "demo") -> ServerProcess:
+    """``mcp-sessions demo ARGS --key-file DIRECTORY/keys.txt --port <free>``; servers
+    started in one directory share their sealing keys, as replicas must."""
+    from mcp_sessions.core.sealing import SealingKey
+
+    key_file = directory / "keys.txt"
+    if not key_file.exists():
+        key_file.write_text(SealingKey.generate().to_text() + "\n", encoding="utf-8")
+    argv = [str(MCP_SESSIONS_CLI), "demo", *args, "--key-file", str(key_file)]
+    return start_process(argv, directory / f"{name}.log")
+
+
 class ThreadedServer:
     """An ASGI app on uvicorn in a thread of the test process, on a port the OS picks."""
 

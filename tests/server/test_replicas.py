@@ -15,10 +15,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from mcp_sessions.core.errors import SessionNotFound
-from mcp_sessions.core.sealing import SealingKey
 
 from .helpers import (
-    MCP_SESSIONS_CLI,
     MODE,
     VERSIONS,
     RawHttp,
@@ -27,7 +25,7 @@ from .helpers import (
     Version,
     new_id,
     sid,
-    start_process,
+    start_demo,
     tool_value,
     value,
 )
@@ -48,12 +46,9 @@ def replicas(
         store = f"sqlite:///{directory}/shared.sqlite3"
     else:
         store = str(request.getfixturevalue("redis_server").url)
-    key_file = directory / "keys.txt"
-    key_file.write_text(SealingKey.generate().to_text() + "\n", encoding="utf-8")
-    argv = [str(MCP_SESSIONS_CLI), "demo", "--store", store, "--key-file", str(key_file)]
-    first = start_process(argv, directory / "first.log")
+    first = start_demo(directory, "--store", store, name="first")
     try:
-        second = start_process(argv, directory / "second.log")
+        second = start_demo(directory, "--store", store, name="second")
     except BaseException:
         first.stop()
         raise
