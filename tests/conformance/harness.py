@@ -110,6 +110,8 @@ class Results:
     """The checks.json files under one --output-dir, one per scenario run."""
 
     scenarios: dict[str, list[dict[str, object]]] = field(default_factory=dict)
+    returncode: int = 0  # of the run that wrote them, when the caller records it
+    output: str = ""  # the tail of that run's stdout/stderr, for failure messages
 
     @classmethod
     def read(cls, output_dir: Path) -> Results:
