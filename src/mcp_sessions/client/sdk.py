@@ -246,7 +246,8 @@ class _LegacyWatch:
 
     def install(self, client: httpx2.AsyncClient) -> Callable[[], None]:
         hooks = client.event_hooks
-        hooks["request"].append(self.on_request)
+        # First among the request hooks, so that the caller's own hooks see what is sent.
+        hooks["request"].insert(0, self.on_request)
         hooks["response"].append(self.on_response)
         client.event_hooks = hooks
 
