@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -34,6 +35,8 @@ CONFORMANCE_JS = (
     TOOLS / "conformance" / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist"
 ) / "index.js"
 FIXTURE_SERVER = HERE / "fixture_server.py"
+FIXTURE_COMMAND = (sys.executable, str(FIXTURE_SERVER))
+DEMO_COMMAND = (sys.executable, "-m", "mcp_sessions", "demo")
 SPEC_VERSIONS = ("2025-11-25", "2026-07-28")
 
 INSTALL_HINT = "run scripts/install-test-tools (Node 22 and the MCP conformance suite into .tools/)"
@@ -180,16 +183,20 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def serve(
-    script: Path, *args: str, log: Path, ready_path: str = "/mcp", start_timeout: float = 30
+    command: Sequence[str],
+    *args: str,
+    log: Path,
+    ready_path: str = "/mcp",
+    start_timeout: float = 30,
 ) -> Iterator[str]:
-    """Run `python script --port N *args` on 127.0.0.1; yield its URL once it answers."""
+    """Run `*command --port N *args` (a server on 127.0.0.1:N); yield its URL once it answers."""
     last = "it never answered"
     for _attempt in range(3):  # another process may take the free port first
         port = free_port()
         url = f"http://127.0.0.1:{port}{ready_path}"
         with log.open("ab") as sink:
             process = subprocess.Popen(
-                [sys.executable, str(script), "--port", str(port), *args],
+                [*command, "--port", str(port), *args],
                 cwd=ROOT,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
@@ -204,4 +211,4 @@ def serve(
             last = f"exit status {process.poll()}"
         finally:
             stop(process)
-    pytest.fail(f"{script.name} did not start ({last}); log:\n{log.read_text()[-4000:]}")
+    pytest.fail(f"{shlex.join(command)} did not start ({last}); log:\n{log.read_text()[-4000:]}")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from tests.conformance.harness import (
-    FIXTURE_SERVER,
+    FIXTURE_COMMAND,
     SPEC_VERSIONS,
     ConformanceCLI,
     Results,
@@ -70,7 +70,7 @@ def fixture_url(
     conformance: ConformanceCLI, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     log = tmp_path_factory.mktemp("fixture") / "server.log"
-    with serve(FIXTURE_SERVER, log=log) as url:
+    with serve(FIXTURE_COMMAND, log=log) as url:
         yield url
 
 
@@ -81,7 +81,7 @@ def redis_fixture_url(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     log = tmp_path_factory.mktemp("fixture-redis") / "server.log"
-    with serve(FIXTURE_SERVER, "--store", redis_server.url, log=log) as url:
+    with serve(FIXTURE_COMMAND, "--store", redis_server.url, log=log) as url:
         yield url
 
 
