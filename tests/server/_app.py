@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from mcp.server.auth.settings import AuthSettings
+from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import MCPServer
 from pydantic import AnyHttpUrl
 
@@ -88,6 +89,8 @@ def build_app(
         middleware=[sessions.middleware],
         token_verifier=auth_tokens,
         auth=auth,
+        # Public and cacheable unless the session makes a read private (spec §5.4 item 47).
+        cache_hints={"resources/read": CacheHint(ttl_ms=60_000, scope="public")},
     )
     note_kind = sessions.handle_kind("note", ttl=handle_ttl, header="Note", created_by="new_note")
     logger = logging.getLogger(LOGGER_NAME)

@@ -49,7 +49,9 @@ Transport = Literal["inproc", "stdio", "http"]
 Version = Literal["legacy", "modern"]
 VERSIONS: tuple[Version, ...] = ("legacy", "modern")
 PROTOCOL = {"legacy": PROTOCOL_2025_11_25, "modern": PROTOCOL_2026_07_28}
-MODE = {"legacy": "legacy", "modern": PROTOCOL_2026_07_28}
+#: ``auto`` probes ``server/discover`` (so the client sees the server's capabilities); the
+#: clients below check that it did settle on 2026-07-28.
+MODE = {"legacy": "legacy", "modern": "auto"}
 
 STARTUP_TIMEOUT = 20.0
 
@@ -420,21 +422,22 @@ class Target:
     ) -> AsyncIterator[Client]:
         """An SDK client at ``version``; ``headers`` go on every HTTP request."""
         mode: Any = MODE[version]
-        if self.transport == "inproc":
-            async with Client(self.server, mode=mode) as client:
-                yield client
-        elif self.transport == "stdio":
-            assert self.stdio is not None
-            async with Client(self.stdio, mode=mode) as client:
-                yield client
-        else:
-            assert self.url is not None
-            all_headers = {**self.headers, **(headers or {})}
-            async with (
-                httpx2.AsyncClient(headers=all_headers, timeout=30) as http,
-                Client(streamable_http_client(self.url, http_client=http), mode=mode) as client,
-            ):
-                yield client
+        async with contextlib.AsyncExitStack() as stack:
+            if self.transport == "inproc":
+                client = Client(self.server, mode=mode)
+            elif self.transport == "stdio":
+                assert self.stdio is not None
+                client = Client(self.stdio, mode=mode)
+            else:
+                assert self.url is not None
+                all_headers = {**self.headers, **(headers or {})}
+                http = await stack.enter_async_context(
+                    httpx2.AsyncClient(headers=all_headers, timeout=30)
+                )
+                client = Client(streamable_http_client(self.url, http_client=http), mode=mode)
+            await stack.enter_async_context(client)
+            assert client.protocol_version == PROTOCOL[version], client.protocol_version
+            yield client
 
 
 def stdio_params(*args: str) -> StdioServerParameters:

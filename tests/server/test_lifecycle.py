@@ -109,7 +109,7 @@ async def test_explicit_lifecycle(
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("transport", ["inproc", "http"])  # stdio: see test_explicit_lifecycle
 async def test_create_fork_destroy(
     make_target: MakeTarget, transport: str, version: Version
 ) -> None:

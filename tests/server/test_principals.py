@@ -25,6 +25,7 @@ from ._app import build_app
 from .conftest import ALICE, BOB, TOKENS
 from .helpers import (
     MODE,
+    PROTOCOL,
     VERSIONS,
     RawHttp,
     ServerProcess,
@@ -100,6 +101,7 @@ async def client_as(url: str, headers: dict[str, str], version: Version) -> Asyn
         httpx2.AsyncClient(headers=headers, timeout=30) as http,
         Client(streamable_http_client(url, http_client=http), mode=MODE[version]) as client,
     ):
+        assert client.protocol_version == PROTOCOL[version]
         yield client
 
 

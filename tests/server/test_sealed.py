@@ -166,7 +166,7 @@ async def test_state_over_4096_bytes_is_refused_without_change(
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("transport", ["inproc", "stdio"])
+@pytest.mark.parametrize("transport", ["inproc", "http"])
 async def test_explicit_sealed_sessions_and_fork(
     make_target: MakeTarget, transport: str, version: Version
 ) -> None:
