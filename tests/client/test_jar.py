@@ -201,3 +201,23 @@ def test_principal_from_a_header_is_a_digest_not_the_secret() -> None:
     assert "alice-token" not in alice
     assert alice != principal_for_authorization("Bearer bob-token")
     assert principal_for_authorization(None) == "anonymous"
+
+
+def test_a_failing_disk_never_breaks_the_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "jar.json"
+    jar = StateJar(path)
+
+    def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", disk_full)
+        sid = new_session_id()
+        jar.set_current(A, sid)  # logged, kept in memory
+        assert jar.current(A) == sid
+    assert not path.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["jar.json.lock"]  # no temporary left
+    jar.offer(A, sid, token=token(sid, 1))  # writable again: everything reaches the file
+    assert StateJar(path).current(A) == sid

@@ -131,6 +131,7 @@ class StateJar:
         self._dirty: set[JarScope] = set()
         if self._path is not None:
             self._scopes = self._read_file(self._path)
+            self.prune()  # what expired while no one was running
 
     @property
     def path(self) -> Path | None:
@@ -271,7 +272,11 @@ class StateJar:
     def _changed(self, scope: JarScope) -> None:
         if scope.persistent:
             self._dirty.add(scope)
-            self._save()
+            try:
+                self._save()
+            except OSError as exc:
+                # The jar still works in memory; the next change tries the file again.
+                logger.warning("could not write the state jar %s: %s", self._path, exc)
 
     def _save(self) -> None:
         if self._path is None or not self._dirty:
