@@ -253,3 +253,8 @@ def demo(
         err=True,
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+from .gateway.cli import gateway as _gateway  # noqa: E402  (light module: loads the rest on use)
+
+main.add_command(_gateway)

@@ -1,0 +1,36 @@
+"""The session-aware gateway (DESIGN §8): ``mcp-sessions gateway``.
+
+Layout, one concept per module:
+
+* :mod:`.routing` — the session key of a request and rendezvous hashing (pure);
+* :mod:`.http1` — the HTTP/1.1 hop to upstreams (keep-alive pools, streamed bodies);
+* :mod:`.upstreams` — upstream addresses, load and health checks;
+* :mod:`.pins` — where each session lives, in the shared store;
+* :mod:`.proxy` — the HTTP backend; :mod:`.spawn` — the process-per-session backend;
+* :mod:`.app` — the ASGI front; :mod:`.metrics`, :mod:`.emit` (nginx/HAProxy/Envoy
+  configurations), :mod:`.cli`.
+
+Importing this package is cheap: the command line loads the rest when it runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import Gateway
+    from .config import GatewayConfig, SpawnSettings
+
+__all__ = ["Gateway", "GatewayConfig", "SpawnSettings"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Gateway":
+        from .app import Gateway
+
+        return Gateway
+    if name in ("GatewayConfig", "SpawnSettings"):
+        from . import config
+
+        return getattr(config, name)
+    raise AttributeError(name)

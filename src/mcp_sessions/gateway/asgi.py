@@ -1,0 +1,192 @@
+"""ASGI plumbing shared by both backends: the incoming request, limits, plain answers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.errors import SessionError, SessionNotFound
+from ..core.names import META_PROTOCOL_VERSION
+from .errors import error_body
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+#: Hop-by-hop fields (RFC 9110 §7.6.1) — never forwarded, in either direction.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One HTTP request as the gateway sees it; the body is read only when asked."""
+
+    scope: Scope
+    receive: Receive
+    method: str
+    path: str
+    raw_headers: list[tuple[bytes, bytes]]
+    #: Lowercase names, the first value of each.
+    headers: dict[str, str]
+    content_length: int | None
+    body: bytes | None = None
+    #: The parsed JSON-RPC message, when the body was parsed (routing needed it).
+    message: Any = None
+    parsed: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_scope(cls, scope: Scope, receive: Receive) -> Incoming:
+        raw: list[tuple[bytes, bytes]] = list(scope["headers"])
+        headers: dict[str, str] = {}
+        for name, value in raw:
+            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
+        length_text = headers.get("content-length")
+        content_length: int | None = None
+        if length_text is not None:
+            try:
+                content_length = int(length_text)
+            except ValueError:
+                content_length = -1
+        return cls(
+            scope=scope,
+            receive=receive,
+            method=scope["method"],
+            path=scope["path"],
+            raw_headers=raw,
+            headers=headers,
+            content_length=content_length,
+        )
+
+    @property
+    def header_bytes(self) -> int:
+        """Size of the header section as sent (name, ": ", value, CRLF per field)."""
+        return sum(len(name) + len(value) + 4 for name, value in self.raw_headers)
+
+    async def read_body(self, limit: int) -> bytes:
+        """The whole body (at most ``limit`` bytes, else :class:`BodyTooLarge`)."""
+        if self.body is not None:
+            return self.body
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        self.body = b"".join(chunks)
+        return self.body
+
+    def parse(self) -> Any:
+        """The JSON-RPC message of the (already read) body, or ``None`` if it is not JSON."""
+        if not self.parsed:
+            self.parsed = True
+            try:
+                self.message = json.loads(self.body or b"")
+            except (ValueError, UnicodeDecodeError):
+                self.message = None
+        return self.message
+
+    @property
+    def rpc(self) -> dict[str, Any]:
+        """The first JSON-RPC object of the body (``{}`` if none)."""
+        message = self.message
+        if isinstance(message, list):
+            message = next((m for m in message if isinstance(m, dict)), None)
+        return message if isinstance(message, dict) else {}
+
+    @property
+    def rpc_id(self) -> Any:
+        return self.rpc.get("id")
+
+    @property
+    def rpc_method(self) -> str | None:
+        method = self.rpc.get("method")
+        return method if isinstance(method, str) else None
+
+    @property
+    def meta(self) -> dict[str, Any] | None:
+        params = self.rpc.get("params")
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        return meta if isinstance(meta, dict) else None
+
+    @property
+    def protocol_version(self) -> str | None:
+        """The request's protocol version: its header, else its 2026-07-28 envelope."""
+        version = self.headers.get("mcp-protocol-version")
+        if version is None:
+            meta = self.meta
+            value = meta.get(META_PROTOCOL_VERSION) if meta else None
+            version = value if isinstance(value, str) else None
+        return version
+
+    def accepts_sse(self) -> bool:
+        return "text/event-stream" in self.headers.get("accept", "")
+
+
+async def send_bytes(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: bytes = b"application/json",
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    if extra_headers:
+        headers.extend(extra_headers)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(send: Send, status: int, payload: Any) -> None:
+    await send_bytes(send, status, json.dumps(payload).encode())
+
+
+async def send_error(
+    send: Send,
+    error: SessionError,
+    request_id: Any = None,
+    *,
+    status: int | None = None,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> int:
+    """Answer with a JSON-RPC error; returns the HTTP status used.
+
+    Without an explicit status: the error's own, 404 for SessionNotFound (DESIGN §5: the
+    legacy answer for a gone session, and the one SEP-1372 clients act on), else 400.
+    """
+    code = status or error.http_status or (404 if isinstance(error, SessionNotFound) else 400)
+    await send_bytes(send, code, error_body(error, request_id), extra_headers=extra_headers)
+    return code
+
+
+async def send_plain_error(send: Send, status: int, message: str) -> int:
+    """An HTTP-level refusal (limits), still with a JSON-RPC error body a client can show."""
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
+    await send_json(send, status, body)
+    return status

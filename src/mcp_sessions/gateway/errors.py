@@ -1,0 +1,64 @@
+"""The gateway's own JSON-RPC errors.
+
+Codes sit beside the session codes (-31001…-31004), outside the ranges JSON-RPC and MCP
+reserve (spec §5.0 item 3). A session whose upstream or process is gone gets the contract's
+SessionNotFound (-31001, HTTP 404): it is exactly "start a new session", the answer every
+client of DESIGN §3 — and every legacy client after SEP-1372 — already acts on.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..core.errors import SessionError, SessionNotFound
+
+UPSTREAM_FAILED = -31010
+GATEWAY_AT_CAPACITY = -31011
+NO_UPSTREAM = -31012
+
+
+class UpstreamFailed(SessionError):
+    """The upstream (or the session's process) failed while handling this request."""
+
+    code = UPSTREAM_FAILED
+    http_status = 502
+    default_message = (
+        "The server handling this request failed before answering; the request may or may "
+        "not have been applied. Check before retrying anything that is not idempotent."
+    )
+
+
+class GatewayAtCapacity(SessionError):
+    """``--max-processes`` reached: no process for a new session."""
+
+    code = GATEWAY_AT_CAPACITY
+    http_status = 503
+    default_message = (
+        "The gateway is at capacity: every server process is serving a session. Retry "
+        "later, end sessions you no longer use (DELETE or let them idle out), or raise "
+        "--max-processes."
+    )
+
+
+class NoUpstream(SessionError):
+    """No healthy upstream to send the request to."""
+
+    code = NO_UPSTREAM
+    http_status = 503
+    default_message = (
+        "No upstream server is available: every upstream failed its health checks. Retry shortly."
+    )
+
+
+def session_lost(reason: str) -> SessionNotFound:
+    """The answer for a session whose upstream or process is gone (see the module docstring)."""
+    return SessionNotFound(
+        f"Session lost: {reason}. Its state is gone with it; start a new session (a new "
+        "dev.mcpsessions/sessionId, or initialize again for Mcp-Session-Id clients)."
+    )
+
+
+def error_body(error: SessionError, request_id: Any = None) -> bytes:
+    """A JSON-RPC error response, encoded."""
+    return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error.to_jsonrpc()}).encode()

@@ -1,0 +1,302 @@
+"""A small HTTP/1.1 client for the hop to the upstreams: keep-alive pools, streamed bodies.
+
+Why not a general client: the proxy needs each response chunk the moment it arrives (SSE must
+pass through unbuffered), a clear line between "nothing reached the upstream" (safe to retry
+elsewhere) and "the upstream may have acted" (never retried), and little overhead per request
+(issue #7 budgets 1 ms of added latency). The framing rules are RFC 9112's:
+
+* a response to HEAD, and 1xx/204/304 responses, have no body (§6.3 items 1-2);
+* ``Transfer-Encoding: chunked`` wins over ``Content-Length`` (§6.3 item 3-4);
+* ``Content-Length`` gives the length (§6.3 item 5); otherwise the body runs to close
+  (§6.3 item 8), and that connection is not reused;
+* a connection is reused only after an HTTP/1.1 response without ``Connection: close`` whose
+  body was read to its end (RFC 9112 §9.3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
+
+#: Longest response head (status line and headers) accepted from an upstream.
+MAX_RESPONSE_HEAD = 64 * 1024
+#: Longest chunk-size line; anything longer is a broken upstream.
+_MAX_CHUNK_LINE = 1024
+_READ_SIZE = 64 * 1024
+
+T = TypeVar("T")
+
+
+async def _within(awaitable: Awaitable[T], seconds: float) -> T:
+    """``await`` with a deadline; cheaper than ``asyncio.wait_for`` on 3.11 (no extra task)."""
+    async with asyncio.timeout(seconds):
+        return await awaitable
+
+
+class UpstreamError(Exception):
+    """The hop to an upstream failed.
+
+    ``sent`` tells whether request bytes may have reached it: when ``False`` (connect refused,
+    connect timeout) the request can go to another upstream; when ``True`` it may have been
+    acted on and must not be replayed.
+    """
+
+    def __init__(self, message: str, *, sent: bool, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent
+        #: A timeout says the upstream is slow, not that it is down.
+        self.timed_out = timed_out
+        #: Set once the response to the client has started (nothing more can be said).
+        self.responded = False
+
+
+class StaleConnection(UpstreamError):
+    """A reused keep-alive connection turned out closed before any response byte came back.
+
+    The upstream closed it while idle (its keep-alive timeout), so it read nothing of this
+    request: replaying on a fresh connection is safe.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, sent=False)
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    #: "none", "length", "chunked" or "close".
+    framing: str
+    length: int
+    keep_alive: bool
+
+
+class Connection:
+    """One TCP connection to an upstream."""
+
+    __slots__ = ("idle_since", "reader", "reused", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.reused = False
+        self.idle_since = 0.0
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+    @property
+    def usable(self) -> bool:
+        return not self.writer.is_closing() and not self.reader.at_eof()
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def read_head(self, read_timeout: float, *, head_request: bool = False) -> ResponseHead:
+        """Read the status line and headers; 1xx interim responses are skipped."""
+        while True:
+            try:
+                raw = await _within(self.reader.readuntil(b"\r\n\r\n"), read_timeout)
+            except asyncio.IncompleteReadError as exc:
+                if self.reused and not exc.partial:
+                    raise StaleConnection("the upstream closed an idle connection") from None
+                raise UpstreamError(
+                    "the upstream closed the connection before responding", sent=True
+                ) from None
+            except asyncio.LimitOverrunError:
+                raise UpstreamError(
+                    f"the upstream's response head exceeds {MAX_RESPONSE_HEAD} bytes", sent=True
+                ) from None
+            except (ConnectionError, OSError) as exc:
+                if self.reused:
+                    raise StaleConnection(f"reused connection failed: {exc}") from None
+                raise UpstreamError(f"connection lost: {exc}", sent=True) from None
+            except TimeoutError:
+                raise UpstreamError(
+                    f"the upstream sent no response within {read_timeout:g} s",
+                    sent=True,
+                    timed_out=True,
+                ) from None
+            head = parse_head(raw, head_request=head_request)
+            if 100 <= head.status < 200:
+                continue
+            return head
+
+    async def body(self, head: ResponseHead, read_timeout: float) -> AsyncIterator[bytes]:
+        """The response body, chunk by chunk as it arrives (``read_timeout`` per read)."""
+        reader = self.reader
+        try:
+            if head.framing == "length":
+                remaining = head.length
+                while remaining > 0:
+                    data = await _within(reader.read(min(remaining, _READ_SIZE)), read_timeout)
+                    if not data:
+                        raise UpstreamError("the upstream cut the response short", sent=True)
+                    remaining -= len(data)
+                    yield data
+            elif head.framing == "chunked":
+                while True:
+                    line = await _within(reader.readuntil(b"\r\n"), read_timeout)
+                    if len(line) > _MAX_CHUNK_LINE:
+                        raise UpstreamError("malformed chunked response", sent=True)
+                    size_text = line.split(b";", 1)[0].strip()
+                    try:
+                        size = int(size_text, 16)
+                    except ValueError:
+                        raise UpstreamError("malformed chunked response", sent=True) from None
+                    if size == 0:
+                        # Trailer fields, if any, end with an empty line (RFC 9112 §7.1.2);
+                        # they are dropped, as a proxy may do.
+                        while (await _within(reader.readuntil(b"\r\n"), read_timeout)) != (b"\r\n"):
+                            pass
+                        return
+                    data = await _within(reader.readexactly(size + 2), read_timeout)
+                    yield data[:-2]
+            elif head.framing == "close":
+                while True:
+                    data = await _within(reader.read(_READ_SIZE), read_timeout)
+                    if not data:
+                        return
+                    yield data
+        except asyncio.IncompleteReadError:
+            raise UpstreamError("the upstream cut the response short", sent=True) from None
+        except asyncio.LimitOverrunError:
+            raise UpstreamError("malformed chunked response", sent=True) from None
+        except (ConnectionError, OSError) as exc:
+            raise UpstreamError(f"connection lost mid-response: {exc}", sent=True) from None
+        except TimeoutError:
+            raise UpstreamError(
+                f"the upstream sent nothing for {read_timeout:g} s mid-response",
+                sent=True,
+                timed_out=True,
+            ) from None
+
+
+def parse_head(raw: bytes, *, head_request: bool = False) -> ResponseHead:
+    """Parse a response head (``raw`` ends with the blank line). Raises :class:`UpstreamError`."""
+    lines = raw[:-4].split(b"\r\n")
+    status_line = lines[0]
+    parts = status_line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+        raise UpstreamError(f"not an HTTP/1.x response: {status_line[:80]!r}", sent=True)
+    try:
+        status = int(parts[1])
+    except ValueError:
+        raise UpstreamError(f"bad status line: {status_line[:80]!r}", sent=True) from None
+    reason = parts[2] if len(parts) > 2 else b""
+    headers: list[tuple[bytes, bytes]] = []
+    chunked = False
+    length = -1
+    keep_alive = parts[0] == b"HTTP/1.1"
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip():
+            raise UpstreamError(f"malformed header line: {line[:80]!r}", sent=True)
+        name = name.lower()
+        value = value.strip()
+        if name == b"transfer-encoding":
+            chunked = value.lower().endswith(b"chunked")
+        elif name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                raise UpstreamError("bad Content-Length from the upstream", sent=True) from None
+        elif name == b"connection":
+            tokens = {token.strip().lower() for token in value.split(b",")}
+            if b"close" in tokens:
+                keep_alive = False
+            elif b"keep-alive" in tokens:
+                keep_alive = True
+        headers.append((name, value))
+    if head_request or 100 <= status < 200 or status in (204, 304):
+        framing, length = "none", 0
+    elif chunked:
+        framing = "chunked"
+    elif length >= 0:
+        framing = "length"
+    else:
+        framing, keep_alive = "close", False
+    return ResponseHead(status, reason, headers, framing, length, keep_alive)
+
+
+class ConnectionPool:
+    """Keep-alive connections to one upstream (``host``:``port``).
+
+    Idle connections are dropped after ``idle_timeout`` seconds — shorter than the usual
+    server keep-alive (uvicorn's is 5 s) so that a reused connection is rarely one the server
+    is closing; when it is, :class:`StaleConnection` lets the caller replay safely.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_timeout: float = 3.0,
+        max_idle: int = 64,
+        idle_timeout: float = 3.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.connect_timeout = connect_timeout
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self._idle: deque[Connection] = deque()
+
+    async def connect(self) -> Connection:
+        """A fresh connection; :class:`UpstreamError` (``sent=False``) if it cannot be made."""
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port, limit=MAX_RESPONSE_HEAD),
+                self.connect_timeout,
+            )
+        except TimeoutError:
+            raise UpstreamError(
+                f"connecting to {self.host}:{self.port} timed out after {self.connect_timeout:g} s",
+                sent=False,
+                timed_out=False,
+            ) from None
+        except OSError as exc:
+            raise UpstreamError(
+                f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}", sent=False
+            ) from None
+        return Connection(reader, writer)
+
+    def take(self) -> Connection | None:
+        """An idle connection to reuse, newest first, or ``None``."""
+        now = time.monotonic()
+        while self._idle:
+            connection = self._idle.pop()
+            if now - connection.idle_since < self.idle_timeout and connection.usable:
+                connection.reused = True
+                return connection
+            connection.close()
+        return None
+
+    def give_back(self, connection: Connection) -> None:
+        """Return a connection whose response was read to its end."""
+        if len(self._idle) >= self.max_idle or not connection.usable:
+            connection.close()
+            return
+        connection.idle_since = time.monotonic()
+        self._idle.append(connection)
+
+    def prune(self) -> None:
+        """Close idle connections past ``idle_timeout`` (the oldest sit at the left)."""
+        now = time.monotonic()
+        while self._idle and (
+            now - self._idle[0].idle_since >= self.idle_timeout or not self._idle[0].usable
+        ):
+            self._idle.popleft().close()
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()

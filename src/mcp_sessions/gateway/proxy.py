@@ -1,0 +1,496 @@
+"""The HTTP backend: route each request to an upstream and stream the exchange through.
+
+For each request (issue #7, DESIGN §8):
+
+1. find its key (:mod:`.routing`): the ``Mcp-Client-Session-Id`` header alone when present,
+   the body only when the headers do not decide;
+2. find its upstream: a session goes where its pin says (:mod:`.pins`), a new client-id
+   session is pinned to its rendezvous choice among the healthy upstreams, a legacy id
+   without a pin is hashed, any other key is hashed, and no key means least-loaded;
+3. send it, and stream the response back chunk by chunk as the upstream writes it (SSE
+   included): nothing is buffered beyond one read;
+4. learn the ``Mcp-Session-Id`` an ``initialize`` response mints, and forget it after a
+   ``DELETE``.
+
+A request that never reached an upstream (connection refused) is sent to the next choice; one
+that may have reached it is never replayed, and gets a clear JSON-RPC error instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.errors import SessionError
+from ..core.names import HEADER_LEGACY_SESSION_ID
+from ..stores import Store
+from . import routing
+from .asgi import HOP_BY_HOP, BodyTooLarge, Incoming, Send, send_error, send_plain_error
+from .config import GatewayConfig
+from .errors import NoUpstream, UpstreamFailed, session_lost
+from .http1 import Connection, ResponseHead, StaleConnection, UpstreamError
+from .metrics import GatewayMetrics
+from .pins import PinTable
+from .upstreams import Upstream, UpstreamSet
+
+logger = logging.getLogger("mcp_sessions.gateway")
+
+_LEGACY = HEADER_LEGACY_SESSION_ID.lower().encode()
+#: Bodies up to this size are read before forwarding (so a stale keep-alive connection can be
+#: retried); larger ones stream through on a fresh connection.
+_SMALL_BODY = 64 * 1024
+#: Request fields the gateway sets itself.
+_REPLACED = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
+
+
+@dataclass(slots=True)
+class _Choice:
+    upstream: Upstream
+    #: The pin was placed by this request: nothing of the session reached any upstream yet.
+    new_pin: bool = False
+
+
+class HTTPBackend:
+    """Routes to ``--upstream`` servers."""
+
+    def __init__(self, config: GatewayConfig, store: Store, metrics: GatewayMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.upstreams = UpstreamSet(
+            list(config.upstreams),
+            health=config.health,
+            connect_timeout=config.connect_timeout,
+        )
+        self.pins = PinTable(store, ttl=config.session_idle)
+        self._tiebreak = itertools.count()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        metrics.on_scrape(self._refresh_gauges)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.upstreams.start()
+
+    async def stop(self) -> None:
+        await self.upstreams.stop()
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        upstreams = [
+            {
+                "url": u.name,
+                "healthy": u.healthy,
+                "inFlight": u.in_flight,
+                **({"error": u.last_error} if u.last_error else {}),
+            }
+            for u in self.upstreams.upstreams
+        ]
+        ok = any(u.healthy for u in self.upstreams.upstreams)
+        return ok, {"mode": "upstream", "upstreams": upstreams}
+
+    def _refresh_gauges(self) -> None:
+        m = self.metrics
+        ups = self.upstreams.upstreams
+        m.set_per_upstream(m.upstream_healthy, ((u.name, 1.0 if u.healthy else 0.0) for u in ups))
+        m.set_per_upstream(m.upstream_in_flight, ((u.name, float(u.in_flight)) for u in ups))
+        live = self.pins.live_by_upstream(self.config.session_idle)
+        m.set_per_upstream(m.sessions, ((u.name, float(live.get(u.name, 0))) for u in ups))
+
+    # -- routing -----------------------------------------------------------------------------
+
+    async def _route(self, request: Incoming, send: Send) -> routing.RouteKey | int:
+        """The request's key, or the status of the answer already sent (400, 413)."""
+        config = self.config
+        if request.method == "POST":
+            route = routing.route_from_headers(request.headers)
+            if route is not None:
+                return route
+            try:
+                await request.read_body(config.max_body_bytes)
+            except BodyTooLarge:
+                return await send_plain_error(
+                    send, 413, f"request body over {config.max_body_bytes} bytes"
+                )
+            request.parse()
+            method = request.rpc_method or "POST"
+            meta = request.meta
+        else:
+            method, meta = request.method, None
+        try:
+            return routing.route_for(
+                method=method,
+                meta=meta,
+                headers=request.headers,
+                protocol_version=request.protocol_version,
+                policy=config.routing,
+            )
+        except SessionError as error:
+            # The same refusal a server gives (DESIGN §3): 400 with the JSON-RPC error.
+            return await send_error(send, error, request.rpc_id, status=400)
+
+    def _hashed(self, key: str, exclude: set[str]) -> Upstream | None:
+        healthy = [u.name for u in self.upstreams.healthy() if u.name not in exclude]
+        name = routing.choose(key, healthy)
+        return None if name is None else self.upstreams.by_name[name]
+
+    def _least_loaded(self, exclude: set[str]) -> Upstream | None:
+        loads = [(u.name, u.in_flight) for u in self.upstreams.healthy() if u.name not in exclude]
+        name = routing.least_loaded(loads, next(self._tiebreak))
+        return None if name is None else self.upstreams.by_name[name]
+
+    async def _choose(
+        self, route: routing.RouteKey, principal: str, exclude: set[str]
+    ) -> _Choice | SessionError:
+        """The upstream for ``route``, or the error that answers the request."""
+        key = route.key
+        if key is None:
+            chosen = self._least_loaded(exclude)
+            return _Choice(chosen) if chosen is not None else NoUpstream()
+        if not route.session:
+            chosen = self._hashed(key, exclude)
+            return _Choice(chosen) if chosen is not None else NoUpstream()
+
+        pins = self.pins
+        pinned = await pins.get(key, principal)
+        if pinned is None:
+            chosen = self._hashed(key, exclude)
+            if chosen is None:
+                return NoUpstream()
+            if route.legacy:
+                # An id no gateway learned: the upstreams decide (404, or served from a
+                # shared store by any of them).
+                return _Choice(chosen)
+            placed = await pins.place(key, principal, chosen.name, route.decision)
+            self.metrics.pins.labels("placed").inc()
+            upstream = self.upstreams.by_name.get(placed)
+            if upstream is not None and upstream.healthy and placed not in exclude:
+                return _Choice(upstream, new_pin=placed == chosen.name)
+            pinned = placed  # another request placed it elsewhere: treat as an existing pin
+        upstream = self.upstreams.by_name.get(pinned)
+        if upstream is None or not upstream.healthy or pinned in exclude:
+            # Another replica may have moved the pin since we cached it.
+            fresh = await pins.get(key, principal, fresh=True)
+            if fresh is not None and fresh != pinned:
+                candidate = self.upstreams.by_name.get(fresh)
+                if candidate is not None and candidate.healthy and fresh not in exclude:
+                    return _Choice(candidate)
+            if self.config.failover == "move":
+                chosen = self._hashed(key, exclude)
+                if chosen is None:
+                    return NoUpstream()
+                moved = await pins.move(key, principal, chosen.name)
+                self.metrics.pins.labels("moved").inc()
+                logger.info("session moved from %s to %s (failover=move)", pinned, moved)
+                target = self.upstreams.by_name.get(moved)
+                return _Choice(target) if target is not None else NoUpstream()
+            self.metrics.pins.labels("lost").inc()
+            reason = (
+                "its upstream is no longer configured"
+                if upstream is None
+                else f"its upstream {upstream.name} is unavailable"
+                + (f" ({upstream.last_error})" if upstream.last_error else "")
+            )
+            return session_lost(reason)
+        return _Choice(upstream)
+
+    # -- the exchange ------------------------------------------------------------------------
+
+    async def handle(self, request: Incoming, send: Send) -> int:
+        route = await self._route(request, send)
+        if isinstance(route, int):
+            return route
+        self.metrics.routing.labels(route.decision).inc()
+        principal = routing.principal_key(request.headers)
+        exclude: set[str] = set()
+        streaming = False
+        if request.body is None and request.method not in ("GET", "HEAD", "DELETE"):
+            length = request.content_length
+            streaming = length is not None and length > _SMALL_BODY
+            if not streaming:
+                try:
+                    await request.read_body(self.config.max_body_bytes)
+                except BodyTooLarge:
+                    return await send_plain_error(
+                        send, 413, f"request body over {self.config.max_body_bytes} bytes"
+                    )
+        for _attempt in range(len(self.upstreams.upstreams)):
+            choice = await self._choose(route, principal, exclude)
+            if isinstance(choice, SessionError):
+                return await send_error(send, choice, self._request_id(request))
+            upstream = choice.upstream
+            try:
+                return await self._exchange(upstream, request, route, principal, send, streaming)
+            except UpstreamError as error:
+                self.metrics.upstream_errors.labels(upstream.name, str(error.sent).lower()).inc()
+                if not error.timed_out:
+                    self.upstreams.mark_failed(upstream, str(error))
+                if error.sent:
+                    if error.responded:
+                        return 502  # the response had started: it was cut, nothing to add
+                    logger.warning("request to %s failed: %s", upstream.name, error)
+                    failure = UpstreamFailed(
+                        f"The upstream {upstream.name} failed while handling this request "
+                        f"({error}); the request may or may not have been applied. Check "
+                        "before retrying anything that is not idempotent."
+                    )
+                    return await send_error(send, failure, self._request_id(request))
+                exclude.add(upstream.name)
+                if choice.new_pin and route.key is not None:
+                    # Nothing of this new session reached an upstream: place it afresh.
+                    target = self._hashed(route.key, exclude)
+                    if target is not None:
+                        await self.pins.move(route.key, principal, target.name)
+        return await send_error(send, NoUpstream(), self._request_id(request))
+
+    @staticmethod
+    def _request_id(request: Incoming) -> Any:
+        if request.body is not None:
+            request.parse()
+            return request.rpc_id
+        return None
+
+    def _request_head(self, upstream: Upstream, request: Incoming) -> bytes:
+        scope = request.scope
+        path = request.path
+        target = upstream.address.path if path == self.config.path else path
+        raw_path = (
+            target.encode()
+            if path == self.config.path
+            else scope.get("raw_path") or (path.encode())
+        )
+        query = scope.get("query_string", b"")
+        if query:
+            raw_path += b"?" + query
+        parts = [
+            request.method.encode(),
+            b" ",
+            raw_path,
+            b" HTTP/1.1\r\nhost: ",
+            upstream.address.netloc.encode(),
+            b"\r\n",
+        ]
+        connection_tokens = {
+            token.strip().lower().encode()
+            for token in request.headers.get("connection", "").split(",")
+            if token.strip()
+        }
+        forwarded_for = None
+        for name, value in request.raw_headers:
+            if name in _REPLACED or name in connection_tokens:
+                continue
+            if name == b"x-forwarded-for":
+                forwarded_for = value
+                continue
+            parts += [name, b": ", value, b"\r\n"]
+        client = scope.get("client")
+        if client:
+            peer = str(client[0]).encode()
+            forwarded_for = forwarded_for + b", " + peer if forwarded_for else peer
+        if forwarded_for:
+            parts += [b"x-forwarded-for: ", forwarded_for, b"\r\n"]
+        if "x-forwarded-proto" not in request.headers:
+            parts += [b"x-forwarded-proto: ", str(scope.get("scheme", "http")).encode(), b"\r\n"]
+        host = request.headers.get("host")
+        if host and "x-forwarded-host" not in request.headers:
+            parts += [b"x-forwarded-host: ", host.encode("latin-1"), b"\r\n"]
+        if request.body is not None:
+            parts += [b"content-length: ", str(len(request.body)).encode(), b"\r\n"]
+        elif request.content_length is not None and request.content_length >= 0:
+            parts += [b"content-length: ", str(request.content_length).encode(), b"\r\n"]
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    async def _send_request(
+        self, upstream: Upstream, request: Incoming, streaming: bool
+    ) -> tuple[Connection, ResponseHead]:
+        head = self._request_head(upstream, request)
+        timeout = self.config.upstream_timeout
+        is_head = request.method == "HEAD"
+        if streaming:
+            connection = await upstream.pool.connect()
+            try:
+                await self._stream_body(connection, head, request)
+                return connection, await connection.read_head(timeout, head_request=is_head)
+            except BaseException:
+                connection.close()
+                raise
+        payload = head + (request.body or b"")
+        for _attempt in range(2):
+            connection = upstream.pool.take() or await upstream.pool.connect()
+            try:
+                try:
+                    await connection.send(payload)
+                except (ConnectionError, OSError) as exc:
+                    if connection.reused:
+                        raise StaleConnection(str(exc)) from None
+                    raise UpstreamError(f"connection lost: {exc}", sent=True) from None
+                return connection, await connection.read_head(timeout, head_request=is_head)
+            except StaleConnection:
+                connection.close()
+                continue
+            except BaseException:
+                connection.close()
+                raise
+        raise UpstreamError("the upstream closed two connections in a row", sent=True)
+
+    async def _stream_body(self, connection: Connection, head: bytes, request: Incoming) -> None:
+        """Send the head, then the body as the client sends it (large bodies only)."""
+        limit = min(self.config.max_body_bytes, request.content_length or 0)
+        await connection.send(head)
+        size = 0
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                raise UpstreamError("the client went away mid-request", sent=True)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise UpstreamError("the request body is longer than its Content-Length", sent=True)
+            if chunk:
+                await connection.send(chunk)
+            if not message.get("more_body", False):
+                return
+
+    async def _exchange(
+        self,
+        upstream: Upstream,
+        request: Incoming,
+        route: routing.RouteKey,
+        principal: str,
+        send: Send,
+        streaming: bool,
+    ) -> int:
+        upstream.in_flight += 1
+        try:
+            connection, head = await self._send_request(upstream, request, streaming)
+            try:
+                return await self._respond(
+                    upstream, request, route, principal, send, connection, head
+                )
+            except BaseException:
+                connection.close()
+                raise
+        finally:
+            upstream.in_flight -= 1
+
+    async def _respond(
+        self,
+        upstream: Upstream,
+        request: Incoming,
+        route: routing.RouteKey,
+        principal: str,
+        send: Send,
+        connection: Connection,
+        head: ResponseHead,
+    ) -> int:
+        headers: list[tuple[bytes, bytes]] = []
+        minted: str | None = None
+        event_stream = False
+        for name, value in head.headers:
+            if name in HOP_BY_HOP or (name == b"content-length" and head.framing != "length"):
+                continue
+            if name == _LEGACY:
+                minted = value.decode("latin-1")
+            elif name == b"content-type" and value.startswith(b"text/event-stream"):
+                event_stream = True
+            headers.append((name, value))
+        if minted is not None and head.status < 400 and minted != route.key:
+            # Learned before the client can see the id, so its next request finds the pin.
+            await self.pins.place(minted, principal, upstream.name, "legacy")
+            self.metrics.pins.labels("learned").inc()
+        if (
+            request.method == "DELETE"
+            and route.legacy
+            and route.key is not None
+            and (200 <= head.status < 300 or head.status == 404)
+        ):
+            await self.pins.forget(route.key, principal)
+            self.metrics.pins.labels("forgotten").inc()
+        await send({"type": "http.response.start", "status": head.status, "headers": headers})
+        if head.framing == "none":
+            await send({"type": "http.response.body", "body": b""})
+            self._finish(upstream, connection, head)
+            return head.status
+        if event_stream or head.framing == "close":
+            await self._pump_watched(upstream, request, send, connection, head)
+        else:
+            await self._pump(upstream, request, send, connection, head)
+        return head.status
+
+    async def _pump(
+        self,
+        upstream: Upstream,
+        request: Incoming,
+        send: Send,
+        connection: Connection,
+        head: ResponseHead,
+    ) -> None:
+        try:
+            async for chunk in connection.body(head, self.config.upstream_timeout):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except UpstreamError as error:
+            error.responded = True
+            if head.framing != "length" and request.body is not None:
+                # An event stream cut mid-way: end it with the error the request is owed.
+                await self._send_stream_error(upstream, request, send, error)
+            raise
+        await send({"type": "http.response.body", "body": b""})
+        self._finish(upstream, connection, head)
+
+    async def _pump_watched(
+        self,
+        upstream: Upstream,
+        request: Incoming,
+        send: Send,
+        connection: Connection,
+        head: ResponseHead,
+    ) -> None:
+        """:meth:`_pump` while watching for the client to go away: a long event stream must
+        not outlive its reader (the upstream connection is then closed)."""
+        pump = asyncio.ensure_future(self._pump(upstream, request, send, connection, head))
+        watch = asyncio.ensure_future(_wait_disconnect(request))
+        try:
+            await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not pump.done():
+                pump.cancel()
+                connection.close()
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        if pump.done() and not pump.cancelled():
+            pump.result()  # re-raise an upstream failure
+        else:
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+
+    async def _send_stream_error(
+        self, upstream: Upstream, request: Incoming, send: Send, error: UpstreamError
+    ) -> None:
+        failure = UpstreamFailed(
+            f"The upstream {upstream.name} failed mid-response ({error}); the request may or "
+            "may not have been applied."
+        )
+        payload = {"jsonrpc": "2.0", "id": self._request_id(request), "error": failure.to_jsonrpc()}
+        event = b"event: message\ndata: " + json.dumps(payload).encode() + b"\n\n"
+        with contextlib.suppress(Exception):
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+    @staticmethod
+    def _finish(upstream: Upstream, connection: Connection, head: ResponseHead) -> None:
+        if head.keep_alive:
+            upstream.pool.give_back(connection)
+        else:
+            connection.close()
+
+
+async def _wait_disconnect(request: Incoming) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
