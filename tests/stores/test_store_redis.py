@@ -125,6 +125,13 @@ async def test_scripts_reload_after_script_flush(
         raw.close()
     updated = await store.compare_and_set("session", SID, ALICE, 1, {"n": 1}, now=now)
     assert updated.version == 2
+    raw = redis_server.client()
+    try:
+        raw.script_flush()
+    finally:
+        raw.close()
+    await store.create(session(now, "s-after-flush-0000"))  # the index script, in a pipeline
+    assert [r.id for r in await store.list(ALICE, now=now)] == [SID, "s-after-flush-0000"]
 
 
 async def test_prefixes_keep_two_stores_apart(redis_url: str) -> None:

@@ -2,8 +2,9 @@
 
 Layout (``prefix`` defaults to ``mcps``):
 
-- ``mcps:{<kind>:<id>}`` — a hash per record. The braces are a Redis Cluster hash tag: every
-  key of one record lives in one slot, so each Lua script below touches a single slot.
+- ``mcps:{<kind>:<id>}`` — one string per record, a JSON object (layout below). The braces
+  are a Redis Cluster hash tag: any key ever added for one record shares its slot, and every
+  Lua script below touches a single key.
 - ``mcps:principal:{<sha256 of principal>}`` — a sorted set per principal for ``list``; members
   are ``[kind, id, incarnation]`` scored by a deadline at or after the record's expiry.
 
@@ -49,87 +50,93 @@ from .base import DEFAULT_TOUCH_FRACTION, AlreadyExists, StoreError, VersionConf
 
 T = TypeVar("T")
 
-# Floats cross into Lua as strings and come back with %.17g, which round-trips an IEEE double
-# exactly (Lua's own tostring keeps only 14 digits). Field names are short: they are repeated
-# in every record.
+# One record is one string key holding a JSON object, so ``get`` is a single GET, as cheap as
+# the raw driver's. Its fields:
 #   k kind, i id, p principal, o origin, ca created_at, ls last_seen, it idle_ttl,
-#   mx max_expires_at ('' = no cap), e expires_at, v version, s state, a attributes,
-#   inc incarnation (random, per create), ix index deadline (>= e)
+#   mx max_expires_at ('' = no cap), e expires_at, v version, s state (JSON text),
+#   a attributes (JSON text), inc incarnation (random, per create), ix index deadline (>= e)
+# Times are strings, not JSON numbers: Redis's cjson writes numbers with 14 significant digits,
+# which would round a Unix time to 0.1 ms. Scripts compute with tonumber() and write back
+# with %.17g, which round-trips an IEEE double exactly. ``s`` and ``a`` stay opaque strings
+# (cjson would turn an empty list in the state into an object).
 
-# Sets the new expiry from ls / it / mx, the key's TTL from it, and raises the index deadline
-# when the expiry passed it. Expects locals: now, ls, it, mx (string), ix (number).
+# Moves last_seen to max(ls, now), sets expires_at and the key's TTL from it, and raises the
+# index deadline when the expiry passed it. Expects locals r (the record), now, ls, it.
 _EXTEND = """
 local e = ls + it
-if mx ~= '' then e = math.min(e, tonumber(mx)) end
-redis.call('HSET', KEYS[1], 'ls', string.format('%.17g', ls),
-           'it', string.format('%.17g', it), 'e', string.format('%.17g', e))
-redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil((e - now) * 1000)))
+if r.mx ~= '' then e = math.min(e, tonumber(r.mx)) end
+r.ls = string.format('%.17g', ls)
+r.it = string.format('%.17g', it)
+r.e = string.format('%.17g', e)
 local raised = 0
-if e > ix then
-  ix = ls + 2 * it
-  if mx ~= '' then ix = math.min(ix, tonumber(mx)) end
-  redis.call('HSET', KEYS[1], 'ix', string.format('%.17g', ix))
+if e > tonumber(r.ix) then
+  local ix = ls + 2 * it
+  if r.mx ~= '' then ix = math.min(ix, tonumber(r.mx)) end
+  r.ix = string.format('%.17g', ix)
   raised = 1
 end
+local out = cjson.encode(r)
+redis.call('SET', KEYS[1], out, 'PX', math.max(1, math.ceil((e - now) * 1000)))
 """
 
-# KEYS[1] record; ARGV now, ttl_ms, field, value, ...
+# Loads the live record of ARGV[1] (principal) as ``r`` or returns {0}; ``now`` from ARGV[n].
+_LOAD = """
+local blob = redis.call('GET', KEYS[1])
+if not blob then return {0} end
+local r = cjson.decode(blob)
+local now = tonumber(ARGV[%d])
+if r.p ~= ARGV[1] or tonumber(r.e) <= now then return {0} end
+"""
+
+# KEYS[1] record; ARGV now, ttl_ms, json. Replaces only an expired record: 1 stored, 0 not.
 _CREATE = """
-local e = redis.call('HGET', KEYS[1], 'e')
-if e and tonumber(e) > tonumber(ARGV[1]) then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local old = redis.call('GET', KEYS[1])
+if old and tonumber(cjson.decode(old).e) > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
 return 1
 """
 
 # KEYS[1] record; ARGV principal, expected version, state, now
 # -> {0} not found | {1, current} conflict | {2, new, raised}
 _CAS = (
-    """
-local h = redis.call('HMGET', KEYS[1], 'p', 'v', 'ls', 'it', 'mx', 'e', 'ix')
-local now = tonumber(ARGV[4])
-if not h[1] or h[1] ~= ARGV[1] or tonumber(h[6]) <= now then return {0} end
-if h[2] ~= ARGV[2] then return {1, redis.call('HGETALL', KEYS[1])} end
-redis.call('HSET', KEYS[1], 's', ARGV[3], 'v', tostring(tonumber(h[2]) + 1))
-local ls = math.max(tonumber(h[3]), now)
-local it = tonumber(h[4])
-local mx = h[5]
-local ix = tonumber(h[7])
+    _LOAD % 4
+    + """
+if r.v ~= tonumber(ARGV[2]) then return {1, blob} end
+r.s = ARGV[3]
+r.v = r.v + 1
+local ls = math.max(tonumber(r.ls), now)
+local it = tonumber(r.it)
 """
     + _EXTEND
     + """
-return {2, redis.call('HGETALL', KEYS[1]), raised}
+return {2, out, raised}
 """
 )
 
-# KEYS[1] record; ARGV principal, now, new idle_ttl or ''
-# -> {0} not found | {2, new, raised}
+# KEYS[1] record; ARGV principal, now, new idle_ttl or '' -> {0} not found | {2, new, raised}
 _TOUCH = (
-    """
-local h = redis.call('HMGET', KEYS[1], 'p', 'ls', 'it', 'mx', 'e', 'ix')
-local now = tonumber(ARGV[2])
-if not h[1] or h[1] ~= ARGV[1] or tonumber(h[5]) <= now then return {0} end
-local ls = math.max(tonumber(h[2]), now)
-local it = tonumber(h[3])
+    _LOAD % 2
+    + """
+local ls = math.max(tonumber(r.ls), now)
+local it = tonumber(r.it)
 if ARGV[3] ~= '' then it = tonumber(ARGV[3]) end
-local mx = h[4]
-local ix = tonumber(h[6])
 """
     + _EXTEND
     + """
-return {2, redis.call('HGETALL', KEYS[1]), raised}
+return {2, out, raised}
 """
 )
 
 # KEYS[1] record; ARGV principal, now -> {0} | {1, live, incarnation}
 _DELETE = """
-local h = redis.call('HMGET', KEYS[1], 'p', 'e', 'inc')
-if not h[1] or h[1] ~= ARGV[1] then return {0} end
+local blob = redis.call('GET', KEYS[1])
+if not blob then return {0} end
+local r = cjson.decode(blob)
+if r.p ~= ARGV[1] then return {0} end
 redis.call('DEL', KEYS[1])
 local live = 0
-if tonumber(h[2]) > tonumber(ARGV[2]) then live = 1 end
-return {1, live, h[3]}
+if tonumber(r.e) > tonumber(ARGV[2]) then live = 1 end
+return {1, live, r.inc}
 """
 
 # KEYS[1] principal index; ARGV deadline, member, now, ttl_ms
@@ -181,33 +188,29 @@ def _index_deadline(last_seen: float, idle_ttl: float, cap: float) -> float:
     return min(last_seen + 2 * idle_ttl, cap)
 
 
-def _pairs(flat: list[Any]) -> dict[str, str]:
-    return {str(flat[n]): str(flat[n + 1]) for n in range(0, len(flat), 2)}
+def _member(kind: str, id: str, incarnation: str) -> str:
+    return json.dumps([kind, id, incarnation], separators=(",", ":"))
 
 
-def _record(h: Mapping[str, str]) -> Record:
-    mx = h["mx"]
+def _record(r: Mapping[str, Any]) -> Record:
+    mx = r["mx"]
     return Record(
-        kind=h["k"],
-        id=h["i"],
-        principal=h["p"],
-        origin=h["o"],
-        created_at=float(h["ca"]),
-        last_seen=float(h["ls"]),
-        idle_ttl=float(h["it"]),
+        kind=r["k"],
+        id=r["i"],
+        principal=r["p"],
+        origin=r["o"],
+        created_at=float(r["ca"]),
+        last_seen=float(r["ls"]),
+        idle_ttl=float(r["it"]),
         max_expires_at=math.inf if mx == "" else float(mx),
-        version=int(h["v"]),
-        state=_load_json(h["s"]),
-        attributes=_load_json(h["a"]),
+        version=int(r["v"]),
+        state=_load_json(r["s"]),
+        attributes=_load_json(r["a"]),
     )
 
 
 def _load_json(text: str) -> JSONObject:
     return {} if text == "{}" else decode_json(text)
-
-
-def _live(h: Mapping[str, str], principal: str, now: float) -> bool:
-    return bool(h) and h.get("p") == principal and float(h["e"]) > now
 
 
 class RedisStore:
@@ -293,18 +296,10 @@ class RedisStore:
         except OSError as exc:  # e.g. TLS setup
             raise StoreError(f"{where}: {self._scrub(str(exc))}") from None
 
-    async def _hgetall(self, key: str) -> dict[str, str]:
-        # decode_responses=True: redis-py types the answer as bytes | str, it is str here.
-        return cast(dict[str, str], await self._redis.hgetall(key))
-
-    async def _raise_index(self, principal: str, h: Mapping[str, str], now: float) -> None:
-        member = json.dumps([h["k"], h["i"], h["inc"]], separators=(",", ":"))
-        deadline = float(h["ix"])
-        await _INDEX_SCRIPT(
-            self._redis,
-            [self.index_key(principal)],
-            [_f(deadline), member, _f(now), _ms(deadline - now)],
-        )
+    async def _raise_index(self, principal: str, r: Mapping[str, Any], now: float) -> None:
+        deadline = float(r["ix"])
+        args = [_f(deadline), _member(r["k"], r["i"], r["inc"]), _f(now), _ms(deadline - now)]
+        await _INDEX_SCRIPT(self._redis, [self.index_key(principal)], args)
 
     # -- the Store contract --------------------------------------------------------------
 
@@ -312,9 +307,7 @@ class RedisStore:
         check_idle_ttl(record.idle_ttl)
         now = record.last_seen  # the moment the record claims to be created at
         expiry = record.expires_at
-        deadline = _index_deadline(record.last_seen, record.idle_ttl, record.max_expires_at)
-        incarnation = secrets.token_hex(8)
-        fields: dict[str, str] = {
+        fields: dict[str, Any] = {
             "k": record.kind,
             "i": record.id,
             "p": record.principal,
@@ -324,24 +317,41 @@ class RedisStore:
             "it": _f(record.idle_ttl),
             "mx": "" if math.isinf(record.max_expires_at) else _f(record.max_expires_at),
             "e": _f(expiry),
-            "v": str(int(record.version)),
+            "v": int(record.version),
             "s": encode_json(record.state, "state"),
             "a": encode_json(record.attributes, "attributes"),
-            "inc": incarnation,
-            "ix": _f(deadline),
+            "inc": secrets.token_hex(8),
+            "ix": _f(_index_deadline(record.last_seen, record.idle_ttl, record.max_expires_at)),
         }
-        args: list[Any] = [_f(now), _ms(expiry - now)]
-        for name, value in fields.items():
-            args += [name, value]
+        blob = json.dumps(fields, separators=(",", ":"))
+        ttl = _ms(expiry - now)
         key = self.record_key(record.kind, record.id)
 
+        index = self.index_key(record.principal)
+        deadline = float(fields["ix"])
+        member = _member(record.kind, record.id, fields["inc"])
+        index_args: list[Any] = [_f(deadline), member, _f(now), _ms(deadline - now)]
+
         async def run() -> None:
-            # Index first: a crash between the two leaves a stale member (skipped by list),
-            # never a record that list cannot see.
-            await self._raise_index(record.principal, fields, now)
-            if not await _CREATE_SCRIPT(self._redis, [key], args):
-                member = json.dumps([record.kind, record.id, incarnation], separators=(",", ":"))
-                await self._redis.zrem(self.index_key(record.principal), member)
+            # One round trip for the common case: the index member, then SET NX. The member
+            # goes first, so a crash in between leaves a stale member (list skips it), never
+            # a record that list cannot see.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(_INDEX_SCRIPT.sha, 1, index, *index_args)
+                pipe.set(key, blob, px=ttl, nx=True)
+                indexed, stored = await pipe.execute(raise_on_error=False)
+            if isinstance(indexed, redis_errors.NoScriptError):
+                await _INDEX_SCRIPT(self._redis, [index], index_args)
+            elif isinstance(indexed, Exception):
+                raise indexed
+            if isinstance(stored, Exception):
+                raise stored
+            if stored:
+                return
+            # The key exists: the script decides whether the record there has expired (by
+            # ``now``, which may run ahead of Redis's own clock) and may be replaced.
+            if not await _CREATE_SCRIPT(self._redis, [key], [_f(now), ttl, blob]):
+                await self._redis.zrem(index, member)
                 raise AlreadyExists(f"a live {record.kind} record with id {record.id!r} exists")
 
         await self._call(run)
@@ -351,11 +361,14 @@ class RedisStore:
     ) -> Record | None:
         t = clock(now)
         key = self.record_key(kind, id)
-        h = await self._call(lambda: self._hgetall(key))
-        # Another principal's record and an expired one answer like a missing one (DESIGN §2).
-        if not _live(h, principal, t):
+        blob = await self._call(lambda: self._redis.get(key))
+        if blob is None:
             return None
-        return _record(h)
+        r = json.loads(blob)
+        # Another principal's record and an expired one answer like a missing one (DESIGN §2).
+        if r["p"] != principal or float(r["e"]) <= t:
+            return None
+        return _record(r)
 
     async def compare_and_set(
         self,
@@ -372,17 +385,20 @@ class RedisStore:
         key = self.record_key(kind, id)
         args = [principal, str(int(expected_version)), text, _f(t)]
 
-        async def run() -> list[Any]:
+        async def run() -> tuple[int, dict[str, Any] | None]:
             result: list[Any] = await _CAS_SCRIPT(self._redis, [key], args)
+            if result[0] == 0:
+                return 0, None
+            r = json.loads(result[1])
             if result[0] == 2 and result[2]:
-                await self._raise_index(principal, _pairs(result[1]), t)
-            return result
+                await self._raise_index(principal, r, t)
+            return result[0], r
 
-        result = await self._call(run)
-        if result[0] == 0:
+        status, r = await self._call(run)
+        if r is None:
             raise not_found(kind, id)
-        current = _record(_pairs(result[1]))
-        if result[0] == 1:
+        current = _record(r)
+        if status == 1:
             raise VersionConflict(
                 f"{kind} record {id!r} is at version {current.version}, not {expected_version}",
                 current=current,
@@ -409,16 +425,19 @@ class RedisStore:
         key = self.record_key(record.kind, record.id)
         args = [record.principal, _f(t), "" if idle_ttl is None else _f(idle_ttl)]
 
-        async def run() -> list[Any]:
+        async def run() -> dict[str, Any] | None:
             result: list[Any] = await _TOUCH_SCRIPT(self._redis, [key], args)
-            if result[0] == 2 and result[2]:
-                await self._raise_index(record.principal, _pairs(result[1]), t)
-            return result
+            if result[0] == 0:
+                return None
+            r: dict[str, Any] = json.loads(result[1])
+            if result[2]:
+                await self._raise_index(record.principal, r, t)
+            return r
 
-        result = await self._call(run)
-        if result[0] == 0:
+        r = await self._call(run)
+        if r is None:
             raise not_found(record.kind, record.id)
-        return _record(_pairs(result[1]))
+        return _record(r)
 
     async def delete(self, kind: str, id: str, principal: str) -> bool:
         key = self.record_key(kind, id)
@@ -428,8 +447,7 @@ class RedisStore:
             result: list[Any] = await _DELETE_SCRIPT(self._redis, [key], [principal, _f(t)])
             if result[0] == 0:
                 return False
-            member = json.dumps([kind, id, result[2]], separators=(",", ":"))
-            await self._redis.zrem(self.index_key(principal), member)
+            await self._redis.zrem(self.index_key(principal), _member(kind, id, result[2]))
             return bool(result[1])
 
         return await self._call(run)
@@ -442,26 +460,25 @@ class RedisStore:
 
         async def run() -> list[Record]:
             members = cast(list[str], await self._redis.zrange(index, 0, -1))
-            wanted: list[tuple[str, list[str]]] = []
-            stale: list[str] = []
-            for member in members:
-                parsed = json.loads(member)
-                if kind is None or parsed[0] == kind:
-                    wanted.append((member, parsed))
+            wanted = [(member, json.loads(member)) for member in members]
+            if kind is not None:
+                wanted = [(member, parsed) for member, parsed in wanted if parsed[0] == kind]
             if not wanted:
                 return []
             async with self._redis.pipeline(transaction=False) as pipe:
                 for _, (k, i, _inc) in wanted:
-                    pipe.hgetall(self.record_key(k, i))
-                hashes: list[dict[str, str]] = await pipe.execute()
+                    pipe.get(self.record_key(k, i))
+                blobs: list[str | None] = await pipe.execute()
             found: list[Record] = []
-            for (member, (_k, _i, inc)), h in zip(wanted, hashes, strict=True):
-                if h.get("inc") != inc or h.get("p") != principal:
+            stale: list[str] = []
+            for (member, (_k, _i, inc)), blob in zip(wanted, blobs, strict=True):
+                r = None if blob is None else json.loads(blob)
+                if r is None or r["inc"] != inc or r["p"] != principal:
                     stale.append(member)  # gone or replaced: this incarnation never returns
-                elif float(h["e"]) <= t:
-                    stale.append(member)  # expired: a miss forever (create makes a new one)
+                elif float(r["e"]) <= t:
+                    stale.append(member)  # expired: a miss for ever (create makes a new one)
                 else:
-                    found.append(_record(h))
+                    found.append(_record(r))
             if stale:
                 await self._redis.zrem(index, *stale)
             found.sort(key=lambda r: (r.created_at, r.kind, r.id))
