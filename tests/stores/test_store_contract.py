@@ -286,6 +286,14 @@ async def test_touch_rejects_a_bad_ttl(store: Store, t0: float) -> None:
         await store.touch(record, now=t0, idle_ttl=0)
 
 
+async def test_touch_fraction_is_an_option(store_url: str, t0: float) -> None:
+    async with open_store(store_url, touch_fraction=0.5) as store:
+        record = session(t0, idle_ttl=100)
+        await store.create(record)
+        assert (await store.touch(record, now=t0 + 50)).last_seen == t0  # not yet
+        assert (await store.touch(record, now=t0 + 51)).last_seen == t0 + 51
+
+
 # -- expiry --------------------------------------------------------------------------------
 
 

@@ -233,33 +233,6 @@ async def test_sqlite_lock_held_elsewhere_fails_after_busy_timeout(tmp_path: Pat
         await store.create(session("s-fedcba9876543210"))
 
 
-def test_sqlite_plans_use_the_indexes(tmp_path: Path) -> None:
-    """Sweep walks the expiry index and get the primary key: cost follows what is asked."""
-    from mcp_sessions.stores import sqlite as module
-
-    anyio.run(_open_and_close, f"sqlite:///{tmp_path}/plan.sqlite3")
-    raw = sqlite3.connect(tmp_path / "plan.sqlite3")
-    try:
-
-        def plan(sql: str, params: dict[str, object] | tuple[object, ...]) -> str:
-            rows = raw.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
-            return " | ".join(str(row[-1]) for row in rows)
-
-        sweep = plan(module.SWEEP, {"now": 0.0, "limit": 10})
-        assert "INDEX mcps_records_expiry" in sweep and "SCAN mcps_records" not in sweep
-        get = plan(module._GET, ("session", "x"))
-        assert "USING INDEX sqlite_autoindex_mcps_records_1" in get
-        listing = plan(module._LIST, {"principal": "p", "now": 0.0, "kind": None})
-        assert "INDEX mcps_records_principal" in listing
-    finally:
-        raw.close()
-
-
-async def _open_and_close(url: str) -> None:
-    async with open_store(url):
-        pass
-
-
 # -- Redis servers -------------------------------------------------------------------------
 
 

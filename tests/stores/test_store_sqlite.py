@@ -1,0 +1,84 @@
+"""What only the SQLite store has: its query plans, its worker thread, inline reads."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from mcp_sessions.core.records import Record
+from mcp_sessions.stores import open_store
+from mcp_sessions.stores import sqlite as module
+from mcp_sessions.stores.sqlite import SQLiteStore
+
+ALICE = "principal:alice"
+
+
+def session(id: str = "s-0123456789abcdef") -> Record:
+    return Record.new(
+        kind="session", id=id, principal=ALICE, origin="t", now=time.time(), idle_ttl=60
+    )
+
+
+def test_plans_use_the_indexes(tmp_path: Path) -> None:
+    """Sweep walks the expiry index, get the primary key, list the principal index: each
+    costs what it returns, not what is stored (issue #3)."""
+    anyio.run(_open_and_close, f"sqlite:///{tmp_path}/plan.sqlite3")
+    raw = sqlite3.connect(tmp_path / "plan.sqlite3")
+    try:
+
+        def plan(sql: str, params: dict[str, object] | tuple[object, ...]) -> str:
+            rows = raw.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+            return " | ".join(str(row[-1]) for row in rows)
+
+        sweep = plan(module.SWEEP, {"now": 0.0, "limit": 10})
+        assert "INDEX mcps_records_expiry" in sweep and "SCAN mcps_records" not in sweep
+        get = plan(module._GET, ("session", "x"))
+        assert "USING INDEX sqlite_autoindex_mcps_records_1" in get
+        listing = plan(module._LIST, {"principal": "p", "now": 0.0, "kind": None})
+        assert "INDEX mcps_records_principal" in listing
+    finally:
+        raw.close()
+
+
+async def _open_and_close(url: str) -> None:
+    async with open_store(url):
+        pass
+
+
+@pytest.mark.anyio
+async def test_reads_through_the_worker_when_inline_reads_is_off(tmp_path: Path) -> None:
+    async with open_store(f"sqlite:///{tmp_path}/x.sqlite3?inline_reads=false") as store:
+        assert isinstance(store, SQLiteStore) and store.inline_reads is False
+        record = session()
+        await store.create(record)
+        assert await store.get("session", record.id, ALICE) == record
+
+
+@pytest.mark.anyio
+async def test_writes_run_on_one_worker_thread(tmp_path: Path) -> None:
+    async with open_store(f"sqlite:///{tmp_path}/x.sqlite3") as store:
+        assert isinstance(store, SQLiteStore)
+        worker = store._worker
+
+        def where() -> str:
+            return threading.current_thread().name
+
+        names = {await worker.run(where) for _ in range(5)}
+        assert names == {f"mcp-sessions sqlite {store.path}"}
+        assert threading.current_thread().name not in names
+
+
+def test_worker_serves_callers_without_an_asyncio_loop() -> None:
+    """The path other anyio backends (trio) take: a helper thread waits for the worker."""
+    worker = module._Worker("test worker")
+    try:
+        assert worker._run_blocking(lambda: 42) == 42
+        with pytest.raises(ZeroDivisionError):
+            worker._run_blocking(lambda: 1 // 0)
+    finally:
+        worker.stop()
