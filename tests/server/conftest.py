@@ -25,6 +25,7 @@ from .helpers import (
     APP_SCRIPT,
     MCP_SESSIONS_CLI,
     ServerProcess,
+    ShiftedClock,
     Target,
     ThreadedServer,
     start_process,
@@ -130,3 +131,9 @@ def _cli_args(tmp_path: Path, options: dict[str, Any]) -> list[str]:
 @pytest.fixture
 def static_tokens() -> StaticTokens:
     return StaticTokens(dict(TOKENS))
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> ShiftedClock:
+    """Move time forward with ``clock.advance(seconds)``."""
+    return ShiftedClock(monkeypatch)

@@ -38,8 +38,6 @@ from mcp_sessions.core.names import (
     PROTOCOL_2025_11_25,
     PROTOCOL_2026_07_28,
 )
-from mcp_sessions.core.records import JSONObject, Record
-from mcp_sessions.stores import Store
 
 REPO = Path(__file__).resolve().parents[2]
 APP_SCRIPT = Path(__file__).with_name("_app.py")
@@ -454,77 +452,20 @@ def mirror(session_id: str) -> dict[str, str]:
     return {HEADER_CLIENT_SESSION_ID: session_id}
 
 
-# -- a store whose clock the test can move ----------------------------------------------------
+# -- a clock the test can move ----------------------------------------------------------------
 
 
 class ShiftedClock:
-    def __init__(self) -> None:
-        self.offset = 0.0
+    """``time.time`` plus an offset the test advances: expiry without sleeping.
 
-    def now(self) -> float:
-        return time.time() + self.offset
+    Installed process-wide (the engine, the stores, sealing and the in-thread servers all
+    read ``time.time``), so every part agrees on what time it is.
+    """
+
+    def __init__(self, monkeypatch: Any) -> None:
+        self.offset = 0.0
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + self.offset)
 
     def advance(self, seconds: float) -> None:
         self.offset += seconds
-
-
-class ClockedStore:
-    """A real store read through a clock the test moves: expiry without sleeping.
-
-    Every call that takes ``now`` gets the shifted time; records are passed through as they
-    are, so the backend's own expiry logic decides.
-    """
-
-    def __init__(self, inner: Store, clock: ShiftedClock) -> None:
-        self.inner = inner
-        self.clock = clock
-        self.url = inner.url
-
-    async def create(self, record: Record) -> None:
-        await self.inner.create(record)
-
-    async def get(
-        self, kind: str, id: str, principal: str, *, now: float | None = None
-    ) -> Record | None:
-        return await self.inner.get(kind, id, principal, now=self._now(now))
-
-    async def compare_and_set(
-        self,
-        kind: str,
-        id: str,
-        principal: str,
-        expected_version: int,
-        state: JSONObject,
-        *,
-        now: float | None = None,
-    ) -> Record:
-        return await self.inner.compare_and_set(
-            kind, id, principal, expected_version, state, now=self._now(now)
-        )
-
-    async def touch(self, record: Record, **options: Any) -> Record:
-        options["now"] = self._now(options.get("now"))
-        return await self.inner.touch(record, **options)
-
-    async def delete(self, kind: str, id: str, principal: str) -> bool:
-        return await self.inner.delete(kind, id, principal)
-
-    async def list(self, principal: str, **options: Any) -> list[Record]:
-        options["now"] = self._now(options.get("now"))
-        return await self.inner.list(principal, **options)
-
-    async def sweep(self, **options: Any) -> int:
-        options["now"] = self._now(options.get("now"))
-        return await self.inner.sweep(**options)
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def __aenter__(self) -> ClockedStore:
-        return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self.close()
-
-    def _now(self, now: float | None) -> float:
-        return self.clock.now() if now is None else now

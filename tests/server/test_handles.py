@@ -14,13 +14,13 @@ import pytest
 from mcp import Client
 
 from mcp_sessions.core.errors import HEADER_MISMATCH, INVALID_PARAMS
+from mcp_sessions.core.names import META_STATE
+from mcp_sessions.core.sealing import KeyRing
 from mcp_sessions.demo import build_demo
-from mcp_sessions.stores import open_store
 
 from ._app import build_app
 from .helpers import (
     VERSIONS,
-    ClockedStore,
     RawHttp,
     ShiftedClock,
     Target,
@@ -181,10 +181,8 @@ async def test_fallback_serves_plain_clients_with_the_same_tool_body(
         assert value(await client.call_tool("count", {"session": other}))["count"] == 1
 
 
-async def test_fallback_unknown_or_expired_handle_is_a_tool_error() -> None:
-    clock = ShiftedClock()
-    store = ClockedStore(open_store("memory://"), clock)
-    mcp, _ = build_app(store=store, idle_ttl=60)
+async def test_fallback_unknown_or_expired_handle_is_a_tool_error(clock: ShiftedClock) -> None:
+    mcp, _ = build_app(idle_ttl=60)
     async with Client(mcp) as client:
         handle = value(await client.call_tool("session_start", {}))
         value(await client.call_tool("count", {"session": handle}))
@@ -215,3 +213,16 @@ async def test_fallback_off_leaves_tools_and_arguments_alone() -> None:
         assert all("session" not in schema.get("properties", {}) for schema in tools.values())
         session_id = new_id()
         assert value(await client.call_tool("count", {}, meta=sid(session_id)))["count"] == 1
+
+
+@pytest.mark.parametrize("lifecycle", ["implicit", "explicit"])
+async def test_fallback_keeps_state_in_the_store_in_sealed_mode(lifecycle: str) -> None:
+    """A plain client never echoes a state token, so a handle session's state stays in the
+    store even on a server that seals state for extension-aware clients."""
+    mcp, _ = build_app(state="sealed", lifecycle=lifecycle, keys=KeyRing.generate())
+    async with Client(mcp) as client:
+        handle = value(await client.call_tool("session_start", {}))
+        first = await client.call_tool("count", {"session": handle})
+        second = await client.call_tool("count", {"session": handle})
+        assert (value(first)["count"], value(second)["count"]) == (1, 2)
+        assert META_STATE not in (second.meta or {})

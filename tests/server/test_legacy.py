@@ -10,11 +10,9 @@ import httpx2
 import pytest
 
 from mcp_sessions.core.errors import SessionNotFound
-from mcp_sessions.stores import open_store
 
 from ._app import build_app
 from .helpers import (
-    ClockedStore,
     RawHttp,
     ShiftedClock,
     ThreadedServer,
@@ -36,16 +34,10 @@ async def http() -> AsyncIterator[httpx2.AsyncClient]:
 
 
 @pytest.fixture
-def clock() -> ShiftedClock:
-    return ShiftedClock()
-
-
-@pytest.fixture
 def raw(
     serve: Callable[[Any], ThreadedServer], http: httpx2.AsyncClient, clock: ShiftedClock
 ) -> RawHttp:
-    store = ClockedStore(open_store("memory://"), clock)
-    mcp, sessions = build_app(store=store, idle_ttl=600)
+    mcp, sessions = build_app(idle_ttl=600)
     server = serve(sessions.streamable_http_app(mcp, host="127.0.0.1"))
     return RawHttp(http, server.url)
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 import pytest
+from mcp import Client
 
 from mcp_sessions.core.errors import (
     INVALID_PARAMS,
@@ -18,8 +19,10 @@ from mcp_sessions.core.errors import (
     SessionRequired,
 )
 
+from ._app import build_app
 from .helpers import (
     VERSIONS,
+    ShiftedClock,
     Target,
     Version,
     expect_error,
@@ -217,3 +220,29 @@ async def test_implicit_reuse_of_a_destroyed_id_starts_empty(make_target: MakeTa
         await session_destroy(client, sessionId=session_id)
         again = value(await client.call_tool("whoami", {}, meta=sid(session_id)))
         assert (again["created"], again["state"]) == (True, {})
+
+
+@pytest.mark.parametrize("lifecycle", ["implicit", "explicit"])
+async def test_idle_expiry(lifecycle: str, clock: ShiftedClock) -> None:
+    """Use keeps a session alive; idle past its TTL it is gone: explicit mode answers
+    SessionNotFound, implicit mode starts a fresh, empty session under the same id."""
+    mcp, _ = build_app(lifecycle=lifecycle, idle_ttl=60)
+    async with Client(mcp) as client:
+        if lifecycle == "explicit":
+            session_id = (await session_create(client))["sessionId"]
+        else:
+            session_id = new_id()
+        assert value(await client.call_tool("count", {}, meta=sid(session_id)))["count"] == 1
+        for expected in (2, 3, 4):  # 45 s apart: each use refreshes the 60 s idle TTL
+            clock.advance(45)
+            counted = value(await client.call_tool("count", {}, meta=sid(session_id)))
+            assert counted["count"] == expected
+        clock.advance(61)
+        if lifecycle == "explicit":
+            error = await expect_error(client.call_tool("count", {}, meta=sid(session_id)))
+            assert (error.code, error.message) == (SESSION_NOT_FOUND, SessionNotFound().message)
+            error = await expect_error(session_destroy(client, sessionId=session_id))
+            assert error.code == SESSION_NOT_FOUND
+        else:
+            fresh = value(await client.call_tool("count", {}, meta=sid(session_id)))
+            assert fresh == {"count": 1, "created": True, "id": session_id}

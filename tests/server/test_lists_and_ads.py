@@ -102,6 +102,9 @@ async def test_lists_on_the_wire_are_byte_identical(make_target: MakeTarget) -> 
         assert plain.status == with_id.status == legacy.status == 200
         assert plain.result["tools"] == with_id.result["tools"] == legacy.result["tools"]
         assert plain.result.get("_meta") == with_id.result.get("_meta")
+        discover = await raw.modern("server/discover", {})
+        discover_with_id = await raw.modern("server/discover", {}, meta=sid(session_id))
+        assert discover.result == discover_with_id.result
 
 
 @pytest.fixture
