@@ -52,6 +52,8 @@ PROTOCOL = {"legacy": PROTOCOL_2025_11_25, "modern": PROTOCOL_2026_07_28}
 MODE = {"legacy": "legacy", "modern": "auto"}
 
 STARTUP_TIMEOUT = 20.0
+#: Bound on every request a test client makes (a hung server fails the test, never the run).
+TIMEOUT = 30.0
 
 
 def new_id() -> str:
@@ -422,17 +424,21 @@ class Target:
         mode: Any = MODE[version]
         async with contextlib.AsyncExitStack() as stack:
             if self.transport == "inproc":
-                client = Client(self.server, mode=mode)
+                client = Client(self.server, mode=mode, read_timeout_seconds=TIMEOUT)
             elif self.transport == "stdio":
                 assert self.stdio is not None
-                client = Client(self.stdio, mode=mode)
+                client = Client(self.stdio, mode=mode, read_timeout_seconds=TIMEOUT)
             else:
                 assert self.url is not None
                 all_headers = {**self.headers, **(headers or {})}
                 http = await stack.enter_async_context(
                     httpx2.AsyncClient(headers=all_headers, timeout=30)
                 )
-                client = Client(streamable_http_client(self.url, http_client=http), mode=mode)
+                client = Client(
+                    streamable_http_client(self.url, http_client=http),
+                    mode=mode,
+                    read_timeout_seconds=TIMEOUT,
+                )
             await stack.enter_async_context(client)
             assert client.protocol_version == PROTOCOL[version], client.protocol_version
             yield client

@@ -20,6 +20,7 @@ from mcp_sessions.demo import build_demo
 
 from ._app import build_app
 from .helpers import (
+    TIMEOUT,
     VERSIONS,
     RawHttp,
     ShiftedClock,
@@ -76,23 +77,36 @@ async def test_handles_end_to_end(
 
 @pytest.mark.parametrize("transport", ["inproc", "http"])
 async def test_expired_handle_is_a_tool_error_that_says_it_expired(
-    make_target: MakeTarget, transport: str
+    make_target: MakeTarget, clock: ShiftedClock, transport: str
 ) -> None:
-    target = make_target(transport, handle_ttl=0.4)
+    target = make_target(transport, handle_ttl=60)
     async with target.client("modern") as client:
         note = value(await client.call_tool("new_note", {"text": "short-lived"}))
-        assert value(await client.call_tool("read_note", {"note": note})) == {"text": "short-lived"}
-        await anyio.sleep(0.6)  # bounded: just past the 0.4 s TTL
+        for _ in range(2):  # 45 s apart: each use refreshes the 60 s idle TTL
+            clock.advance(45)
+            assert value(await client.call_tool("read_note", {"note": note}))["text"] == (
+                "short-lived"
+            )
+        clock.advance(61)
         expired = await client.call_tool("edit_note", {"note": note, "text": "too late"})
         text = error_text(expired)
         assert note in text and "expired" in text
-        # The edit did not happen: the handle stays gone.
+        # The edit did not happen, and the handle stays gone.
+        assert "expired" in error_text(await client.call_tool("read_note", {"note": note}))
+
+
+async def test_expired_handle_in_real_time() -> None:
+    """The same without a shifted clock: a tiny TTL and a bounded sleep just past it."""
+    mcp, _ = build_app(handle_ttl=0.3)
+    async with Client(mcp, read_timeout_seconds=TIMEOUT) as client:
+        note = value(await client.call_tool("new_note", {"text": "short-lived"}))
+        await anyio.sleep(0.5)
         assert "expired" in error_text(await client.call_tool("read_note", {"note": note}))
 
 
 async def test_malformed_or_wrong_kind_handles_are_refused_by_the_schema() -> None:
     mcp, _ = build_app()
-    async with Client(mcp) as client:
+    async with Client(mcp, read_timeout_seconds=TIMEOUT) as client:
         for bad in ["note-zz", "vm-" + "0" * 32, "note-" + "A" * 32]:
             text = error_text(await client.call_tool("read_note", {"note": bad}))
             assert "pattern" in text, text
@@ -138,7 +152,7 @@ async def test_handle_header_mirror(make_target: MakeTarget) -> None:
 async def test_demo_vm_handles() -> None:
     """The demo's multi-step VM provisioning: one handle through four tools."""
     mcp, _ = build_demo(store="memory://")
-    async with Client(mcp) as client:
+    async with Client(mcp, read_timeout_seconds=TIMEOUT) as client:
         vm = value(await client.call_tool("init_vm", {"name": "web"}))
         assert re.fullmatch(r"vm-[0-9a-f]{32}", vm)
         assert value(await client.call_tool("set_ram", {"vm": vm, "gb": 8}))["ram_gb"] == 8
@@ -183,7 +197,7 @@ async def test_fallback_serves_plain_clients_with_the_same_tool_body(
 
 async def test_fallback_unknown_or_expired_handle_is_a_tool_error(clock: ShiftedClock) -> None:
     mcp, _ = build_app(idle_ttl=60)
-    async with Client(mcp) as client:
+    async with Client(mcp, read_timeout_seconds=TIMEOUT) as client:
         handle = value(await client.call_tool("session_start", {}))
         value(await client.call_tool("count", {"session": handle}))
         never = "session-" + "0" * 32
@@ -199,7 +213,7 @@ async def test_fallback_unknown_or_expired_handle_is_a_tool_error(clock: Shifted
 
 async def test_fallback_refuses_a_malformed_session_argument() -> None:
     mcp, _ = build_app()
-    async with Client(mcp) as client:
+    async with Client(mcp, read_timeout_seconds=TIMEOUT) as client:
         error = await expect_error(client.call_tool("count", {"session": "short"}))
         assert error.code == INVALID_PARAMS
         assert "'session'" in error.message and "16" in error.message
@@ -207,7 +221,7 @@ async def test_fallback_refuses_a_malformed_session_argument() -> None:
 
 async def test_fallback_off_leaves_tools_and_arguments_alone() -> None:
     mcp, _ = build_app(handle_fallback=False)
-    async with Client(mcp) as client:
+    async with Client(mcp, read_timeout_seconds=TIMEOUT) as client:
         tools = {tool.name: tool.input_schema for tool in (await client.session.list_tools()).tools}
         assert "session_start" not in tools
         assert all("session" not in schema.get("properties", {}) for schema in tools.values())
@@ -220,7 +234,7 @@ async def test_fallback_keeps_state_in_the_store_in_sealed_mode(lifecycle: str) 
     """A plain client never echoes a state token, so a handle session's state stays in the
     store even on a server that seals state for extension-aware clients."""
     mcp, _ = build_app(state="sealed", lifecycle=lifecycle, keys=KeyRing.generate())
-    async with Client(mcp) as client:
+    async with Client(mcp, read_timeout_seconds=TIMEOUT) as client:
         handle = value(await client.call_tool("session_start", {}))
         first = await client.call_tool("count", {"session": handle})
         second = await client.call_tool("count", {"session": handle})

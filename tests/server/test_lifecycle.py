@@ -21,6 +21,7 @@ from mcp_sessions.core.errors import (
 
 from ._app import build_app
 from .helpers import (
+    TIMEOUT,
     VERSIONS,
     ShiftedClock,
     Target,
@@ -227,7 +228,7 @@ async def test_idle_expiry(lifecycle: str, clock: ShiftedClock) -> None:
     """Use keeps a session alive; idle past its TTL it is gone: explicit mode answers
     SessionNotFound, implicit mode starts a fresh, empty session under the same id."""
     mcp, _ = build_app(lifecycle=lifecycle, idle_ttl=60)
-    async with Client(mcp) as client:
+    async with Client(mcp, read_timeout_seconds=TIMEOUT) as client:
         if lifecycle == "explicit":
             session_id = (await session_create(client))["sessionId"]
         else:

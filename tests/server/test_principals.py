@@ -26,6 +26,7 @@ from .conftest import ALICE, BOB, TOKENS
 from .helpers import (
     MODE,
     PROTOCOL,
+    TIMEOUT,
     VERSIONS,
     RawHttp,
     ServerProcess,
@@ -99,7 +100,11 @@ async def client_as(url: str, headers: dict[str, str], version: Version) -> Asyn
     """The SDK client at ``version`` with a bearer token on every request."""
     async with (
         httpx2.AsyncClient(headers=headers, timeout=30) as http,
-        Client(streamable_http_client(url, http_client=http), mode=MODE[version]) as client,
+        Client(
+            streamable_http_client(url, http_client=http),
+            mode=MODE[version],
+            read_timeout_seconds=TIMEOUT,
+        ) as client,
     ):
         assert client.protocol_version == PROTOCOL[version]
         yield client

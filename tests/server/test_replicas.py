@@ -18,6 +18,7 @@ from mcp_sessions.core.errors import SessionNotFound
 
 from .helpers import (
     PROTOCOL,
+    TIMEOUT,
     VERSIONS,
     RawHttp,
     ServerProcess,
@@ -71,8 +72,8 @@ async def test_two_replicas_serve_one_session_without_lost_updates(
     a, b = replicas
     session_id = new_id()
     async with (
-        Client(a.url, mode=PROTOCOL["modern"]) as on_a,
-        Client(b.url, mode=PROTOCOL["modern"]) as on_b,
+        Client(a.url, mode=PROTOCOL["modern"], read_timeout_seconds=TIMEOUT) as on_a,
+        Client(b.url, mode=PROTOCOL["modern"], read_timeout_seconds=TIMEOUT) as on_b,
     ):
         # Alternately: each replica sees the other's write.
         seen = [await call_count(on_a if i % 2 == 0 else on_b, session_id) for i in range(6)]
@@ -98,8 +99,8 @@ async def test_parallel_first_requests_across_replicas_make_one_session(
     a, b = replicas
     session_id = new_id()
     async with (
-        Client(a.url, mode=PROTOCOL["modern"]) as on_a,
-        Client(b.url, mode=PROTOCOL["modern"]) as on_b,
+        Client(a.url, mode=PROTOCOL["modern"], read_timeout_seconds=TIMEOUT) as on_a,
+        Client(b.url, mode=PROTOCOL["modern"], read_timeout_seconds=TIMEOUT) as on_b,
     ):
         results: list[int] = []
 
@@ -127,7 +128,7 @@ async def test_any_replica_serves_any_legacy_session(
         assert tool_value(await on_a.legacy("tools/call", count, session_id=legacy_id)) == 2
         assert tool_value(await on_b.legacy("tools/call", count, session_id=legacy_id)) == 3
         # An SDK client reaches the same session on either replica through its id in _meta.
-        async with Client(b.url, mode=PROTOCOL["modern"]) as modern:
+        async with Client(b.url, mode=PROTOCOL["modern"], read_timeout_seconds=TIMEOUT) as modern:
             assert await call_count(modern, legacy_id) == 4
         # DELETE on one replica ends it on both.
         assert await on_b.delete(legacy_id) == 204
@@ -152,7 +153,11 @@ async def test_sdk_legacy_client_and_second_replica(
 
     async with (
         httpx2.AsyncClient(timeout=30, event_hooks={"response": [record]}) as http,
-        Client(streamable_http_client(a.url, http_client=http), mode="legacy") as client,
+        Client(
+            streamable_http_client(a.url, http_client=http),
+            mode="legacy",
+            read_timeout_seconds=TIMEOUT,
+        ) as client,
     ):
         assert value(await client.call_tool("count", {})) == 1
         assert seen_ids, "initialize carried no Mcp-Session-Id"

@@ -21,6 +21,7 @@ from mcp_sessions.core.sealing import KeyRing, StateCodec, read_token_header
 
 from ._app import AUDIENCE, build_app
 from .helpers import (
+    TIMEOUT,
     VERSIONS,
     Target,
     Version,
@@ -75,7 +76,7 @@ async def test_sealed_round_trip_and_fork_by_replay(
 async def test_sealed_server_keeps_nothing(make_target: MakeTarget) -> None:
     mcp, sessions = build_app(state="sealed", keys=KeyRing.generate())
     session_id = new_id()
-    async with Client(mcp) as client:
+    async with Client(mcp, read_timeout_seconds=TIMEOUT) as client:
         _, token = await bump(client, session_id, None)
         await bump(client, session_id, token)
     store = await sessions.engine.store()
