@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -420,6 +421,24 @@ async def test_sweep_keeps_records_whose_expiry_was_extended(
     assert await store.get("session", SID, ALICE, now=t0 + 12) is not None
     if backend != "redis":
         assert await store.sweep(now=t0 + 18) == 1
+
+
+@pytest.mark.parametrize("local", ["memory", "sqlite"])
+async def test_creates_sweep_by_themselves_every_interval(local: str, tmp_path: Path) -> None:
+    url = "memory://" if local == "memory" else f"sqlite:///{tmp_path}/auto.sqlite3"
+    now = time.time()
+    async with open_store(url, sweep_interval=1e-9) as store:
+        await store.create(session(now - 100, "s-expired-00000000", idle_ttl=10))
+        await store.create(session(now, "s-live-00000000000"))
+        await store.list(ALICE)  # queued behind the background sweep on SQLite's worker
+        # Gone, not hidden: at a time when it was live, it is still not there.
+        assert await store.get("session", "s-expired-00000000", ALICE, now=now - 95) is None
+        assert await store.get("session", "s-live-00000000000", ALICE) is not None
+    async with open_store(url.replace("auto", "manual"), sweep_interval=0) as store:
+        await store.create(session(now - 100, "s-expired-00000000", idle_ttl=10))
+        await store.create(session(now, "s-live-00000000000"))
+        await store.list(ALICE)
+        assert await store.get("session", "s-expired-00000000", ALICE, now=now - 95) is not None
 
 
 # -- lifecycle -----------------------------------------------------------------------------

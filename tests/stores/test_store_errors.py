@@ -45,7 +45,10 @@ def session(id: str = "s-0123456789abcdef") -> Record:
         ("postgres://db/sessions", "expected memory://, sqlite:///"),
         ("memory://somewhere", "memory:// takes no host or path"),
         ("memory://?touch_fraction=2", "touch_fraction must be in [0, 1)"),
-        ("memory://?bogus=1", "unknown option(s) bogus; known options: touch_fraction"),
+        (
+            "memory://?bogus=1",
+            "unknown option(s) bogus; known options: sweep_interval, touch_fraction",
+        ),
         ("sqlite://", "expected sqlite:///relative/path or sqlite:////absolute/path"),
         ("sqlite:///", "no database file named"),
         ("sqlite://host/sessions.db", "an SQLite URL has no host"),

@@ -35,12 +35,19 @@ _EXPECTED = (
     "or redis://host:port/db (rediss:// for TLS)"
 )
 
+# Every option of each backend with its default; open_store refuses any other name.
+_MEMORY_OPTIONS: dict[str, Any] = {
+    "touch_fraction": DEFAULT_TOUCH_FRACTION,
+    "sweep_interval": 60.0,
+}
+
 _SQLITE_OPTIONS: dict[str, Any] = {
     "busy_timeout": 5.0,
     "touch_fraction": DEFAULT_TOUCH_FRACTION,
     "inline_reads": True,
     "cache_size_mb": 16,
     "mmap_size_mb": 256,
+    "sweep_interval": 60.0,
 }
 
 _REDIS_OPTIONS: dict[str, Any] = {
@@ -73,9 +80,7 @@ def open_store(url: str, **options: Any) -> Store:
         path, _, query = rest.partition("?")
         if path not in ("", "/"):
             raise StoreError(f"store URL {shown!r}: memory:// takes no host or path")
-        memory_options = merge_options(
-            url, query, options, {"touch_fraction": DEFAULT_TOUCH_FRACTION}
-        )
+        memory_options = merge_options(url, query, options, _MEMORY_OPTIONS)
         return MemoryStore(url, **memory_options)
 
     if scheme == "sqlite":

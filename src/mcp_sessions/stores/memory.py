@@ -8,6 +8,7 @@ one event loop; share it between threads only through that loop.
 from __future__ import annotations
 
 import heapq
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -47,9 +48,20 @@ class _Stored:
 class MemoryStore:
     """The in-process backend of :class:`~mcp_sessions.stores.base.Store`."""
 
-    def __init__(self, url: str = "memory://", *, touch_fraction: float = DEFAULT_TOUCH_FRACTION):
+    def __init__(
+        self,
+        url: str = "memory://",
+        *,
+        touch_fraction: float = DEFAULT_TOUCH_FRACTION,
+        sweep_interval: float = 60.0,
+    ) -> None:
+        if not sweep_interval >= 0:
+            raise StoreError(f"sweep_interval must be >= 0 seconds, got {sweep_interval!r}")
         self.url = url
         self.touch_fraction = touch_fraction
+        #: Seconds between the sweeps ``create`` runs by itself (0: only explicit sweeps).
+        self.sweep_interval = float(sweep_interval)
+        self._last_sweep = time.monotonic()
         self._records: dict[Key, _Stored] = {}
         # principal -> keys, in insertion order; ``list`` reads only its own principal's keys.
         self._by_principal: dict[str, dict[Key, None]] = {}
@@ -116,6 +128,10 @@ class MemoryStore:
         if existing is not None:
             self._remove((record.kind, record.id))
         self._put(stored)
+        if self.sweep_interval and time.monotonic() - self._last_sweep >= self.sweep_interval:
+            # Creates make the store grow, so they keep it small; the heap makes this cheap.
+            self._last_sweep = time.monotonic()
+            await self.sweep(limit=len(self._records))
 
     async def get(
         self, kind: str, id: str, principal: str, *, now: float | None = None

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import queue
@@ -57,6 +58,11 @@ T = TypeVar("T")
 
 #: ``PRAGMA user_version`` of the schema below; a file from a newer release is refused.
 SCHEMA_VERSION = 1
+
+#: Rows one background sweep batch removes (see ``SQLiteStore._maybe_sweep``).
+_SWEEP_BATCH = 1000
+
+_log = logging.getLogger(__name__)
 
 #: ``max_expires_at`` is NULL when there is no absolute cap; SQL compares against this instead.
 _NO_CAP = 1e308
@@ -314,9 +320,12 @@ class SQLiteStore:
         inline_reads: bool = True,
         cache_size_mb: int = 16,
         mmap_size_mb: int = 256,
+        sweep_interval: float = 60.0,
     ) -> None:
         if not busy_timeout >= 0:
             raise StoreError(f"busy_timeout must be >= 0 seconds, got {busy_timeout!r}")
+        if not sweep_interval >= 0:
+            raise StoreError(f"sweep_interval must be >= 0 seconds, got {sweep_interval!r}")
         self.path = os.path.abspath(path)
         self.url = url if url is not None else f"sqlite:///{path}"
         self.busy_timeout = float(busy_timeout)
@@ -324,6 +333,8 @@ class SQLiteStore:
         self.inline_reads = inline_reads
         self._cache_size_mb = cache_size_mb
         self._mmap_size_mb = mmap_size_mb
+        self.sweep_interval = float(sweep_interval)
+        self._last_sweep = time.monotonic()
         # One thread per store owns the writer connection; SQLite admits one writer anyway.
         self._worker = _Worker(f"mcp-sessions sqlite {self.path}")
         self._conns: _Connections | None = None
@@ -450,6 +461,37 @@ class SQLiteStore:
 
         if await self._run(insert) == 0:
             raise AlreadyExists(f"a live {record.kind} record with id {record.id!r} exists")
+        self._maybe_sweep()
+
+    def _maybe_sweep(self) -> None:
+        """Queue a sweep on the worker, at most once per ``sweep_interval`` (0: never).
+
+        Creates are what make the table grow, so they pay for keeping it small; the caller
+        does not wait for it, and later operations queue behind it on the worker. Each
+        batch removes at most :data:`_SWEEP_BATCH` rows and queues the next one behind
+        whatever was submitted meanwhile, so the write lock is never held for long.
+        """
+        if not self.sweep_interval:
+            return
+        started = time.monotonic()
+        if started - self._last_sweep < self.sweep_interval:
+            return
+        self._last_sweep = started
+
+        def batch() -> None:
+            conns = self._conns
+            if conns is None or self._closed:
+                return
+            try:
+                params = {"now": time.time(), "limit": _SWEEP_BATCH}
+                removed = conns.writer.execute(SWEEP, params).rowcount
+            except sqlite3.Error as exc:  # e.g. locked for longer than busy_timeout
+                _log.warning("%s", self._error(exc))
+                return
+            if removed == _SWEEP_BATCH:
+                self._worker.submit(batch)
+
+        self._worker.submit(batch)
 
     async def get(
         self, kind: str, id: str, principal: str, *, now: float | None = None
