@@ -148,6 +148,11 @@ def build_app(
         return await note_kind.update(note, edit)
 
     @mcp.tool()
+    async def peek_note(note: Annotated[str, note_kind.arg]) -> str:
+        """Takes a note handle but never loads it: only the extension's check guards it."""
+        return f"body ran for {note}"
+
+    @mcp.tool()
     async def renew_note(note: Annotated[str, note_kind.arg], ttl: float) -> float:
         return await note_kind.renew(note, ttl)
 

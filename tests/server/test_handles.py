@@ -104,6 +104,22 @@ async def test_expired_handle_in_real_time() -> None:
         assert "expired" in error_text(await client.call_tool("read_note", {"note": note}))
 
 
+@pytest.mark.parametrize("transport", ["inproc", "http"])
+async def test_handle_arguments_are_checked_before_the_tool_body_runs(
+    make_target: MakeTarget, clock: ShiftedClock, transport: str
+) -> None:
+    target = make_target(transport, handle_ttl=60)
+    async with target.client("modern") as client:
+        note = value(await client.call_tool("new_note", {"text": "t"}))
+        assert value(await client.call_tool("peek_note", {"note": note})) == f"body ran for {note}"
+        never = "note-" + "0" * 32
+        refused = error_text(await client.call_tool("peek_note", {"note": never}))
+        assert "unknown or has expired" in refused and "body ran" not in refused
+        clock.advance(61)
+        expired = error_text(await client.call_tool("peek_note", {"note": note}))
+        assert "unknown or has expired" in expired and "body ran" not in expired
+
+
 async def test_malformed_or_wrong_kind_handles_are_refused_by_the_schema() -> None:
     mcp, _ = build_app()
     async with Client(mcp, read_timeout_seconds=TIMEOUT) as client:
