@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -382,6 +383,9 @@ class SessionTransport:
         self._private_ids = 0
         self._initialize: dict[str, Any] | None = None
         self._renew_lock = anyio.Lock()
+
+    def __repr__(self) -> str:
+        return f"<SessionTransport to {self.tracker.scope.server}>"
 
     # -- Transport protocol --------------------------------------------------------------------
 
@@ -879,9 +883,8 @@ def _typed_errors(
                 raise
             raise typed from error
 
-    verb.__name__ = method.__name__
+    functools.update_wrapper(verb, method)  # name, docs, and the signature via __wrapped__
     verb.__qualname__ = f"SessionClient.{method.__name__}"
-    verb.__doc__ = method.__doc__
     return verb
 
 
