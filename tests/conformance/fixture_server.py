@@ -77,8 +77,6 @@ SERVER_NAME = "mcp-sessions-conformance-fixture"
 MCP_PATH = "/mcp"
 SSE_RETRY_MS = 100  # the `retry` hint of SSE priming events; short, so polling tests stay fast
 
-log = logging.getLogger("conformance.fixture")
-
 
 # --------------------------------------------------------------------------------------
 # Media built here rather than pasted: a 1x1 PNG and a 1-sample WAV.
