@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
@@ -73,8 +74,11 @@ def build(name: str) -> MCPServer:
         return True
 
     @mcp.tool()
-    async def block() -> str:
-        """Never returns (until the process dies)."""
+    async def block(marker: str = "") -> str:
+        """Never returns (until the process dies); creates the file ``marker`` first, so a
+        test knows the call is running."""
+        if marker:
+            Path(marker).write_text(str(os.getpid()))  # noqa: ASYNC240 (tiny, local)
         await asyncio.Event().wait()
         return "unreachable"
 

@@ -100,13 +100,22 @@ class Connection:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def read_head(self, read_timeout: float, *, head_request: bool = False) -> ResponseHead:
-        """Read the status line and headers; 1xx interim responses are skipped."""
+    async def read_head(
+        self, read_timeout: float, *, head_request: bool = False, replayable: bool = False
+    ) -> ResponseHead:
+        """Read the status line and headers; 1xx interim responses are skipped.
+
+        A reused connection that ends before any response byte is :class:`StaleConnection`
+        only for a ``replayable`` (idempotent) request: for a POST the upstream may well have
+        read and acted on it before dying, so that is an :class:`UpstreamError` with
+        ``sent=True``. (Stale idle connections are mostly weeded out before reuse: see
+        :meth:`ConnectionPool.take`.)
+        """
         while True:
             try:
                 raw = await _within(self.reader.readuntil(b"\r\n\r\n"), read_timeout)
             except asyncio.IncompleteReadError as exc:
-                if self.reused and not exc.partial:
+                if self.reused and replayable and not exc.partial:
                     raise StaleConnection("the upstream closed an idle connection") from None
                 raise UpstreamError(
                     "the upstream closed the connection before responding", sent=True
@@ -116,7 +125,7 @@ class Connection:
                     f"the upstream's response head exceeds {MAX_RESPONSE_HEAD} bytes", sent=True
                 ) from None
             except (ConnectionError, OSError) as exc:
-                if self.reused:
+                if self.reused and replayable:
                     raise StaleConnection(f"reused connection failed: {exc}") from None
                 raise UpstreamError(f"connection lost: {exc}", sent=True) from None
             except TimeoutError:

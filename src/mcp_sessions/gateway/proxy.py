@@ -44,6 +44,8 @@ _LEGACY = HEADER_LEGACY_SESSION_ID.lower().encode()
 #: Bodies up to this size are read before forwarding (so a stale keep-alive connection can be
 #: retried); larger ones stream through on a fresh connection.
 _SMALL_BODY = 64 * 1024
+#: Methods safe to replay on a fresh connection (RFC 9110 §9.2.2).
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
 #: Request fields the gateway sets itself.
 _REPLACED = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 
@@ -319,16 +321,19 @@ class HTTPBackend:
                 connection.close()
                 raise
         payload = head + (request.body or b"")
+        replayable = request.method in _IDEMPOTENT
         for _attempt in range(2):
             connection = upstream.pool.take() or await upstream.pool.connect()
             try:
                 try:
                     await connection.send(payload)
                 except (ConnectionError, OSError) as exc:
-                    if connection.reused:
+                    if connection.reused:  # the upstream had closed it: it read nothing
                         raise StaleConnection(str(exc)) from None
                     raise UpstreamError(f"connection lost: {exc}", sent=True) from None
-                return connection, await connection.read_head(timeout, head_request=is_head)
+                return connection, await connection.read_head(
+                    timeout, head_request=is_head, replayable=replayable
+                )
             except StaleConnection:
                 connection.close()
                 continue
