@@ -26,7 +26,7 @@ from mcp_sessions.core.names import (
 from mcp_sessions.stores import open_store
 
 from ._app import build_app
-from .helpers import RawHttp, Reply, ThreadedServer, new_id, sid, tool_value
+from .helpers import RawHttp, Reply, ThreadedServer, modern_request, new_id, sid, tool_value
 
 pytestmark = pytest.mark.anyio
 
@@ -198,3 +198,13 @@ async def test_unknown_and_destroyed_sessions_in_explicit_mode(
     reply = await wire.put(sid(session_id))
     assert reply.error == unknown.error  # destroyed reads exactly like unknown
     assert await wire.snapshot() == after_destroy
+
+
+async def test_unknown_protocol_version_gets_the_sdk_version_error(wire: Wire) -> None:
+    """A version header that is not a handshake-era version takes the modern path, as in the
+    SDK, so the client hears "unsupported version" (-32022), not a legacy session rule."""
+    body, headers = modern_request("tools/list", {}, meta={})
+    body["params"]["_meta"]["io.modelcontextprotocol/protocolVersion"] = "v999.0.0"
+    reply = await wire.raw.post(body, {**headers, "mcp-protocol-version": "v999.0.0"})
+    assert reply.status == 400
+    assert reply.error is not None and reply.error["code"] == -32022

@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from ..core.carriers import RequestView, resolve_carrier
 from ..core.errors import HeaderMismatch, InvalidSessionId, SessionError, SessionNotFound
-from ..core.names import MODERN_PROTOCOL_VERSIONS, SESSION_KIND
+from ..core.names import LEGACY_PROTOCOL_VERSIONS, SESSION_KIND
 from ..core.records import Record
 from ..stores import AlreadyExists, NotFound
 from .sdk import current_principal
@@ -204,7 +204,10 @@ class LegacyGate:
             await self.stateful(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if headers.get("mcp-protocol-version") in MODERN_PROTOCOL_VERSIONS:
+        version = headers.get("mcp-protocol-version")
+        if version is not None and version not in LEGACY_PROTOCOL_VERSIONS:
+            # The SDK's own era rule: any version header that is not a handshake-era version
+            # goes to the modern path, which answers unsupported versions itself (-32022).
             await self.stateful(scope, receive, send)
             return
         session_id = headers.get("mcp-session-id")
