@@ -371,6 +371,8 @@ class ProcessPool:
             "any": deque(),
         }
         self.starting: dict[Era, int] = {"modern": 0, "legacy": 0, "any": 0}
+        self._warmed: dict[Era, asyncio.Event] = {e: asyncio.Event() for e in self.starting}
+        self._unspawned = 0
         self.bound: dict[SessionKey, ChildProcess] = {}
         self._binding: dict[SessionKey, asyncio.Future[ChildProcess]] = {}
         self.tombstones: dict[SessionKey, _Tombstone] = {}
@@ -392,7 +394,8 @@ class ProcessPool:
 
     @property
     def total(self) -> int:
-        return len(self._all) + sum(self.starting.values())
+        """Processes alive or about to be: the number the cap bounds."""
+        return len(self._all) + self._unspawned
 
     def counts(self) -> dict[str, int]:
         return {
@@ -408,11 +411,18 @@ class ProcessPool:
 
     # -- starting ------------------------------------------------------------------------------
 
-    async def _start(self, era: Era) -> ChildProcess:
-        """Start one process and make it ready; counted as ``starting`` meanwhile."""
+    def _reserve(self, era: Era) -> None:
+        """Count a process as starting before it exists, so that the cap sees it."""
         self.starting[era] += 1
+        self._unspawned += 1
+
+    async def _start_reserved(self, era: Era) -> ChildProcess:
+        """Start the process reserved by :meth:`_reserve` and make it ready."""
+        spawned = False
         try:
             child = await ChildProcess.start(self.settings, era)
+            spawned = True
+            self._unspawned -= 1
             child.on_exit = self._on_exit
             self._all.add(child)
             if era == "modern":
@@ -424,19 +434,23 @@ class ProcessPool:
             child.state = "warm"
             return child
         finally:
+            if not spawned:
+                self._unspawned -= 1
             self.starting[era] -= 1
 
     async def _start_warm(self, era: Era) -> None:
         try:
-            child = await self._start(era)
+            child = await self._start_reserved(era)
         except (ProcessExited, OSError) as exc:
             logger.warning("a warm %s process failed to start: %s", era, exc)
+            self._warmed[era].set()  # wake waiters: they start their own
             await asyncio.sleep(1.0)  # do not spin on a command that cannot start
         else:
             if self._closing:
                 await child.stop("shut down")
                 return
             self.warm[era].append(child)
+            self._warmed[era].set()
         self.refill()
 
     def refill(self) -> None:
@@ -447,27 +461,36 @@ class ProcessPool:
             while len(self.warm[era]) + self.starting[era] < target and (
                 self.total < self.settings.max_processes
             ):
-                self.starting[era] += 1  # reserved now, so the loop sees it
-                self._spawn_task(self._reserved_start(era))
-
-    async def _reserved_start(self, era: Era) -> None:
-        self.starting[era] -= 1
-        await self._start_warm(era)
+                self._reserve(era)
+                self._spawn_task(self._start_warm(era))
 
     async def _take(self, era: Era) -> ChildProcess:
+        """A ready process for a new session: a warm one; else one about to be warm; else a
+        cold start if the cap allows; else :class:`GatewayAtCapacity`."""
+        deadline = time.monotonic() + self.settings.startup_timeout
         queue = self.warm[era]
-        while queue:
-            child = queue.popleft()
-            if child.alive:
-                self.refill()
-                return child
+        while True:
+            while queue:
+                child = queue.popleft()
+                if child.alive:
+                    self.refill()
+                    return child
+            remaining = deadline - time.monotonic()
+            if self.starting[era] > 0 and remaining > 0:
+                warmed = self._warmed[era]
+                warmed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(warmed.wait(), remaining)
+                continue
+            break
         if self.total >= self.settings.max_processes:
             raise GatewayAtCapacity(
                 f"The gateway is at capacity: all {self.settings.max_processes} server "
                 "processes are in use. Retry later, end sessions you no longer use (DELETE, "
                 "or let them idle out), or raise --max-processes."
             )
-        child = await self._start(era)  # a cold start: the pool was empty
+        self._reserve(era)
+        child = await self._start_reserved(era)  # a cold start: the pool was empty
         self.refill()
         return child
 
