@@ -79,13 +79,16 @@ local out = cjson.encode(r)
 redis.call('SET', KEYS[1], out, 'PX', math.max(1, math.ceil((e - now) * 1000)))
 """
 
-# Loads the live record of ARGV[1] (principal) as ``r`` or returns {0}; ``now`` from ARGV[n].
+# Loads the live record of ARGV[1] (principal) as ``r``, or answers '' (not found); ``now`` is
+# ARGV[n]. The scripts answer one string, not an array, because each array element costs the
+# client a parse step: '' not found, '!<record>' version conflict, '=<record>' done,
+# '^<record>' done and the index deadline was raised.
 _LOAD = """
 local blob = redis.call('GET', KEYS[1])
-if not blob then return {0} end
+if not blob then return '' end
 local r = cjson.decode(blob)
 local now = tonumber(ARGV[%d])
-if r.p ~= ARGV[1] or tonumber(r.e) <= now then return {0} end
+if r.p ~= ARGV[1] or tonumber(r.e) <= now then return '' end
 """
 
 # KEYS[1] record; ARGV now, ttl_ms, json. Replaces only an expired record: 1 stored, 0 not.
@@ -97,11 +100,10 @@ return 1
 """
 
 # KEYS[1] record; ARGV principal, expected version, state, now
-# -> {0} not found | {1, current} conflict | {2, new, raised}
 _CAS = (
     _LOAD % 4
     + """
-if r.v ~= tonumber(ARGV[2]) then return {1, blob} end
+if r.v ~= tonumber(ARGV[2]) then return '!' .. blob end
 r.s = ARGV[3]
 r.v = r.v + 1
 local ls = math.max(tonumber(r.ls), now)
@@ -109,11 +111,12 @@ local it = tonumber(r.it)
 """
     + _EXTEND
     + """
-return {2, out, raised}
+if raised == 1 then return '^' .. out end
+return '=' .. out
 """
 )
 
-# KEYS[1] record; ARGV principal, now, new idle_ttl or '' -> {0} not found | {2, new, raised}
+# KEYS[1] record; ARGV principal, now, new idle_ttl or ''
 _TOUCH = (
     _LOAD % 2
     + """
@@ -123,7 +126,8 @@ if ARGV[3] ~= '' then it = tonumber(ARGV[3]) end
 """
     + _EXTEND
     + """
-return {2, out, raised}
+if raised == 1 then return '^' .. out end
+return '=' .. out
 """
 )
 
@@ -385,20 +389,20 @@ class RedisStore:
         key = self.record_key(kind, id)
         args = [principal, str(int(expected_version)), text, _f(t)]
 
-        async def run() -> tuple[int, dict[str, Any] | None]:
-            result: list[Any] = await _CAS_SCRIPT(self._redis, [key], args)
-            if result[0] == 0:
-                return 0, None
-            r = json.loads(result[1])
-            if result[0] == 2 and result[2]:
+        async def run() -> tuple[str, dict[str, Any] | None]:
+            reply: str = await _CAS_SCRIPT(self._redis, [key], args)
+            if not reply:
+                return "", None
+            r = json.loads(reply[1:])
+            if reply[0] == "^":
                 await self._raise_index(principal, r, t)
-            return result[0], r
+            return reply[0], r
 
-        status, r = await self._call(run)
+        outcome, r = await self._call(run)
         if r is None:
             raise not_found(kind, id)
         current = _record(r)
-        if status == 1:
+        if outcome == "!":
             raise VersionConflict(
                 f"{kind} record {id!r} is at version {current.version}, not {expected_version}",
                 current=current,
@@ -426,11 +430,11 @@ class RedisStore:
         args = [record.principal, _f(t), "" if idle_ttl is None else _f(idle_ttl)]
 
         async def run() -> dict[str, Any] | None:
-            result: list[Any] = await _TOUCH_SCRIPT(self._redis, [key], args)
-            if result[0] == 0:
+            reply: str = await _TOUCH_SCRIPT(self._redis, [key], args)
+            if not reply:
                 return None
-            r: dict[str, Any] = json.loads(result[1])
-            if result[2]:
+            r: dict[str, Any] = json.loads(reply[1:])
+            if reply[0] == "^":
                 await self._raise_index(record.principal, r, t)
             return r
 
