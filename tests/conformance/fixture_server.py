@@ -3,9 +3,13 @@
 `conformance server` (package `@modelcontextprotocol/conformance`) acts as a client against
 a running server and calls fixed tools, resources and prompts by name. This module defines
 every one that the server scenarios at 2025-11-25 and 2026-07-28 call, on the SDK's
-`MCPServer`, so that the suite checks the SDK *and* whatever mcp-sessions installs on it
-(`install_sessions` below). The names, texts and values that a scenario checks are the
-suite's own (read from its sources); the implementation is this project's.
+`MCPServer` with mcp-sessions installed as an application would install it (issue #6):
+`Sessions` with every carrier on (implicit lifecycle, handle fallback off) as an extension
+and as middleware, so that every request passes through it, and the app built by
+`sessions.streamable_http_app`, which keeps legacy `Mcp-Session-Id` sessions in the session
+store. The suite thus checks the SDK *and* what mcp-sessions adds to it. The names, texts and
+values that a scenario checks are the suite's own (read from its sources); the
+implementation is this project's.
 
 Two tools exist so that checks of `server-stateless` exercise something instead of passing
 by default (a server lacking them answers "Unknown tool", which that scenario counts as a
@@ -13,10 +17,13 @@ pass): `test_streaming_elicitation` streams progress and a log entry, then elici
 back-channel on a 2025-11-25 session, as an `input_required` result on 2026-07-28, where an
 independent request on the response stream is forbidden), and `test_logging_tool` emits a
 log entry (which 2026-07-28 must drop unless the request's `_meta` opted in to a log level).
+One tool exists for mcp-sessions itself: `session_counter` counts calls per session (the
+suite never calls it; the Redis leg does, to show that the store is really in use).
 
-Run:  python tests/conformance/fixture_server.py --port 3001 [--store URL] [--stateless-http]
+Run:  python tests/conformance/fixture_server.py --port 3001 [--store URL]
 Serves http://127.0.0.1:PORT/mcp; DNS-rebinding protection is on (the SDK enables it for a
-loopback host), an in-memory event store makes SSE streams resumable (SEP-1699).
+loopback host), an in-memory event store makes SSE streams resumable (SEP-1699), sessions
+live in the store at URL (default `memory://`).
 """
 
 from __future__ import annotations
@@ -31,7 +38,6 @@ import struct
 import wave
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import uvicorn
@@ -71,7 +77,10 @@ from mcp.types import (
     UnsubscribeRequestParams,
 )
 from pydantic import BaseModel, Field
-from starlette.types import ASGIApp
+from starlette.applications import Starlette
+
+from mcp_sessions.core.records import JSONObject
+from mcp_sessions.server import CurrentSession, Sessions
 
 SERVER_NAME = "mcp-sessions-conformance-fixture"
 MCP_PATH = "/mcp"
@@ -288,8 +297,20 @@ async def stream_then_ask(ctx: Context) -> Elicit[Contact]:
 # --------------------------------------------------------------------------------------
 
 
-def build_server() -> MCPServer:
-    """An MCPServer with every tool, resource, prompt and handler the scenarios call."""
+def build_sessions(store_url: str | None = None) -> Sessions:
+    """mcp-sessions with every carrier on (the default `CarrierPolicy`), the implicit
+    lifecycle and no handle fallback, its sessions in the store at `store_url`."""
+    return Sessions(
+        store=store_url or "memory://",
+        lifecycle="implicit",
+        handle_fallback=False,
+        audience=SERVER_NAME,
+    )
+
+
+def build_server(sessions: Sessions) -> MCPServer:
+    """An MCPServer with every tool, resource, prompt and handler the scenarios call, and
+    mcp-sessions installed: every request passes through `sessions.middleware`."""
     subscribed: set[str] = set()
     log_level: dict[str, str] = {"level": "info"}
 
@@ -308,7 +329,22 @@ def build_server() -> MCPServer:
         instructions="Fixture for the MCP conformance suite (mcp-sessions).",
         tools=[schema_tool],
         log_level="WARNING",
+        extensions=[sessions],
+        middleware=[sessions.middleware],
     )
+
+    # ---- mcp-sessions (not called by the suite) -----------------------------------------
+
+    @mcp.tool()
+    async def session_counter(session: CurrentSession) -> int:
+        """Counts the calls of this session (1 on the first); the count lives in the store."""
+
+        def bump(state: JSONObject) -> int:
+            value = int(state.get("count", 0)) + 1
+            state["count"] = value
+            return value
+
+        return await session.update(bump)
 
     # ---- content ---------------------------------------------------------------------
 
@@ -702,56 +738,30 @@ def build_server() -> MCPServer:
     return mcp
 
 
-# --------------------------------------------------------------------------------------
-# Where mcp-sessions goes in.
-# --------------------------------------------------------------------------------------
-
-AppWrapper = Callable[[ASGIApp], ASGIApp]
-
-
-def install_sessions(mcp: MCPServer, store_url: str | None) -> AppWrapper:
-    """>>> mcp-sessions integration point (issue #6). <<<
-
-    Called after every tool is registered and before the ASGI app is built; returns a
-    wrapper that is applied to the built app. It is meant to install the mcp-sessions
-    server integration with every carrier on (implicit lifecycle, handle fallback off),
-    its session store at `store_url` (default `memory://`), and to wrap the app with the
-    legacy `Mcp-Session-Id` layer.
-
-    TODO(#6): no-op until `mcp_sessions.server` exists; the suite then runs against the
-    plain SDK.
-    """
-    del mcp, store_url
-    return lambda app: app
-
-
-def build_app(*, store_url: str | None = None, stateless_http: bool = False) -> ASGIApp:
-    """The fixture as an ASGI app serving `MCP_PATH`."""
-    mcp = build_server()
-    wrap = install_sessions(mcp, store_url)
-    app = mcp.streamable_http_app(
+def build_app(*, store_url: str | None = None) -> Starlette:
+    """The fixture as an ASGI app serving `MCP_PATH`, built by mcp-sessions rather than by
+    `mcp.streamable_http_app`: legacy sessions are kept in the store (DESIGN §5)."""
+    sessions = build_sessions(store_url)
+    mcp = build_server(sessions)
+    return sessions.streamable_http_app(
+        mcp,
         streamable_http_path=MCP_PATH,
-        stateless_http=stateless_http,
         event_store=MemoryEventStore(),
         retry_interval=SSE_RETRY_MS,
         host="127.0.0.1",  # turns on the SDK's DNS-rebinding protection for loopback
     )
-    return wrap(app)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1")
-    parser.add_argument("--store", default=None, help="mcp-sessions store URL (e.g. redis://…)")
     parser.add_argument(
-        "--stateless-http",
-        action="store_true",
-        help="serve 2025-11-25 requests with the SDK's stateless_http=True transport",
+        "--store", default=None, help="mcp-sessions store URL (default memory://; e.g. redis://…)"
     )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper())
-    app = build_app(store_url=args.store, stateless_http=args.stateless_http)
+    app = build_app(store_url=args.store)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
