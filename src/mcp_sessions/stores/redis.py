@@ -182,7 +182,8 @@ def _f(value: float) -> str:
 
 
 def _ms(seconds: float) -> int:
-    """A positive TTL in milliseconds, rounded up so the key never outlives nothing."""
+    """A TTL in whole milliseconds, rounded up so a key never vanishes before its record
+    expires, and at least 1 (Redis deletes a key at once for a TTL of 0)."""
     return max(1, math.ceil(seconds * 1000))
 
 
