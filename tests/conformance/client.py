@@ -7,8 +7,13 @@ to speak: up to 2025-11-25 the initialize handshake, 2026-07-28 the per-request 
 for some scenarios, `MCP_CONFORMANCE_CONTEXT` (JSON). The program must exit, 0 on success,
 within the suite's --timeout. Logs go to stderr.
 
-Every scenario connects through `open_client`, the one place where the mcp-sessions client
-helpers will wrap the SDK's `mcp.Client` (issue #6); today it is the plain `mcp.Client`.
+Every scenario connects through `open_client`, which uses the mcp-sessions client
+(`mcp_sessions.client.Client`, a subclass of the SDK's `mcp.Client`) exactly as an application
+would after the one-line import swap (issue #6): every request carries a session id in
+`_meta["dev.mcpsessions/sessionId"]` and the `Mcp-Client-Session-Id` header, the client
+declares the extension, state tokens go to a jar and legacy 404s are handled per SEP-1372.
+The suite's mock servers know nothing of the extension, so this shows that the helpers never
+break a plain MCP exchange.
 """
 
 from __future__ import annotations
@@ -25,9 +30,7 @@ import anyio
 import httpx2
 import mcp_types as types
 from mcp.client.auth import OAuthClientProvider
-from mcp.client.client import Client
 from mcp.client.context import ClientRequestContext
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import (
     AuthorizationCodeResult,
     OAuthClientInformationFull,
@@ -36,6 +39,8 @@ from mcp.shared.auth import (
 )
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import AnyUrl
+
+from mcp_sessions.client import Client
 
 log = logging.getLogger("conformance.client")
 
@@ -63,14 +68,10 @@ def connect_mode() -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def open_client(target: str | Any, **options: Any) -> Client:
-    """The client every scenario uses.
-
-    TODO(#6): wrap with the mcp-sessions client helpers (session id in `_meta` and the
-    `Mcp-Client-Session-Id` header on every request, the state jar, SEP-1372 404 handling), so
-    that the suite shows they never break a plain MCP exchange. Today: the plain `mcp.Client`.
-    """
-    return Client(target, mode=connect_mode(), **options)
+def open_client(url: str, **options: Any) -> Client:
+    """The client every scenario uses: the mcp-sessions `Client` (jar in memory, a new
+    session id per run), on the wire the suite asks for."""
+    return Client(url, mode=connect_mode(), **options)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,15 +337,23 @@ async def authorization_code(url: str) -> None:
         callback_handler=user.callback,
         client_metadata_url=CLIENT_METADATA_URL,
     )
-    async with httpx2.AsyncClient(auth=provider, timeout=30) as http:
-        transport = streamable_http_client(url, http_client=http)
-        async with open_client(transport, elicitation_callback=accept_defaults) as client:
-            listed = await client.list_tools()
-            if listed.tools:
-                try:
-                    await client.call_tool(listed.tools[0].name, {})
-                except Exception:  # some auth mocks answer calls oddly; the auth is what counts
-                    log.exception("call_tool(%r) failed", listed.tools[0].name)
+    # An auth flow's tokens change, so the jar cannot derive who we are from them: the client
+    # wants `principal=` (docs/client.md, "The state jar").
+    async with (
+        httpx2.AsyncClient(auth=provider, timeout=30) as http,
+        open_client(
+            url,
+            http_client=http,
+            principal=f"conformance/{SCENARIO}",
+            elicitation_callback=accept_defaults,
+        ) as client,
+    ):
+        listed = await client.list_tools()
+        if listed.tools:
+            try:
+                await client.call_tool(listed.tools[0].name, {})
+            except Exception:  # some auth mocks answer calls oddly; the auth is what counts
+                log.exception("call_tool(%r) failed", listed.tools[0].name)
 
 
 def main() -> int:

@@ -1,4 +1,5 @@
-"""The official MCP conformance suite, client side, driving tests/conformance/client.py.
+"""The official MCP conformance suite, client side, driving tests/conformance/client.py (the
+mcp-sessions `Client`: a session id on every request, the extension declared).
 
 For each scenario the suite starts a mock server (and, for auth/*, a mock authorization server)
 on an ephemeral port and runs the client program against it; `--suite all` runs the
@@ -36,8 +37,9 @@ from tests.conformance.harness import (
 )
 
 CLIENT = HERE / "client.py"
-# What 0.2.0-alpha.11 runs with --suite all at each version, and how many checks the plain
-# SDK client passes (see test_server_conformance.py for why both are asserted).
+# What 0.2.0-alpha.11 runs with --suite all at each version, and how many checks the client
+# passes, the same as the plain SDK client's (see test_server_conformance.py for why both are
+# asserted).
 MIN_SCENARIOS = {"2025-11-25": 19, "2026-07-28": 33}
 MIN_PASSED = {"2025-11-25": 224, "2026-07-28": 387}
 TIMING_SENSITIVE = frozenset({"sse-retry"})
