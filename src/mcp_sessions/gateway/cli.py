@@ -148,6 +148,16 @@ _CARRIERS = ("sep2822", "openai", "bedrock", "legacy", "principal")
     "as soon as it runs (none: for servers without 2026-07-28 support).",
 )
 @click.option(
+    "--spawn-warmup",
+    "spawn_warmup",
+    multiple=True,
+    metavar="JSON",
+    help="--spawn: a request each warm process gets after the probe, to run its tool path "
+    'once before a session\'s first call, e.g. \'{"method": "tools/call", "params": '
+    '{"name": "ping", "arguments": {}}}\'. Pick one without side effects; {random} '
+    "becomes a fresh id per process.",
+)
+@click.option(
     "--emit-config",
     type=click.Choice(["nginx", "haproxy", "envoy"]),
     help="Print an equivalent header-hash configuration for this proxy and exit.",
@@ -236,6 +246,7 @@ def _config(options: dict[str, Any]) -> Any:
                 idle_timeout=options["idle_timeout"],
                 startup_timeout=options["startup_timeout"],
                 probe=options["spawn_probe"],
+                warmup=tuple(options["spawn_warmup"]),
             )
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
@@ -273,6 +284,12 @@ def _config(options: dict[str, Any]) -> Any:
         raise click.ClickException(str(exc)) from None
 
 
+def _http_implementation() -> str:
+    """uvicorn's HTTP parser: httptools when installed (several times faster than h11, which
+    matters on a proxy's hot path: pip install 'mcp-sessions[gateway]'), else h11."""
+    return "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
+
+
 def serve(config: Any, *, host: str, port: int, log_level: str = "warning") -> None:
     """Run the gateway on uvicorn until interrupted."""
     import logging
@@ -306,8 +323,9 @@ def serve(config: Any, *, host: str, port: int, log_level: str = "warning") -> N
             log_level=log_level,
             access_log=False,
             lifespan="on",
-            http="h11",
+            http=_http_implementation(),
             loop="asyncio",
+            proxy_headers=False,  # the gateway forwards X-Forwarded-* itself
             server_header=False,
             date_header=False,
             # Let the gateway's own limit answer 431 before h11 cuts the connection.

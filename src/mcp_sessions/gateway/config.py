@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import secrets
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from .routing import RoutingPolicy
 from .upstreams import HealthSettings
@@ -33,6 +35,17 @@ class SpawnSettings:
     probe: SpawnProbe = "discover"
     #: Longest JSON-RPC message accepted from a process's stdout.
     max_message_bytes: int = 16 * 1024 * 1024
+    #: ``--spawn-warmup``: JSON-RPC requests (``{"method": ..., "params": ...}``, as JSON text)
+    #: sent to each warm process after the probe. ``{random}`` in the text becomes a fresh
+    #: random id per process (for a throwaway session id).
+    warmup: tuple[str, ...] = ()
+
+    def warmup_requests(self) -> tuple[dict[str, Any], ...]:
+        out = []
+        for text in self.warmup:
+            request = json.loads(text.replace("{random}", secrets.token_hex(16)))
+            out.append(request)
+        return tuple(out)
 
     def __post_init__(self) -> None:
         if not self.command:
@@ -48,6 +61,20 @@ class SpawnSettings:
             )
         if not self.idle_timeout > 0:
             raise ValueError("--idle-timeout must be positive")
+        for text in self.warmup:
+            try:
+                request = json.loads(text.replace("{random}", "0" * 32))
+            except ValueError as exc:
+                raise ValueError(f"--spawn-warmup {text!r} is not JSON: {exc}") from None
+            if (
+                not isinstance(request, dict)
+                or not isinstance(request.get("method"), str)
+                or not isinstance(request.get("params", {}), dict)
+            ):
+                raise ValueError(
+                    f"--spawn-warmup {text!r}: give a JSON object with a 'method' string and "
+                    "optional 'params' object"
+                )
 
 
 @dataclass(frozen=True, slots=True)

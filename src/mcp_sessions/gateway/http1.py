@@ -139,6 +139,21 @@ class Connection:
                 continue
             return head
 
+    async def read_exactly(self, length: int, read_timeout: float) -> bytes:
+        """A whole fixed-length body in one piece (small JSON responses: one ASGI message)."""
+        try:
+            return await _within(self.reader.readexactly(length), read_timeout)
+        except asyncio.IncompleteReadError:
+            raise UpstreamError("the upstream cut the response short", sent=True) from None
+        except (ConnectionError, OSError) as exc:
+            raise UpstreamError(f"connection lost mid-response: {exc}", sent=True) from None
+        except TimeoutError:
+            raise UpstreamError(
+                f"the upstream sent nothing for {read_timeout:g} s mid-response",
+                sent=True,
+                timed_out=True,
+            ) from None
+
     async def body(self, head: ResponseHead, read_timeout: float) -> AsyncIterator[bytes]:
         """The response body, chunk by chunk as it arrives (``read_timeout`` per read)."""
         reader = self.reader

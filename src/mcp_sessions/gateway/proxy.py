@@ -70,6 +70,7 @@ class HTTPBackend:
         )
         self.pins = PinTable(store, ttl=config.session_idle)
         self._tiebreak = itertools.count()
+        self._decisions = {d: metrics.routing.labels(d) for d in routing.DECISIONS}
         self._tasks: set[asyncio.Task[Any]] = set()
         metrics.on_scrape(self._refresh_gauges)
 
@@ -205,7 +206,7 @@ class HTTPBackend:
         route = await self._route(request, send)
         if isinstance(route, int):
             return route
-        self.metrics.routing.labels(route.decision).inc()
+        self._decisions[route.decision].inc()
         principal = routing.principal_key(request.headers)
         exclude: set[str] = set()
         streaming = False
@@ -415,6 +416,17 @@ class HTTPBackend:
         ):
             await self.pins.forget(route.key, principal)
             self.metrics.pins.labels("forgotten").inc()
+        if head.framing == "length" and head.length <= _SMALL_BODY and not event_stream:
+            # The common case, a JSON-RPC response: read it whole, answer in two messages.
+            try:
+                body = await connection.read_exactly(head.length, self.config.upstream_timeout)
+            except UpstreamError as error:
+                error.responded = False  # nothing reached the client yet: it gets a 502
+                raise
+            await send({"type": "http.response.start", "status": head.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            self._finish(upstream, connection, head)
+            return head.status
         await send({"type": "http.response.start", "status": head.status, "headers": headers})
         if head.framing == "none":
             await send({"type": "http.response.body", "body": b""})

@@ -72,6 +72,8 @@ SessionKey = tuple[str, str]  # (principal key, session key)
 _STDERR_LINES = 20
 _STOP_GRACE = 2.0
 _CLIENT_INFO = {"name": "mcp-sessions-gateway", "version": "1"}
+#: A tool name no server has: calling it warms the request path with no side effect.
+_NO_SUCH_TOOL = "mcp-sessions-gateway-warmup-no-such-tool"
 
 
 class ProcessExited(Exception):
@@ -322,9 +324,14 @@ class ChildProcess:
 
     # -- readiness -----------------------------------------------------------------------------
 
-    async def probe(self, within: float) -> None:
-        """Make a 2026-07-28 child ready: ``server/discover`` then ``tools/list``.
+    async def probe(self, within: float, warmup: tuple[dict[str, Any], ...] = ()) -> None:
+        """Make a 2026-07-28 child ready, and warm.
 
+        ``server/discover`` proves it reads and answers; ``tools/list`` and a ``tools/call`` of
+        a tool that does not exist run the request path once more (a Python server's first
+        request pays for lazy imports and first-time code paths, several times a later one's
+        cost); then the operator's ``--spawn-warmup`` requests, which may call a real tool.
+        Every one of them is session-free by the 2026-07-28 rules, or chosen by the operator.
         Any answer counts (an error included: the child is up and reading); no answer within
         ``within`` seconds, or an exit, raises :class:`ProcessExited`.
         """
@@ -333,10 +340,23 @@ class ChildProcess:
             "io.modelcontextprotocol/clientCapabilities": {},
             "io.modelcontextprotocol/clientInfo": _CLIENT_INFO,
         }
+        requests: list[tuple[str, dict[str, Any]]] = [
+            ("server/discover", {}),
+            ("tools/list", {}),
+            ("tools/call", {"name": _NO_SUCH_TOOL, "arguments": {}}),
+        ]
+        for extra in warmup:
+            requests.append((str(extra.get("method")), dict(extra.get("params") or {})))
         deadline = time.monotonic() + within
-        for method in ("server/discover", "tools/list"):
+        for method, params in requests:
+            meta = {**envelope, **params.get("_meta", {})}
             gateway_id, pending = await self.request(
-                {"jsonrpc": "2.0", "id": None, "method": method, "params": {"_meta": envelope}}
+                {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "method": method,
+                    "params": {**params, "_meta": meta},
+                }
             )
             while True:
                 remaining = deadline - time.monotonic()
@@ -427,7 +447,9 @@ class ProcessPool:
             self._all.add(child)
             if era == "modern":
                 try:
-                    await child.probe(self.settings.startup_timeout)
+                    await child.probe(
+                        self.settings.startup_timeout, self.settings.warmup_requests()
+                    )
                 except ProcessExited:
                     await child.stop("not ready in time")
                     raise
@@ -473,7 +495,9 @@ class ProcessPool:
             while queue:
                 child = queue.popleft()
                 if child.alive:
-                    self.refill()
+                    # Refill a moment later: starting a process forks this one, which would
+                    # hold up the new session's first request if done right now.
+                    self._refill_soon()
                     return child
             remaining = deadline - time.monotonic()
             if self.starting[era] > 0 and remaining > 0:
@@ -491,8 +515,11 @@ class ProcessPool:
             )
         self._reserve(era)
         child = await self._start_reserved(era)  # a cold start: the pool was empty
-        self.refill()
+        self._refill_soon()
         return child
+
+    def _refill_soon(self, delay: float = 0.25) -> None:
+        asyncio.get_running_loop().call_later(delay, self.refill)
 
     # -- sessions ------------------------------------------------------------------------------
 

@@ -1,0 +1,440 @@
+"""Gateway benchmark (issue #7): the demo server direct, through ``mcp-sessions gateway``, and
+through nginx hashing on ``Mcp-Client-Session-Id``; then ``--spawn`` first requests.
+
+    .venv/bin/python bench/bench_gateway.py            # about two minutes
+    .venv/bin/python bench/bench_gateway.py --quick    # smaller counts
+
+Every server is a real process on 127.0.0.1 (the demo with a memory store, one gateway with
+that one upstream, Debian's nginx with the configuration ``--emit-config nginx`` prints),
+started here and stopped by its PID. The load is ``tools/call count`` — a session read and a
+compare-and-set write in the demo — as a 2026-07-28 client sends it (``_meta`` id and header),
+over keep-alive HTTP/1.1 connections from a minimal client, so that the client costs little of
+the two cores:
+
+* sequential: one connection, one request at a time (latency);
+* concurrent: 16 connections, 16 sessions, each one request at a time (throughput).
+
+The three targets run interleaved, round after round, and each figure is the best round
+(background noise then hits all three alike). Targets: gateway throughput >= 0.8x direct;
+added p50 latency <= 1 ms.
+
+Spawn: ``mcp-sessions gateway --spawn 'mcp-sessions demo --stdio'`` with a warm pool. In pairs,
+each after the same quiet pause (pool full, nothing starting): the first request of a new
+session (a process from the warm pool) and a request to a process already serving a session;
+target: median first request <= 1.2x the median request to a running process. Run with the
+default probe, and with a ``--spawn-warmup`` request that runs the tool once per process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcp_sessions.gateway.http1 import Connection, ConnectionPool
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).with_name("mcp-sessions"))
+ENVELOPE = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "0"},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- processes --------------------------------------------------------------------------------
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    port: int
+
+
+def start(name: str, argv: list[str], port: int, logs: Path, ready_path: str = "/") -> Proc:
+    log = (logs / f"{name}.log").open("wb")
+    popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log.close()
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        if popen.poll() is not None:
+            raise RuntimeError(f"{name} exited: {(logs / f'{name}.log').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=1):
+                return Proc(name, popen, port)
+        except urllib.error.HTTPError:
+            return Proc(name, popen, port)  # it answers: up
+        except OSError:
+            time.sleep(0.05)
+    stop(Proc(name, popen, port))
+    raise RuntimeError(f"{name} did not start")
+
+
+def stop(proc: Proc) -> None:
+    if proc.popen.poll() is None:
+        os.kill(proc.popen.pid, signal.SIGTERM)
+        try:
+            proc.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.popen.pid, signal.SIGKILL)
+            proc.popen.wait(10)
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
+    )
+
+
+def start_nginx(upstream: Proc, logs: Path) -> Proc | None:
+    binary = nginx_binary()
+    if binary is None:
+        return None
+    port = free_port()
+    snippet = subprocess.run(
+        [
+            CLI,
+            "gateway",
+            "--upstream",
+            f"http://127.0.0.1:{upstream.port}/mcp",
+            "--port",
+            str(port),
+            "--emit-config",
+            "nginx",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    directory = logs / "nginx"
+    directory.mkdir()
+    (directory / "mcp.conf").write_text(snippet)
+    temp = "\n".join(
+        f"  {n}_temp_path {directory / n};"
+        for n in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = directory / "nginx.conf"
+    conf.write_text(
+        f"worker_processes 1;\ndaemon off;\npid {directory / 'nginx.pid'};\n"
+        f"error_log {directory / 'error.log'};\nevents {{ worker_connections 1024; }}\n"
+        f"http {{\n  access_log off;\n{temp}\n  include {directory / 'mcp.conf'};\n}}\n"
+    )
+    return start(
+        "nginx",
+        [binary, "-e", str(directory / "error.log"), "-p", str(directory), "-c", str(conf)],
+        port,
+        logs,
+    )
+
+
+# -- load -------------------------------------------------------------------------------------
+
+
+def request_bytes(port: int, sid: str, request_id: int = 1) -> bytes:
+    body = json.dumps(
+        {
+            "jsonrpc": "2.0",
+            "id": request_id,
+            "method": "tools/call",
+            "params": {
+                "name": "count",
+                "arguments": {},
+                "_meta": {**ENVELOPE, "dev.mcpsessions/sessionId": sid},
+            },
+        }
+    ).encode()
+    head = (
+        f"POST /mcp HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\ncontent-type: application/json\r\n"
+        "accept: application/json, text/event-stream\r\nmcp-protocol-version: 2026-07-28\r\n"
+        f"mcp-method: tools/call\r\nmcp-name: count\r\nmcp-client-session-id: {sid}\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode()
+    return head + body
+
+
+async def one(connection: Connection, payload: bytes) -> float:
+    started = time.perf_counter()
+    await connection.send(payload)
+    head = await connection.read_head(30)
+    body = b"".join([chunk async for chunk in connection.body(head, 30)])
+    elapsed = time.perf_counter() - started
+    if head.status != 200 or b'"isError":false' not in body.replace(b" ", b""):
+        raise RuntimeError(f"bad answer {head.status}: {body[:300]!r}")
+    return elapsed
+
+
+async def worker(port: int, requests: int, warmup: int) -> list[float]:
+    pool = ConnectionPool("127.0.0.1", port)
+    connection = await pool.connect()
+    payload = request_bytes(port, str(uuid.uuid4()))
+    try:
+        for _ in range(warmup):
+            await one(connection, payload)
+        return [await one(connection, payload) for _ in range(requests)]
+    finally:
+        connection.close()
+
+
+@dataclass
+class Figures:
+    throughput: float
+    p50: float
+    p99: float
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def measure(port: int, connections: int, requests: int) -> Figures:
+    warmup = max(5, requests // 20)
+    started = time.perf_counter()
+    results = await asyncio.gather(*(worker(port, requests, warmup) for _ in range(connections)))
+    wall = time.perf_counter() - started
+    latencies = [x for r in results for x in r]
+    # Throughput over the timed requests only: subtract the warm-up share of the wall time.
+    timed = wall * len(latencies) / (len(latencies) + warmup * connections)
+    return Figures(len(latencies) / timed, percentile(latencies, 0.5), percentile(latencies, 0.99))
+
+
+def best(rounds: list[Figures]) -> Figures:
+    return Figures(
+        max(r.throughput for r in rounds), min(r.p50 for r in rounds), min(r.p99 for r in rounds)
+    )
+
+
+# -- spawn ------------------------------------------------------------------------------------
+
+
+def metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def quiet_pool(port: int, warm: int, within: float = 60) -> None:
+    """Wait until the pool is full and nothing is starting, then a little longer (a process
+    just warmed may still be finishing its probe): timing then sees a quiet machine."""
+    await asyncio.sleep(0.5)  # the gateway refills a moment after a take
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        warm_now = await asyncio.to_thread(metric, port, 'mcp_gateway_processes{state="warm"}')
+        starting = await asyncio.to_thread(metric, port, 'mcp_gateway_processes{state="starting"}')
+        if warm_now >= warm and starting == 0:
+            await asyncio.sleep(0.3)
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError("the warm pool did not fill")
+
+
+async def spawn_round(port: int, sessions: int, warm: int) -> tuple[list[float], list[float]]:
+    """Pairs of single requests, each after the same quiet pause, over one keep-alive
+    connection (a client already talking to the gateway): the first request of a new session
+    (a process from the warm pool), and a request to a process already serving a session."""
+    firsts: list[float] = []
+    running: list[float] = []
+    connection = await ConnectionPool("127.0.0.1", port).connect()
+    try:
+        reference = str(uuid.uuid4())
+        for j in range(20):  # the reference session's process is up and has served it
+            await one(connection, request_bytes(port, reference, 1000 + j))
+        for i in range(sessions):
+            await quiet_pool(port, warm)
+            firsts.append(await one(connection, request_bytes(port, str(uuid.uuid4()), i)))
+            await quiet_pool(port, warm)  # the refill behind that session has finished
+            running.append(await one(connection, request_bytes(port, reference, 2000 + i)))
+    finally:
+        connection.close()
+    return firsts, running
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    sequential_n = 300 if args.quick else 1000
+    concurrent_n = 60 if args.quick else 150
+    connections = 16
+    spawn_sessions = 5 if args.quick else 11
+
+    logs = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    procs: list[Proc] = []
+    try:
+        port = free_port()
+        demo = start(
+            "demo",
+            [
+                CLI,
+                "demo",
+                "--port",
+                str(port),
+                "--store",
+                "memory://",
+                "--key-file",
+                str(logs / "keys.txt"),
+            ],
+            port,
+            logs,
+        )
+        procs.append(demo)
+        gport = free_port()
+        gateway = start(
+            "gateway",
+            [CLI, "gateway", "--upstream", f"http://127.0.0.1:{port}/mcp", "--port", str(gport)],
+            gport,
+            logs,
+            "/healthz",
+        )
+        procs.append(gateway)
+        nginx = start_nginx(demo, logs)
+        if nginx is not None:
+            procs.append(nginx)
+        targets = {"direct": port, "gateway": gport}
+        if nginx is not None:
+            targets["nginx"] = nginx.port
+
+        sequential: dict[str, list[Figures]] = {name: [] for name in targets}
+        concurrent: dict[str, list[Figures]] = {name: [] for name in targets}
+        for _ in range(args.rounds):
+            for name, target in targets.items():
+                sequential[name].append(asyncio.run(measure(target, 1, sequential_n)))
+            for name, target in targets.items():
+                concurrent[name].append(asyncio.run(measure(target, connections, concurrent_n)))
+
+        print(
+            f"rounds: {args.rounds} (best kept); sequential: {sequential_n} requests; "
+            f"concurrent: {connections} connections x {concurrent_n} requests"
+        )
+        direct_seq, direct_con = best(sequential["direct"]), best(concurrent["direct"])
+        print("\n| path | mode | req/s | p50 ms | p99 ms | throughput vs direct | added p50 ms |")
+        print("|---|---|---|---|---|---|---|")
+        for mode, table, base in (
+            ("sequential", sequential, direct_seq),
+            ("concurrent", concurrent, direct_con),
+        ):
+            for name in targets:
+                f = best(table[name])
+                print(
+                    f"| {name} | {mode} | {f.throughput:.0f} | {ms(f.p50)} | {ms(f.p99)} | "
+                    f"{f.throughput / base.throughput:.2f}x | {ms(f.p50 - base.p50)} |"
+                )
+        g_seq, g_con = best(sequential["gateway"]), best(concurrent["gateway"])
+        ratio = min(
+            g_seq.throughput / direct_seq.throughput, g_con.throughput / direct_con.throughput
+        )
+        added = g_seq.p50 - direct_seq.p50
+        print(
+            f"\ngateway throughput vs direct (worst mode): {ratio:.2f}x (target >= 0.80x: "
+            f"{'met' if ratio >= 0.8 else 'NOT met'})"
+        )
+        print(
+            f"gateway added p50, sequential: {ms(added)} ms (target <= 1 ms: "
+            f"{'met' if added <= 0.001 else 'NOT met'})"
+        )
+        if nginx is None:
+            print("nginx: not installed (scripts/install-test-tools installs it); skipped")
+        for proc in (gateway, demo):
+            stop(proc)
+        procs = [p for p in procs if p not in (gateway, demo)]
+
+        # Spawn: first request of a new session (warm pool) vs a request to a running process,
+        # with the default probe, then with a --spawn-warmup request that runs the tool once.
+        warm = 2
+        warmup = json.dumps(
+            {
+                "method": "tools/call",
+                "params": {
+                    "name": "count",
+                    "arguments": {},
+                    "_meta": {"dev.mcpsessions/sessionId": "warmup-{random}"},
+                },
+            }
+        )
+        for label, extra in (
+            ("default probe", []),
+            ("--spawn-warmup count", ["--spawn-warmup", warmup]),
+        ):
+            sport = free_port()
+            spawner = start(
+                "spawn",
+                [
+                    CLI,
+                    "gateway",
+                    "--spawn",
+                    f"{CLI} demo --stdio --store memory://",
+                    "--warm",
+                    str(warm),
+                    "--warm-legacy",
+                    "0",
+                    "--port",
+                    str(sport),
+                    *extra,
+                ],
+                sport,
+                logs,
+                "/healthz",
+            )
+            procs.append(spawner)
+            try:
+                firsts, running = asyncio.run(spawn_round(sport, spawn_sessions, warm))
+            finally:
+                stop(spawner)
+                procs.remove(spawner)
+            first, steady = statistics.median(firsts), statistics.median(running)
+            print(f"\n--spawn ({label}): {spawn_sessions} new sessions, each from the warm pool")
+            print("| request | median ms | min ms | max ms |")
+            print("|---|---|---|---|")
+            print(
+                f"| first request of a new session | {ms(first)} | {ms(min(firsts))} | "
+                f"{ms(max(firsts))} |"
+            )
+            print(
+                f"| request to a running process | {ms(steady)} | {ms(min(running))} | "
+                f"{ms(max(running))} |"
+            )
+            spawn_ratio = first / steady
+            print(
+                f"\nfirst request vs running process: {spawn_ratio:.2f}x (target <= 1.2x: "
+                f"{'met' if spawn_ratio <= 1.2 else 'NOT met'})"
+            )
+    finally:
+        for proc in procs:
+            stop(proc)
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

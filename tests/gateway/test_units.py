@@ -1,0 +1,109 @@
+"""Pure pieces: the HTTP/1.1 response framing, configuration checks, the command line's refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import pytest
+
+from mcp_sessions.gateway.config import GatewayConfig, SpawnSettings
+from mcp_sessions.gateway.http1 import Connection, ResponseHead, UpstreamError, parse_head
+from mcp_sessions.gateway.upstreams import UpstreamAddress
+
+from .helpers import CLI
+
+
+def head(text: str, **options: bool) -> ResponseHead:
+    return parse_head(text.replace("\n", "\r\n").encode() + b"\r\n", **options)
+
+
+def test_response_framing_follows_rfc_9112() -> None:
+    assert head("HTTP/1.1 200 OK\ncontent-length: 12\n").framing == "length"
+    chunked = head("HTTP/1.1 200 OK\ntransfer-encoding: chunked\ncontent-length: 5\n")
+    assert chunked.framing == "chunked"  # chunked wins over Content-Length (§6.3)
+    to_close = head("HTTP/1.1 200 OK\ncontent-type: text/event-stream\n")
+    assert (to_close.framing, to_close.keep_alive) == ("close", False)
+    assert head("HTTP/1.1 204 No Content\n").framing == "none"
+    assert head("HTTP/1.1 200 OK\ncontent-length: 12\n", head_request=True).framing == "none"
+    assert head("HTTP/1.1 200 OK\nconnection: close\ncontent-length: 1\n").keep_alive is False
+    assert head("HTTP/1.0 200 OK\ncontent-length: 1\n").keep_alive is False
+    parsed = head("HTTP/1.1 404 Not Found\nMcp-Session-Id: abc\ncontent-length: 0\n")
+    assert parsed.status == 404
+    assert (b"mcp-session-id", b"abc") in parsed.headers
+    for broken in (
+        "SPDY 200 OK\n",
+        "HTTP/1.1 abc OK\n",
+        "HTTP/1.1 200 OK\n bad: fold\n",
+        "HTTP/1.1 200 OK\ncontent-length: x\n",
+    ):
+        with pytest.raises(UpstreamError):
+            head(broken)
+
+
+def test_chunked_bodies_are_decoded_piece_by_piece() -> None:
+    async def run() -> list[bytes]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\ntrailer: x\r\n\r\n")
+        reader.feed_eof()
+        connection = Connection(reader, None)  # type: ignore[arg-type]
+        framing = head("HTTP/1.1 200 OK\ntransfer-encoding: chunked\n")
+        return [chunk async for chunk in connection.body(framing, 5)]
+
+    assert asyncio.run(run()) == [b"hello", b" world"]
+
+
+def test_a_cut_response_is_an_error() -> None:
+    async def run() -> None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"abc")
+        reader.feed_eof()
+        connection = Connection(reader, None)  # type: ignore[arg-type]
+        framing = head("HTTP/1.1 200 OK\ncontent-length: 10\n")
+        async for _chunk in connection.body(framing, 5):
+            pass
+
+    with pytest.raises(UpstreamError, match="cut the response short") as caught:
+        asyncio.run(run())
+    assert caught.value.sent is True
+
+
+def test_configuration_is_checked() -> None:
+    with pytest.raises(ValueError, match="either --upstream"):
+        GatewayConfig()
+    with pytest.raises(ValueError, match="either --upstream"):
+        GatewayConfig(upstreams=("http://a:1/mcp",), spawn=SpawnSettings(command=("x",)))
+    with pytest.raises(ValueError, match="own endpoint"):
+        GatewayConfig(upstreams=("http://a:1/mcp",), path="/metrics")
+    with pytest.raises(ValueError, match="exceed"):
+        SpawnSettings(command=("x",), warm=3, warm_legacy=1, max_processes=3)
+    with pytest.raises(ValueError, match="not JSON"):
+        SpawnSettings(command=("x",), warmup=("{nope",))
+    with pytest.raises(ValueError, match="'method'"):
+        SpawnSettings(command=("x",), warmup=('{"params": {}}',))
+    settings = SpawnSettings(
+        command=("x",), warmup=('{"method": "m", "params": {"id": "{random}"}}',)
+    )
+    first, second = settings.warmup_requests()[0], settings.warmup_requests()[0]
+    assert first["params"]["id"] != second["params"]["id"]  # fresh per process
+    with pytest.raises(ValueError, match="only http://"):
+        UpstreamAddress.parse("https://a/mcp")
+    assert UpstreamAddress.parse("http://[::1]:8000/mcp").netloc == "[::1]:8000"
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ([], "either --upstream"),
+        (["--upstream", "ftp://x/mcp"], "only http://"),
+        (["--upstream", "http://a:1/mcp", "--spawn", "x"], "not both"),
+        (["--spawn", "x", "--warm", "40"], "exceed"),
+        (["--emit-config", "nginx"], "needs the --upstream"),
+    ],
+)
+def test_the_command_refuses_clearly(arguments: list[str], message: str) -> None:
+    result = subprocess.run(
+        [CLI, "gateway", *arguments], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
