@@ -55,6 +55,7 @@ def session(id: str = "s-0123456789abcdef") -> Record:
         ("sqlite:///:memory:", "use memory://"),
         ("sqlite:////tmp/x.sqlite3?busy_timeout=soon", "busy_timeout='soon' is not a valid float"),
         ("sqlite:////tmp/x.sqlite3?timeout=5", "unknown option(s) timeout"),
+        ("sqlite:////tmp/x.sqlite3?synchronous=sometimes", "synchronous must be 'normal'"),
         ("redis://", "no host"),
         ("redis://127.0.0.1:port/0", "the port must be a number"),
         ("redis://127.0.0.1:6379/zero", "the path must be a database number"),

@@ -82,3 +82,18 @@ def test_worker_serves_callers_without_an_asyncio_loop() -> None:
             worker._run_blocking(lambda: 1 // 0)
     finally:
         worker.stop()
+
+
+@pytest.mark.parametrize(
+    ("query", "level"), [("", 1), ("?synchronous=full", 2), ("?synchronous=NORMAL", 1)]
+)
+def test_synchronous_option_sets_the_pragma(tmp_path: Path, query: str, level: int) -> None:
+    """NORMAL (1) by default: durable across a process crash; FULL (2) on request."""
+
+    async def check() -> None:
+        async with open_store(f"sqlite:///{tmp_path}/sync.sqlite3{query}") as store:
+            assert isinstance(store, SQLiteStore)
+            value = await store._run(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0])
+            assert value == level
+
+    anyio.run(check)

@@ -48,6 +48,7 @@ _SQLITE_OPTIONS: dict[str, Any] = {
     "cache_size_mb": 16,
     "mmap_size_mb": 256,
     "sweep_interval": 60.0,
+    "synchronous": "normal",
 }
 
 _REDIS_OPTIONS: dict[str, Any] = {
