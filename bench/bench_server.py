@@ -33,7 +33,7 @@ import uvicorn
 from mcp import Client
 from mcp.server.mcpserver import Context, MCPServer
 
-from mcp_sessions.server import CurrentSession, Sessions
+from mcp_sessions.server import CurrentSession, Sessions, current_session
 
 SESSION_META = {"dev.mcpsessions/sessionId": "bench-session-0000000000000001"}
 
@@ -63,19 +63,24 @@ def sessions_server(store: str) -> tuple[MCPServer, Sessions]:
     mcp = MCPServer("bench", extensions=[sessions], middleware=[sessions.middleware])
 
     @mcp.tool()
-    async def count(session: CurrentSession) -> int:
+    async def count() -> int:
+        session = await current_session()
+        return await session.update(bump)
+
+    @mcp.tool()
+    async def count_resolved(session: CurrentSession) -> int:
         return await session.update(bump)
 
     return mcp, sessions
 
 
-async def timed_calls(client: Client, calls: int) -> float:
+async def timed_calls(client: Client, calls: int, tool: str = "count") -> float:
     """Seconds per call over ``calls`` sequential calls (after a warm-up)."""
     for _ in range(20):
-        await client.call_tool("count", {}, meta=SESSION_META)
+        await client.call_tool(tool, {}, meta=SESSION_META)
     start = time.perf_counter()
     for _ in range(calls):
-        result = await client.call_tool("count", {}, meta=SESSION_META)
+        result = await client.call_tool(tool, {}, meta=SESSION_META)
         assert not result.is_error, result
     return (time.perf_counter() - start) / calls
 
@@ -144,14 +149,14 @@ async def http_server(app: Any) -> AsyncIterator[str]:
         thread.join(15)
 
 
-async def in_process(store: str | None, calls: int) -> float:
+async def in_process(store: str | None, calls: int, tool: str = "count") -> float:
     if store is None:
         async with Client(plain_server()) as client:
             return await timed_calls(client, calls)
     mcp, sessions = sessions_server(store)
     try:
         async with Client(mcp) as client:
-            return await timed_calls(client, calls)
+            return await timed_calls(client, calls, tool)
     finally:
         await sessions.aclose()
 
@@ -195,6 +200,10 @@ async def main() -> None:
         plain = await best_of(args.rounds, lambda: in_process(None, args.calls))
         memory = await best_of(args.rounds, lambda: in_process("memory://", args.calls))
         rows.append(report("in process, memory store", memory, plain, 1.10))
+        resolved = await best_of(
+            args.rounds, lambda: in_process("memory://", args.calls, "count_resolved")
+        )
+        rows.append(report("in process, memory, `CurrentSession` parameter", resolved, plain, 1.10))
         sqlite_url = f"sqlite:///{tmp}/bench.sqlite3"
         sqlite = await best_of(args.rounds, lambda: in_process(sqlite_url, args.calls))
         rows.append(report("in process, SQLite store", sqlite, plain, 1.25))

@@ -16,6 +16,19 @@ from .names import SESSION_KIND
 JSONObject = dict[str, Any]
 
 
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts, lists, scalars).
+
+    Several times faster than ``copy.deepcopy``, which keeps a memo for cycles and shared
+    references that JSON cannot have; every state edit pays for one copy.
+    """
+    if isinstance(value, dict):
+        return {key: copy_json(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [copy_json(item) for item in value]
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One session (``kind == "session"``) or one handle (``kind`` is the handle kind).

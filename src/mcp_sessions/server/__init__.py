@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from .engine import SessionEngine, SessionsConfig
 from .handles import HandleError, HandleKind
-from .sdk import CurrentSession, OptionalSession, Sessions, current_principal
+from .sdk import (
+    CurrentSession,
+    OptionalSession,
+    Sessions,
+    current_principal,
+    current_session,
+    optional_session,
+)
 from .session import Session
 
 __all__ = [
@@ -17,4 +24,6 @@ __all__ = [
     "Sessions",
     "SessionsConfig",
     "current_principal",
+    "current_session",
+    "optional_session",
 ]

@@ -7,12 +7,13 @@ which never touch a session pay for nothing but carrier resolution.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from ..core.carriers import Carrier, CarrierPolicy, Resolution
 from ..core.errors import (
@@ -21,6 +22,7 @@ from ..core.errors import (
     SessionError,
     SessionNotFound,
     SessionRequired,
+    StateConflict,
     StateTooLarge,
 )
 from ..core.ids import new_session_id, validate_session_id
@@ -33,13 +35,18 @@ from ..core.names import (
     SESSION_KIND,
 )
 from ..core.principal import Principal
-from ..core.records import JSONObject, Record
+from ..core.records import JSONObject, Record, copy_json
 from ..core.sealing import KeyRing, StateCodec
 from ..stores import AlreadyExists, NotFound, Store, VersionConflict
-from .session import Session, rfc3339
+from .session import Edit, Session, rfc3339
 
 Lifecycle = Literal["implicit", "explicit"]
 StateMode = Literal["server", "sealed"]
+
+# Built once: json.dumps with arguments builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+T = TypeVar("T")
 
 #: Carriers through which a client proposes its own id (implicit creation applies).
 CLIENT_CARRIERS = frozenset({Carrier.META, Carrier.SEP2822, Carrier.OPENAI, Carrier.BEDROCK})
@@ -349,7 +356,7 @@ class RequestScope:
                 state, principal=self.principal.key, session_id=record.id, seq=self._seq + 1
             )
             return replace(record, state=state, version=self._seq + 1)
-        size = len(json.dumps(state, separators=(",", ":")))
+        size = len(_ENCODER.encode(state))
         if size > config.max_server_state_bytes:
             raise StateTooLarge(
                 f"The session state would be {size} bytes of JSON, over this server's limit of "
@@ -365,6 +372,24 @@ class RequestScope:
             return None
         except NotFound:
             raise SessionNotFound() from None
+
+    async def edit(self, record: Record, edit: Edit[T]) -> tuple[Record, T]:
+        """Read-modify-write: ``edit`` a private copy of ``record``'s state, store it with a
+        compare-and-set, and on a version conflict run ``edit`` again on the current state.
+
+        Returns the stored record and what ``edit`` returned. Raises StateConflict after
+        ``max_retries`` lost races, SessionNotFound if the record is gone.
+        """
+        for _ in range(self.engine.config.max_retries):
+            draft = copy_json(record.state)
+            result = edit(draft)
+            if inspect.isawaitable(result):
+                result = await result
+            updated = await self.commit(record, draft)
+            if updated is not None:
+                return updated, result
+            record = await self.reload(record)
+        raise StateConflict()
 
     async def reload(self, record: Record) -> Record:
         current, self._conflict_current = self._conflict_current, None

@@ -10,8 +10,6 @@ says so (spec §5.2 item 22), never a protocol error.
 
 from __future__ import annotations
 
-import copy
-import inspect
 import math
 import time
 from collections.abc import Mapping
@@ -20,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
+from ..core.errors import SessionNotFound
 from ..core.handles import InvalidHandle, mint_handle, parse_handle, validate_kind
 from ..core.records import JSONObject, Record
 from ..stores import NotFound
@@ -142,22 +141,12 @@ class HandleKind:
         """Read-modify-write of the handle's state, retried on conflict (like sessions)."""
         scope = self._current()
         record = await self.load(value)
-        for _ in range(self._engine.config.max_retries):
-            draft = copy.deepcopy(record.state)
-            result = edit(draft)
-            if inspect.isawaitable(result):
-                result = await result
-            updated = await scope.commit(record, draft)
-            if updated is not None:
-                scope.handles[(self.kind, value)] = updated
-                return result
-            try:
-                record = await scope.reload(record)
-            except Exception:
-                raise self.unknown(value) from None
-        from ..core.errors import StateConflict
-
-        raise StateConflict()
+        try:
+            updated, result = await scope.edit(record, edit)
+        except SessionNotFound:
+            raise self.unknown(value) from None  # revoked or expired meanwhile
+        scope.handles[(self.kind, value)] = updated
+        return result
 
     async def renew(self, value: str, ttl: float | None = None) -> float:
         """Extend the handle's life (optionally with a new TTL); returns the new expiry."""

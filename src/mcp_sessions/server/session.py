@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-import inspect
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -11,7 +9,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.carriers import Carrier
-from ..core.errors import SessionError, StateConflict
+from ..core.errors import SessionError
 from ..core.principal import Principal
 from ..core.records import JSONObject, Record
 
@@ -101,21 +99,11 @@ class Session:
         again, so it must not have side effects beyond the dict. Raises
         :class:`~mcp_sessions.core.errors.StateConflict` after too many lost races.
         """
-        engine = self._scope.engine
         try:
-            for _ in range(engine.config.max_retries):
-                draft = copy.deepcopy(self._record.state)
-                result = edit(draft)
-                if inspect.isawaitable(result):
-                    result = await result
-                updated = await self._scope.commit(self._record, draft)
-                if updated is not None:
-                    self._record = updated
-                    return result
-                self._record = await self._scope.reload(self._record)
-            raise StateConflict()
+            self._record, result = await self._scope.edit(self._record, edit)
         except SessionError as error:
-            raise engine.translate(error) from None
+            raise self._scope.engine.translate(error) from None
+        return result
 
     async def set(self, key: str, value: Any) -> None:
         """Set one key (an :meth:`update`)."""
