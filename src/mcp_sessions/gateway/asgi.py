@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,32 @@ class BodyTooLarge(Exception):
     pass
 
 
+class HeaderView(Mapping[str, str]):
+    """A request's header fields by lowercase name (the first of repeated ones), decoded
+    only when read: most requests are routed on one or two fields."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: dict[bytes, bytes]) -> None:
+        self._raw = raw
+
+    def __getitem__(self, name: str) -> str:
+        return self._raw[name.encode("latin-1")].decode("latin-1")
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        value = self._raw.get(name.encode("latin-1"))
+        return default if value is None else value.decode("latin-1")
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.encode("latin-1") in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return (name.decode("latin-1") for name in self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
 @dataclass(slots=True)
 class Incoming:
     """One HTTP request as the gateway sees it; the body is read only when asked."""
@@ -46,8 +72,10 @@ class Incoming:
     path: str
     raw_headers: list[tuple[bytes, bytes]]
     #: Lowercase names, the first value of each.
-    headers: dict[str, str]
+    headers: HeaderView
     content_length: int | None
+    #: Size of the header section as sent (name, ": ", value, CRLF per field).
+    header_bytes: int
     body: bytes | None = None
     #: The parsed JSON-RPC message, when the body was parsed (routing needed it).
     message: Any = None
@@ -56,15 +84,18 @@ class Incoming:
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive) -> Incoming:
-        raw: list[tuple[bytes, bytes]] = list(scope["headers"])
-        headers: dict[str, str] = {}
+        raw: list[tuple[bytes, bytes]] = scope["headers"]
+        fields: dict[bytes, bytes] = {}
+        size = 0
         for name, value in raw:
-            headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
-        length_text = headers.get("content-length")
+            size += len(name) + len(value) + 4
+            if name not in fields:
+                fields[name] = value
+        length_field = fields.get(b"content-length")
         content_length: int | None = None
-        if length_text is not None:
+        if length_field is not None:
             try:
-                content_length = int(length_text)
+                content_length = int(length_field)
             except ValueError:
                 content_length = -1
         return cls(
@@ -73,14 +104,10 @@ class Incoming:
             method=scope["method"],
             path=scope["path"],
             raw_headers=raw,
-            headers=headers,
+            headers=HeaderView(fields),
             content_length=content_length,
+            header_bytes=size,
         )
-
-    @property
-    def header_bytes(self) -> int:
-        """Size of the header section as sent (name, ": ", value, CRLF per field)."""
-        return sum(len(name) + len(value) + 4 for name, value in self.raw_headers)
 
     async def read_body(self, limit: int) -> bytes:
         """The whole body (at most ``limit`` bytes, else :class:`BodyTooLarge`)."""
@@ -146,7 +173,7 @@ class Incoming:
         return version
 
     def accepts_sse(self) -> bool:
-        return "text/event-stream" in self.headers.get("accept", "")
+        return "text/event-stream" in (self.headers.get("accept") or "")
 
 
 async def send_bytes(

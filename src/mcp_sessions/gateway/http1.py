@@ -111,9 +111,44 @@ class Connection:
         ``sent=True``. (Stale idle connections are mostly weeded out before reuse: see
         :meth:`ConnectionPool.take`.)
         """
+        head, _ = await self.read_response(
+            read_timeout, small=-1, head_request=head_request, replayable=replayable
+        )
+        return head
+
+    async def read_response(
+        self,
+        read_timeout: float,
+        *,
+        small: int,
+        head_request: bool = False,
+        replayable: bool = False,
+    ) -> tuple[ResponseHead, bytes | None]:
+        """The head and, for a body of known length up to ``small`` bytes, the body too —
+        under one deadline, so the common exchange (a JSON-RPC response) arms one timer.
+        Otherwise the body is ``None`` and :meth:`body` streams it."""
+        try:
+            async with asyncio.timeout(read_timeout):
+                head = await self._read_head(head_request, replayable)
+                if head.framing != "length" or head.length > small:
+                    return head, None
+                try:
+                    return head, await self.reader.readexactly(head.length)
+                except asyncio.IncompleteReadError:
+                    raise UpstreamError("the upstream cut the response short", sent=True) from None
+                except (ConnectionError, OSError) as exc:
+                    raise UpstreamError(f"connection lost mid-response: {exc}", sent=True) from None
+        except TimeoutError:
+            raise UpstreamError(
+                f"the upstream sent no complete response within {read_timeout:g} s",
+                sent=True,
+                timed_out=True,
+            ) from None
+
+    async def _read_head(self, head_request: bool, replayable: bool) -> ResponseHead:
         while True:
             try:
-                raw = await _within(self.reader.readuntil(b"\r\n\r\n"), read_timeout)
+                raw = await self.reader.readuntil(b"\r\n\r\n")
             except asyncio.IncompleteReadError as exc:
                 if self.reused and replayable and not exc.partial:
                     raise StaleConnection("the upstream closed an idle connection") from None
@@ -128,31 +163,10 @@ class Connection:
                 if self.reused and replayable:
                     raise StaleConnection(f"reused connection failed: {exc}") from None
                 raise UpstreamError(f"connection lost: {exc}", sent=True) from None
-            except TimeoutError:
-                raise UpstreamError(
-                    f"the upstream sent no response within {read_timeout:g} s",
-                    sent=True,
-                    timed_out=True,
-                ) from None
             head = parse_head(raw, head_request=head_request)
             if 100 <= head.status < 200:
                 continue
             return head
-
-    async def read_exactly(self, length: int, read_timeout: float) -> bytes:
-        """A whole fixed-length body in one piece (small JSON responses: one ASGI message)."""
-        try:
-            return await _within(self.reader.readexactly(length), read_timeout)
-        except asyncio.IncompleteReadError:
-            raise UpstreamError("the upstream cut the response short", sent=True) from None
-        except (ConnectionError, OSError) as exc:
-            raise UpstreamError(f"connection lost mid-response: {exc}", sent=True) from None
-        except TimeoutError:
-            raise UpstreamError(
-                f"the upstream sent nothing for {read_timeout:g} s mid-response",
-                sent=True,
-                timed_out=True,
-            ) from None
 
     async def body(self, head: ResponseHead, read_timeout: float) -> AsyncIterator[bytes]:
         """The response body, chunk by chunk as it arrives (``read_timeout`` per read)."""

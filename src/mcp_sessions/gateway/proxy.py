@@ -276,30 +276,38 @@ class HTTPBackend:
             upstream.address.netloc.encode(),
             b"\r\n",
         ]
-        connection_tokens = {
-            token.strip().lower().encode()
-            for token in request.headers.get("connection", "").split(",")
-            if token.strip()
-        }
+        connection_field = request.headers.get("connection")
+        dropped = _REPLACED
+        if connection_field:
+            # Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+            dropped = _REPLACED | {
+                token.strip().lower().encode() for token in connection_field.split(",")
+            }
         forwarded_for = None
+        forwarded_proto = forwarded_host = False
         for name, value in request.raw_headers:
-            if name in _REPLACED or name in connection_tokens:
+            if name in dropped:
                 continue
             if name == b"x-forwarded-for":
                 forwarded_for = value
                 continue
-            parts += [name, b": ", value, b"\r\n"]
+            if name == b"x-forwarded-proto":
+                forwarded_proto = True
+            elif name == b"x-forwarded-host":
+                forwarded_host = True
+            parts += (name, b": ", value, b"\r\n")
         client = scope.get("client")
         if client:
             peer = str(client[0]).encode()
             forwarded_for = forwarded_for + b", " + peer if forwarded_for else peer
         if forwarded_for:
-            parts += [b"x-forwarded-for: ", forwarded_for, b"\r\n"]
-        if "x-forwarded-proto" not in request.headers:
-            parts += [b"x-forwarded-proto: ", str(scope.get("scheme", "http")).encode(), b"\r\n"]
-        host = request.headers.get("host")
-        if host and "x-forwarded-host" not in request.headers:
-            parts += [b"x-forwarded-host: ", host.encode("latin-1"), b"\r\n"]
+            parts += (b"x-forwarded-for: ", forwarded_for, b"\r\n")
+        if not forwarded_proto:
+            parts += (b"x-forwarded-proto: ", str(scope.get("scheme", "http")).encode(), b"\r\n")
+        if not forwarded_host:
+            host = request.headers.get("host")
+            if host:
+                parts += (b"x-forwarded-host: ", host.encode("latin-1"), b"\r\n")
         if request.body is not None:
             parts += [b"content-length: ", str(len(request.body)).encode(), b"\r\n"]
         elif request.content_length is not None and request.content_length >= 0:
@@ -309,7 +317,9 @@ class HTTPBackend:
 
     async def _send_request(
         self, upstream: Upstream, request: Incoming, streaming: bool
-    ) -> tuple[Connection, ResponseHead]:
+    ) -> tuple[Connection, ResponseHead, bytes | None]:
+        """Send the request; returns the connection, the response head and — when it is short
+        and of known length, the common case — the whole response body."""
         head = self._request_head(upstream, request)
         timeout = self.config.upstream_timeout
         is_head = request.method == "HEAD"
@@ -317,7 +327,10 @@ class HTTPBackend:
             connection = await upstream.pool.connect()
             try:
                 await self._stream_body(connection, head, request)
-                return connection, await connection.read_head(timeout, head_request=is_head)
+                response, body = await connection.read_response(
+                    timeout, small=_SMALL_BODY, head_request=is_head
+                )
+                return connection, response, body
             except BaseException:
                 connection.close()
                 raise
@@ -332,9 +345,10 @@ class HTTPBackend:
                     if connection.reused:  # the upstream had closed it: it read nothing
                         raise StaleConnection(str(exc)) from None
                     raise UpstreamError(f"connection lost: {exc}", sent=True) from None
-                return connection, await connection.read_head(
-                    timeout, head_request=is_head, replayable=replayable
+                response, body = await connection.read_response(
+                    timeout, small=_SMALL_BODY, head_request=is_head, replayable=replayable
                 )
+                return connection, response, body
             except StaleConnection:
                 connection.close()
                 continue
@@ -372,10 +386,10 @@ class HTTPBackend:
     ) -> int:
         upstream.in_flight += 1
         try:
-            connection, head = await self._send_request(upstream, request, streaming)
+            connection, head, body = await self._send_request(upstream, request, streaming)
             try:
                 return await self._respond(
-                    upstream, request, route, principal, send, connection, head
+                    upstream, request, route, principal, send, connection, head, body
                 )
             except BaseException:
                 connection.close()
@@ -392,6 +406,7 @@ class HTTPBackend:
         send: Send,
         connection: Connection,
         head: ResponseHead,
+        body: bytes | None,
     ) -> int:
         headers: list[tuple[bytes, bytes]] = []
         minted: str | None = None
@@ -416,13 +431,8 @@ class HTTPBackend:
         ):
             await self.pins.forget(route.key, principal)
             self.metrics.pins.labels("forgotten").inc()
-        if head.framing == "length" and head.length <= _SMALL_BODY and not event_stream:
-            # The common case, a JSON-RPC response: read it whole, answer in two messages.
-            try:
-                body = await connection.read_exactly(head.length, self.config.upstream_timeout)
-            except UpstreamError as error:
-                error.responded = False  # nothing reached the client yet: it gets a 502
-                raise
+        if body is not None:
+            # The common case, a JSON-RPC response read whole: answer in two messages.
             await send({"type": "http.response.start", "status": head.status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             self._finish(upstream, connection, head)
