@@ -350,7 +350,7 @@ def main() -> None:
         if nginx is not None:
             targets["nginx"] = nginx.port
 
-        print("targets:", ", ".join(f"{n} on port {p}" for n, p in targets.items()), flush=True)
+        print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         sequential: dict[str, list[Figures]] = {name: [] for name in targets}
         concurrent: dict[str, list[Figures]] = {name: [] for name in targets}
         for _ in range(args.rounds):
@@ -455,6 +455,7 @@ def main() -> None:
                 f"\nfirst request vs running process: {spawn_ratio:.2f}x (target <= 1.2x: "
                 f"{'met' if spawn_ratio <= 1.2 else 'NOT met'})"
             )
+        print("\nload average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     finally:
         for proc in procs:
             stop(proc)

@@ -55,6 +55,7 @@ from ..core.errors import SessionError, SessionNotFound
 from ..core.ids import new_session_id
 from ..core.names import (
     META_PROTOCOL_VERSION,
+    META_SESSION_ID,
     MODERN_PROTOCOL_VERSIONS,
     PROTOCOL_2026_07_28,
 )
@@ -343,7 +344,17 @@ class ChildProcess:
         requests: list[tuple[str, dict[str, Any]]] = [
             ("server/discover", {}),
             ("tools/list", {}),
-            ("tools/call", {"name": _NO_SUCH_TOOL, "arguments": {}}),
+            # With a fresh session id in _meta: a server of the dev.mcpsessions extension
+            # resolves its carrier (sessions load lazily, so none is created); others ignore
+            # an unknown _meta key (spec §5.0 item 5).
+            (
+                "tools/call",
+                {
+                    "name": _NO_SUCH_TOOL,
+                    "arguments": {},
+                    "_meta": {META_SESSION_ID: "gateway-warmup-" + new_session_id()},
+                },
+            ),
         ]
         for extra in warmup:
             requests.append((str(extra.get("method")), dict(extra.get("params") or {})))
