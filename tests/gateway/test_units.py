@@ -7,8 +7,10 @@ import subprocess
 
 import pytest
 
+from mcp_sessions.gateway.app import Gateway
 from mcp_sessions.gateway.config import GatewayConfig, SpawnSettings
 from mcp_sessions.gateway.http1 import Connection, ResponseHead, UpstreamError, parse_head
+from mcp_sessions.gateway.proxy import HTTPBackend
 from mcp_sessions.gateway.upstreams import UpstreamAddress
 
 from .helpers import CLI
@@ -107,3 +109,21 @@ def test_the_command_refuses_clearly(arguments: list[str], message: str) -> None
     )
     assert result.returncode != 0
     assert message in result.stderr
+
+
+@pytest.mark.anyio
+async def test_expired_pins_are_swept() -> None:
+    gateway = Gateway(
+        GatewayConfig(upstreams=("http://127.0.0.1:9/mcp",), session_idle=0.05),
+        sweep_interval=0.05,
+    )
+    await gateway.startup()
+    try:
+        backend = gateway.backend
+        assert isinstance(backend, HTTPBackend)
+        await backend.pins.place("a" * 32, "anonymous", "http://127.0.0.1:9/mcp", "test")
+        await asyncio.sleep(0.3)
+        assert await gateway.store.sweep() == 0  # the gateway's own sweeper got there first
+        assert await backend.pins.get("a" * 32, "anonymous", fresh=True) is None
+    finally:
+        await gateway.shutdown()

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -23,6 +24,9 @@ from .config import GatewayConfig
 from .metrics import GatewayMetrics
 
 logger = logging.getLogger("mcp_sessions.gateway")
+
+#: Seconds between two sweeps of expired pins.
+SWEEP_INTERVAL = 30.0
 
 
 class Backend(Protocol):
@@ -40,8 +44,15 @@ class Backend(Protocol):
 class Gateway:
     """``mcp-sessions gateway`` as an ASGI app (run it on uvicorn: :func:`.cli.serve`)."""
 
-    def __init__(self, config: GatewayConfig, *, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        store: Store | None = None,
+        sweep_interval: float = SWEEP_INTERVAL,
+    ) -> None:
         self.config = config
+        self.sweep_interval = sweep_interval
         self.metrics = GatewayMetrics()
         self.store = store if store is not None else open_store(config.store_url)
         self.backend: Backend
@@ -54,18 +65,33 @@ class Gateway:
 
             self.backend = HTTPBackend(config, self.store, self.metrics)
         self._counters: dict[tuple[str, int], Any] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def startup(self) -> None:
         await self.store.__aenter__()  # an unusable store fails here, not at the first pin
         await self.backend.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
     async def shutdown(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         try:
             await self.backend.stop()
         finally:
             await self.store.close()
+
+    async def _sweep_forever(self) -> None:
+        """Remove expired pins now and then (the store's cost grows with what expired)."""
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            try:
+                await self.store.sweep(limit=10_000)
+            except Exception:  # a store hiccup must not end the sweeping
+                logger.warning("sweeping expired pins failed", exc_info=True)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
