@@ -55,14 +55,17 @@ COLUMNS = (
     "kind, id, principal, origin, created_at, last_seen, idle_ttl, max_expires_at, "
     "version, state, attributes"
 )
-RAW_GET = f"SELECT {COLUMNS} FROM mcps_records WHERE kind = ? AND id = ?"
+RAW_GET = f"SELECT {COLUMNS} FROM mcps_records WHERE kind = ? AND id = ? AND principal = ?"
 RAW_INSERT = (
     f"INSERT INTO mcps_records ({COLUMNS}, expires_at) VALUES (:kind, :id, :principal, :origin, "
     ":created_at, :last_seen, :idle_ttl, :max_expires_at, :version, :state, :attributes, "
     ":expires_at)"
 )
 FIND_EXPIRED = "SELECT rowid FROM mcps_records WHERE expires_at <= ? ORDER BY expires_at LIMIT 1000"
-RAW_UPDATE = "UPDATE mcps_records SET state = ?, version = version + 1 WHERE kind = ? AND id = ?"
+RAW_UPDATE = (
+    "UPDATE mcps_records SET state = ?, version = version + 1 "
+    "WHERE kind = ? AND id = ? AND principal = ?"
+)
 
 
 @dataclass
@@ -169,7 +172,7 @@ async def _sqlite_pairs(
         await store.get("session", keys[i % 1000], PRINCIPAL)
 
     def raw_get(i: int) -> None:
-        raw.execute(RAW_GET, ("session", keys[i % 1000])).fetchall()
+        raw.execute(RAW_GET, ("session", keys[i % 1000], PRINCIPAL)).fetchall()
 
     rows.append(Row("sqlite", "get", *await paired(get, raw_get, n_read, 5)))
 
@@ -190,7 +193,7 @@ async def _sqlite_pairs(
         versions[key] = updated.version
 
     def raw_update(i: int) -> None:
-        raw.execute(RAW_UPDATE, (STATE_TEXT, "session", raw_keys[i % 500]))
+        raw.execute(RAW_UPDATE, (STATE_TEXT, "session", raw_keys[i % 500], PRINCIPAL))
 
     rows.append(Row("sqlite", "compare_and_set", *await paired(cas, raw_update, n_write, 9)))
     return rows

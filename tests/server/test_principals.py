@@ -156,12 +156,20 @@ async def test_session_ids_are_bound_to_their_principal(
         assert order["items"] == ["tea"]
 
 
+def without_id(result: dict[str, Any]) -> dict[str, Any]:
+    """A tool result with the session id left out, to compare two sessions' answers."""
+    return {name: item for name, item in result.items() if name != "id"}
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
 async def test_implicit_ids_are_bound_to_their_principal(
-    serve: Callable[[Any], ThreadedServer], static_tokens: Any
+    serve: Callable[[Any], ThreadedServer], static_tokens: Any, tmp_path: Path, store: str
 ) -> None:
-    """Implicit lifecycle: Bob's first request with Alice's id does not create or reach a
-    session; it is refused, and Alice's state stays hers."""
-    mcp, sessions = build_app(auth_tokens=static_tokens)
+    """Implicit lifecycle: ids are per principal. Bob's first request with Alice's id is
+    answered exactly as one with an id nobody holds: it creates a fresh session of Bob's own
+    (count starts at 1), and Alice's session and state stay hers, untouched."""
+    url = "memory://" if store == "memory" else f"sqlite:///{tmp_path}/implicit.sqlite3"
+    mcp, sessions = build_app(store=url, auth_tokens=static_tokens)
     server = serve(sessions.streamable_http_app(mcp, host="127.0.0.1"))
     session_id = new_id()
     async with client_as(server.url, ALICE, "modern") as alice:
@@ -169,18 +177,68 @@ async def test_implicit_ids_are_bound_to_their_principal(
             await alice.call_tool("put", {"key": "secret", "value": "a"}, meta=sid(session_id))
         )
         assert who == {"secret": "a"}
+        assert value(await alice.call_tool("count", {}, meta=sid(session_id)))["count"] == 1
         owner = value(await alice.call_tool("whoami", {}, meta=sid(session_id)))["principal"]
         assert "alice" in owner
         async with client_as(server.url, BOB, "modern") as bob:
-            for tool, args in (("whoami", {}), ("put", {"key": "secret", "value": "b"})):
-                error = await expect_error(bob.call_tool(tool, args, meta=sid(session_id)))
-                assert error.code == SESSION_NOT_FOUND
-            # Bob's own new id works as usual, bound to Bob.
-            mine = value(await bob.call_tool("whoami", {}, meta=sid(new_id())))
-            assert "bob" in mine["principal"]
-        assert value(await alice.call_tool("whoami", {}, meta=sid(session_id)))["state"] == {
-            "secret": "a"
-        }
+            unknown = new_id()
+            theirs = value(await bob.call_tool("count", {}, meta=sid(session_id)))
+            nobody = value(await bob.call_tool("count", {}, meta=sid(unknown)))
+            assert theirs == {"count": 1, "created": True, "id": session_id}
+            assert without_id(theirs) == without_id(nobody)
+            # From then on the id names Bob's own session, bound to Bob, with Bob's state.
+            theirs = value(await bob.call_tool("whoami", {}, meta=sid(session_id)))
+            nobody = value(await bob.call_tool("whoami", {}, meta=sid(unknown)))
+            assert "bob" in theirs["principal"]
+            assert theirs["state"] == {"count": 1} and theirs["created"] is False
+            assert without_id(theirs) == without_id(nobody)
+            mine = value(
+                await bob.call_tool("put", {"key": "secret", "value": "b"}, meta=sid(session_id))
+            )
+            assert mine == {"count": 1, "secret": "b"}
+            assert value(await bob.call_tool("count", {}, meta=sid(session_id)))["count"] == 2
+        # Alice's session is untouched by all of it.
+        after = value(await alice.call_tool("whoami", {}, meta=sid(session_id)))
+        assert after["principal"] == owner
+        assert after["state"] == {"secret": "a", "count": 1}
+        assert value(await alice.call_tool("count", {}, meta=sid(session_id)))["count"] == 2
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_session_create_takes_an_id_another_principal_holds(
+    explicit_server: ServerProcess, version: Version
+) -> None:
+    """Regression: session/create with an id Alice holds used to answer Bob "already in use",
+    telling him the id exists. Ids are per principal: Bob gets his own session, exactly as
+    for an id nobody holds, and Alice's is untouched."""
+    url = explicit_server.url
+    async with client_as(url, ALICE, version) as alice, client_as(url, BOB, version) as bob:
+        chosen = new_id()
+        assert (await session_create(alice, sessionId=chosen))["sessionId"] == chosen
+        value(await alice.call_tool("add_item", {"item": "tea"}, meta=sid(chosen)))
+
+        unknown = new_id()
+        theirs = await session_create(bob, sessionId=chosen)
+        nobody = await session_create(bob, sessionId=unknown)
+        assert theirs["sessionId"] == chosen and nobody["sessionId"] == unknown
+        assert set(theirs) == set(nobody) and "expiresAt" in theirs
+        # Bob's session of that id is his own: an empty cart, a counter from 1.
+        assert value(await bob.call_tool("count", {}, meta=sid(chosen))) == 1
+        order = value(await bob.call_tool("checkout", {}, meta=sid(chosen)))
+        assert order["items"] == []
+        # Only his own live session makes the id "in use" for him, as for Alice.
+        error = await expect_error(session_create(bob, sessionId=chosen))
+        assert "already in use" in error.message
+        error = await expect_error(session_create(alice, sessionId=chosen))
+        assert "already in use" in error.message
+        # Destroying his leaves hers.
+        await session_destroy(bob, sessionId=chosen)
+        gone = await expect_error(bob.call_tool("count", {}, meta=sid(chosen)))
+        assert gone.code == SESSION_NOT_FOUND
+
+        assert value(await alice.call_tool("count", {}, meta=sid(chosen))) == 1
+        order = value(await alice.call_tool("checkout", {}, meta=sid(chosen)))
+        assert order["items"] == ["tea"]
 
 
 async def test_legacy_ids_are_bound_to_their_principal(

@@ -81,22 +81,22 @@ async def test_get_of_unknown_id_is_none(store: Store, t0: float) -> None:
     assert await store.get("session", "s-unknown-000000000", ALICE, now=t0) is None
 
 
-async def test_create_refuses_a_live_duplicate_of_any_principal(store: Store, t0: float) -> None:
+async def test_create_refuses_a_live_duplicate_of_the_same_principal(
+    store: Store, t0: float
+) -> None:
     await store.create(session(t0, state={"n": 1}))
     with pytest.raises(AlreadyExists):
         await store.create(session(t0 + 1, state={"n": 2}))
-    with pytest.raises(AlreadyExists):
-        await store.create(session(t0 + 1, principal=BOB))
     got = await store.get("session", SID, ALICE, now=t0 + 2)
     assert got is not None and got.state == {"n": 1}
 
 
 async def test_create_replaces_an_expired_record(store: Store, t0: float) -> None:
     await store.create(session(t0, idle_ttl=10, state={"old": True}))
-    fresh = session(t0 + 20, principal=BOB, state={"new": True})
+    fresh = session(t0 + 20, state={"new": True})
     await store.create(fresh)
-    assert await store.get("session", SID, BOB, now=t0 + 21) == fresh
-    assert await store.get("session", SID, ALICE, now=t0 + 21) is None
+    assert await store.get("session", SID, ALICE, now=t0 + 21) == fresh
+    assert await store.list(ALICE, now=t0 + 21) == [fresh]
 
 
 async def test_sessions_and_handles_with_one_id_are_distinct(store: Store, t0: float) -> None:
@@ -154,6 +154,87 @@ async def test_another_principal_gets_what_a_miss_gets(store: Store, t0: float) 
     assert str(foreign.value) == str(missing.value)
     assert str(foreign_touch.value) == str(missing_touch.value)
     assert ALICE not in str(missing.value) and BOB not in str(foreign.value)
+
+
+async def test_one_id_under_two_principals_is_two_independent_records(
+    store: Store, t0: float
+) -> None:
+    """Records are keyed by (kind, id, principal): Bob creating Alice's id neither fails nor
+    touches hers, so create cannot tell him her id exists (DESIGN §2)."""
+    alices = session(t0, state={"owner": "alice"}, idle_ttl=100)
+    await store.create(alices)
+    bobs = session(t0 + 1, principal=BOB, state={"owner": "bob"}, idle_ttl=200)
+    await store.create(bobs)  # no AlreadyExists: Alice's record is not Bob's business
+    assert await store.get("session", SID, ALICE, now=t0 + 2) == alices
+    assert await store.get("session", SID, BOB, now=t0 + 2) == bobs
+
+    # AlreadyExists only for the same principal, for each of them.
+    with pytest.raises(AlreadyExists):
+        await store.create(session(t0 + 2, state={"again": "alice"}))
+    with pytest.raises(AlreadyExists):
+        await store.create(session(t0 + 2, principal=BOB, state={"again": "bob"}))
+
+    # Compare-and-set: versions are per record; a write of one leaves the other alone.
+    bobs = await store.compare_and_set("session", SID, BOB, 1, {"owner": "bob", "n": 1}, now=t0 + 3)
+    assert bobs.version == 2
+    with pytest.raises(VersionConflict) as conflict:
+        await store.compare_and_set("session", SID, BOB, 1, {"lost": True}, now=t0 + 3)
+    assert conflict.value.current == bobs
+    assert await store.get("session", SID, ALICE, now=t0 + 3) == alices
+    alices = await store.compare_and_set(
+        "session", SID, ALICE, 1, {"owner": "alice", "n": 9}, now=t0 + 3
+    )
+    assert alices.version == 2 and alices.state == {"owner": "alice", "n": 9}
+    got = await store.get("session", SID, BOB, now=t0 + 3)
+    assert got is not None and got.state == {"owner": "bob", "n": 1}
+
+    # Touch moves only the record it is given.
+    bobs = await store.touch(bobs, now=t0 + 50, force=True)
+    assert bobs.last_seen == t0 + 50
+    got = await store.get("session", SID, ALICE, now=t0 + 50)
+    assert got is not None and got.last_seen == alices.last_seen
+
+    # List shows each principal their own, once.
+    assert await store.list(ALICE, now=t0 + 50) == [alices]
+    assert await store.list(BOB, now=t0 + 50) == [bobs]
+
+    # Expiry is per record too: Alice's idles out while Bob's lives on.
+    late = alices.expires_at + 1
+    assert late < bobs.expires_at
+    assert await store.get("session", SID, ALICE, now=late) is None
+    assert await store.get("session", SID, BOB, now=late) == bobs
+
+
+async def test_deleting_one_principals_record_keeps_the_others(store: Store) -> None:
+    now = time.time()  # delete has no now=: it judges liveness by the real clock
+    await store.create(session(now, state={"owner": "alice"}))
+    await store.create(session(now, principal=BOB, state={"owner": "bob"}))
+    assert await store.delete("session", SID, BOB) is True
+    assert await store.delete("session", SID, BOB) is False
+    assert await store.get("session", SID, BOB) is None
+    assert await store.list(BOB) == []
+    alices = await store.get("session", SID, ALICE)
+    assert alices is not None and alices.state == {"owner": "alice"}
+    assert [r.id for r in await store.list(ALICE)] == [SID]
+    # Bob may take the id again; Alice's record still stands.
+    await store.create(session(now, principal=BOB, state={"owner": "bob", "again": True}))
+    assert await store.get("session", SID, ALICE) == alices
+
+
+async def test_a_foreign_id_creates_exactly_like_an_unknown_one(store: Store, t0: float) -> None:
+    """What create, get and list answer Bob is the same whether Alice holds the id or not."""
+    other = "s-fedcba9876543210"
+    await store.create(session(t0, state={"secret": 1}))
+    answers = []
+    for id in (SID, other):  # Alice's id, then an id nobody holds
+        before = await store.get("session", id, BOB, now=t0)
+        record = session(t0, id, principal=BOB)
+        await store.create(record)
+        answers.append((before, await store.get("session", id, BOB, now=t0) == record))
+    assert answers == [(None, True), (None, True)]
+    assert [r.id for r in await store.list(BOB, now=t0)] == [SID, other]
+    got = await store.get("session", SID, ALICE, now=t0)
+    assert got is not None and got.state == {"secret": 1} and got.version == 1
 
 
 # -- compare-and-set -----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator
 
@@ -15,6 +16,7 @@ from mcp_sessions.stores.redis import RedisStore
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
 
 ALICE = "principal:alice"
+BOB = "principal:bob"
 SID = "s-0123456789abcdef"
 
 
@@ -26,12 +28,17 @@ async def store(redis_url: str) -> AsyncIterator[RedisStore]:
 
 
 def session(
-    now: float, id: str = SID, *, idle_ttl: float = 60, max_lifetime: float | None = None
+    now: float,
+    id: str = SID,
+    *,
+    idle_ttl: float = 60,
+    max_lifetime: float | None = None,
+    principal: str = ALICE,
 ) -> Record:
     return Record.new(
         kind="session",
         id=id,
-        principal=ALICE,
+        principal=principal,
         origin="t",
         now=now,
         idle_ttl=idle_ttl,
@@ -45,8 +52,10 @@ async def test_record_keys_are_hash_tagged_and_carry_their_ttl(
     now = time.time()
     record = session(now, idle_ttl=60, max_lifetime=300)
     await store.create(record)
-    key = store.record_key("session", SID)
-    assert key == "mcps:{session:s-0123456789abcdef}"  # one hash slot per record (Cluster)
+    key = store.record_key("session", SID, ALICE)
+    digest = hashlib.sha256(ALICE.encode()).hexdigest()[:32]
+    # One hash slot per record (Cluster); the principal is part of the key, as a digest.
+    assert key == f"mcps:{{session:{digest}:s-0123456789abcdef}}"
     raw = redis_server.client()
     try:
         assert 0 < raw.pttl(key) <= 60_000
@@ -68,7 +77,7 @@ async def test_ttl_follows_the_supplied_now(store: RedisStore, redis_server: Red
     await store.create(session(1_000_000.0, idle_ttl=60))
     raw = redis_server.client()
     try:
-        assert 0 < raw.pttl(store.record_key("session", SID)) <= 60_000
+        assert 0 < raw.pttl(store.record_key("session", SID, ALICE)) <= 60_000
     finally:
         raw.close()
     assert await store.get("session", SID, ALICE, now=1_000_030.0) is not None
@@ -83,7 +92,8 @@ async def test_list_drops_members_whose_record_vanished(
     await store.create(session(now, "s-2222222222222222"))
     raw = redis_server.client()
     try:
-        raw.delete(store.record_key("session", "s-1111111111111111"))  # as Redis expiry would
+        # as Redis expiry would
+        raw.delete(store.record_key("session", "s-1111111111111111", ALICE))
         listed = await store.list(ALICE, now=now)
         assert [r.id for r in listed] == ["s-2222222222222222"]
         assert raw.zcard(store.index_key(ALICE)) == 1
@@ -143,7 +153,9 @@ async def test_prefixes_keep_two_stores_apart(redis_url: str) -> None:
         await one.create(session(now))
         assert await two.get("session", SID, ALICE, now=now) is None
         await two.create(session(now))  # no AlreadyExists: a different key space
-        assert isinstance(one, RedisStore) and one.record_key("k", "i") == "app1:{k:i}"
+        assert isinstance(one, RedisStore)
+        digest = hashlib.sha256(b"p").hexdigest()[:32]
+        assert one.record_key("k", "i", "p") == f"app1:{{k:{digest}:i}}"
 
 
 async def test_floats_survive_lua_exactly(store: Store) -> None:
@@ -155,3 +167,24 @@ async def test_floats_survive_lua_exactly(store: Store) -> None:
     assert updated.last_seen == now + 0.000123
     assert updated.idle_ttl == 61.000001
     assert await store.get("session", SID, ALICE, now=now + 1) == updated
+
+
+async def test_one_id_under_two_principals_is_two_keys(
+    store: RedisStore, redis_server: RedisServer
+) -> None:
+    """Each principal's record of one id is its own key, own TTL and own index member."""
+    now = time.time()
+    await store.create(session(now, idle_ttl=60))
+    await store.create(session(now, idle_ttl=600, principal=BOB))
+    alices, bobs = store.record_key("session", SID, ALICE), store.record_key("session", SID, BOB)
+    assert alices != bobs
+    assert ALICE not in alices and BOB not in bobs  # digests, not the principals themselves
+    raw = redis_server.client()
+    try:
+        assert 0 < raw.pttl(alices) <= 60_000 < raw.pttl(bobs) <= 600_000
+        assert raw.zcard(store.index_key(ALICE)) == raw.zcard(store.index_key(BOB)) == 1
+        assert await store.delete("session", SID, BOB) is True
+        assert raw.exists(alices) == 1 and raw.exists(bobs) == 0
+        assert raw.zcard(store.index_key(ALICE)) == 1 and raw.zcard(store.index_key(BOB)) == 0
+    finally:
+        raw.close()

@@ -37,8 +37,9 @@ def test_plans_use_the_indexes(tmp_path: Path) -> None:
 
         sweep = plan(module.SWEEP, {"now": 0.0, "limit": 10})
         assert "INDEX mcps_records_expiry" in sweep and "SCAN mcps_records" not in sweep
-        get = plan(module._GET, ("session", "x"))
+        get = plan(module._GET, ("session", "x", "p"))
         assert "USING INDEX sqlite_autoindex_mcps_records_1" in get
+        assert "(kind=? AND id=? AND principal=?)" in get  # the whole key, one lookup
         listing = plan(module._LIST, {"principal": "p", "now": 0.0, "kind": None})
         assert "INDEX mcps_records_principal" in listing
     finally:
@@ -97,3 +98,63 @@ def test_synchronous_option_sets_the_pragma(tmp_path: Path, query: str, level: i
             assert value == level
 
     anyio.run(check)
+
+
+#: The schema of version 1 (pre-release), keyed by (kind, id): ids were global.
+_SCHEMA_V1 = """
+CREATE TABLE mcps_records (
+    kind TEXT NOT NULL, id TEXT NOT NULL, principal TEXT NOT NULL, origin TEXT NOT NULL,
+    created_at REAL NOT NULL, last_seen REAL NOT NULL, idle_ttl REAL NOT NULL,
+    max_expires_at REAL, expires_at REAL NOT NULL, version INTEGER NOT NULL,
+    state TEXT NOT NULL, attributes TEXT NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX mcps_records_expiry ON mcps_records (expires_at);
+CREATE INDEX mcps_records_principal ON mcps_records (principal, created_at);
+CREATE TABLE mcps_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+PRAGMA user_version = 1;
+"""
+
+
+@pytest.mark.anyio
+async def test_a_version_1_file_is_upgraded_with_its_records(tmp_path: Path) -> None:
+    """Schema 1 keyed records by (kind, id); opening such a file moves its rows to the
+    (kind, id, principal) table in one transaction, indexes included."""
+    path = tmp_path / "v1.sqlite3"
+    raw = sqlite3.connect(path)
+    raw.executescript(_SCHEMA_V1)
+    alices = session()
+    row = module.record_row(alices)
+    del row["now"]
+    names = ", ".join(row)
+    raw.execute(f"INSERT INTO mcps_records ({names}) VALUES (:{', :'.join(row)})", row)
+    raw.commit()
+    raw.close()
+
+    async with open_store(f"sqlite:///{path}") as store:
+        assert await store.get("session", alices.id, ALICE) == alices
+        bobs = Record.new(
+            kind="session", id=alices.id, principal="principal:bob", origin="t",
+            now=time.time(), idle_ttl=60,
+        )  # fmt: skip
+        await store.create(bobs)  # the old primary key would refuse this
+        assert await store.get("session", alices.id, "principal:bob") == bobs
+        assert await store.get("session", alices.id, ALICE) == alices
+
+    raw = sqlite3.connect(path)
+    try:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == module.SCHEMA_VERSION == 2
+        tables = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
+        assert "mcps_records_v1" not in tables
+        indexes = raw.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'mcps_records'"
+        ).fetchall()
+        assert {name for (name,) in indexes} >= {"mcps_records_expiry", "mcps_records_principal"}
+        columns = raw.execute("SELECT name, pk FROM pragma_table_info('mcps_records')").fetchall()
+        assert sorted((pk, name) for name, pk in columns if pk) == [
+            (1, "kind"),
+            (2, "id"),
+            (3, "principal"),
+        ]
+    finally:
+        raw.close()

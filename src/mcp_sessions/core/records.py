@@ -33,7 +33,8 @@ def copy_json(value: Any) -> Any:
 class Record:
     """One session (``kind == "session"``) or one handle (``kind`` is the handle kind).
 
-    ``(kind, id)`` is the key. Times are Unix seconds (floats). The record expires at the
+    ``(kind, id, principal)`` is the key: two principals may hold the same id, each their own
+    record (DESIGN §2). Times are Unix seconds (floats). The record expires at the
     earlier of ``last_seen + idle_ttl`` and ``max_expires_at`` (the absolute cap).
     ``state`` is the server-side JSON document, versioned by ``version`` for compare-and-set;
     ``attributes`` are fixed at creation (e.g. the negotiated protocol version of a legacy

@@ -213,10 +213,14 @@ class SessionEngine:
             )
             return record, token
         try:
+            # Ids are per principal (the store keys records by kind, id and principal), so
+            # only the caller's own live session can make this fail: another principal's
+            # session with this id is invisible here, as everywhere (DESIGN §2).
             await (await self.store()).create(record)
         except AlreadyExists:
             raise InvalidSessionId(
-                "sessionId is already in use; omit it to get a fresh id from the server"
+                "sessionId is already in use by a live session of yours; omit it to get a "
+                "fresh id from the server"
             ) from None
         return record, None
 
@@ -317,6 +321,9 @@ class RequestScope:
         record = await store.get(SESSION_KIND, session_id, key)
         created = False
         if record is None:
+            # Unknown to this principal. Another principal's session with the same id is not
+            # in the way: the store keys records by principal too, so the id is unknown here
+            # and gets exactly the unknown-id answer (DESIGN §2).
             implicit = config.lifecycle == LIFECYCLE_IMPLICIT and self.carrier in CLIENT_CARRIERS
             if not implicit:
                 raise SessionNotFound()
@@ -333,10 +340,9 @@ class RequestScope:
                 await store.create(record)
                 created = True
             except AlreadyExists:
-                # A parallel first request won the race (or the id is another principal's,
-                # which must look exactly like unknown).
+                # A parallel first request of this principal won the race: use its session.
                 record = await store.get(SESSION_KIND, session_id, key)
-                if record is None:
+                if record is None:  # and it was destroyed (or expired) in between
                     raise SessionNotFound() from None
         else:
             try:

@@ -1,8 +1,11 @@
 """The one store contract every backend implements (DESIGN §6).
 
-Principal isolation is part of the contract, not of its callers: every lookup takes the
-caller's principal key, and a record of another principal is reported exactly like a missing
-one (``None`` / :class:`NotFound`). Expired records are misses too, whether or not a sweep has
+Principal isolation is part of the contract, not of its callers: records are keyed by
+``(kind, id, principal)``, and every operation takes the caller's principal key. Two principals
+may hold the same id independently, each seeing only their own record; a record of another
+principal is therefore reported exactly like a missing one (``None`` / :class:`NotFound`), and
+never makes ``create`` fail, so nothing a store answers tells one principal whether an id
+exists for another (DESIGN §2). Expired records are misses too, whether or not a sweep has
 removed them yet.
 """
 
@@ -21,7 +24,7 @@ class StoreError(Exception):
 
 
 class AlreadyExists(StoreError):
-    """``create`` found a live record with the same ``(kind, id)``."""
+    """``create`` found a live record with the same ``(kind, id, principal)``."""
 
 
 class NotFound(StoreError):
@@ -53,9 +56,11 @@ class Store(Protocol):
     url: str
 
     async def create(self, record: Record) -> None:
-        """Store a new record. Raises :class:`AlreadyExists` if a live ``(kind, id)`` exists.
+        """Store a new record under ``(kind, id, principal)``.
 
-        An expired record under the same key is replaced.
+        Raises :class:`AlreadyExists` only if a live record with the same kind, id *and*
+        principal exists; another principal's record with that id is irrelevant. An expired
+        record under the same key is replaced.
         """
         ...
 

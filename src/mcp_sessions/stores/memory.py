@@ -23,7 +23,8 @@ from ._common import (
 )
 from .base import DEFAULT_TOUCH_FRACTION, AlreadyExists, StoreError, VersionConflict
 
-Key = tuple[str, str]
+#: ``(kind, id, principal)``: two principals may hold one id independently (DESIGN §2).
+Key = tuple[str, str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +66,10 @@ class MemoryStore:
         self._records: dict[Key, _Stored] = {}
         # principal -> keys, in insertion order; ``list`` reads only its own principal's keys.
         self._by_principal: dict[str, dict[Key, None]] = {}
-        # (expires_at, seq, kind, id), one entry per write that set an expiry. Entries go stale
+        # (expires_at, seq, key), one entry per write that set an expiry. Entries go stale
         # when a record is touched or removed; ``sweep`` skips those, so a sweep costs
         # O(expired · log n) instead of a scan of every record (issue #3).
-        self._expiry: list[tuple[float, int, str, str]] = []
+        self._expiry: list[tuple[float, int, Key]] = []
         self._seq = 0
         self._closed = False
 
@@ -79,20 +80,18 @@ class MemoryStore:
             raise StoreError(f"store {self.url} is closed")
 
     def _live(self, kind: str, id: str, principal: str, now: float) -> _Stored | None:
-        stored = self._records.get((kind, id))
-        if stored is None or stored.record.principal != principal:
-            return None
-        if stored.record.is_expired(now):
+        stored = self._records.get((kind, id, principal))
+        if stored is None or stored.record.is_expired(now):
             return None
         return stored
 
     def _put(self, stored: _Stored) -> None:
         record = stored.record
-        key = (record.kind, record.id)
+        key = (record.kind, record.id, record.principal)
         self._records[key] = stored
         self._by_principal.setdefault(record.principal, {})[key] = None
         self._seq += 1
-        heapq.heappush(self._expiry, (record.expires_at, self._seq, record.kind, record.id))
+        heapq.heappush(self._expiry, (record.expires_at, self._seq, key))
         if len(self._expiry) > 2 * len(self._records) + 64:
             self._compact_expiry()
 
@@ -106,9 +105,7 @@ class MemoryStore:
 
     def _compact_expiry(self) -> None:
         """Drop stale heap entries once they outnumber the records (amortised O(1) a write)."""
-        self._expiry = [
-            (stored.record.expires_at, 0, kind, id) for (kind, id), stored in self._records.items()
-        ]
+        self._expiry = [(stored.record.expires_at, 0, key) for key, stored in self._records.items()]
         heapq.heapify(self._expiry)
 
     # -- the Store contract --------------------------------------------------------------
@@ -117,7 +114,8 @@ class MemoryStore:
         self._check_open()
         # ``create`` has no ``now``: the record's own ``last_seen`` is the moment it claims to
         # be created at, and decides whether an existing record has expired.
-        existing = self._records.get((record.kind, record.id))
+        key = (record.kind, record.id, record.principal)
+        existing = self._records.get(key)
         if existing is not None and not existing.record.is_expired(record.last_seen):
             raise AlreadyExists(f"a live {record.kind} record with id {record.id!r} exists")
         stored = _Stored(
@@ -126,7 +124,7 @@ class MemoryStore:
             encode_json(record.attributes, "attributes"),
         )
         if existing is not None:
-            self._remove((record.kind, record.id))
+            self._remove(key)
         self._put(stored)
         if self.sweep_interval and time.monotonic() - self._last_sweep >= self.sweep_interval:
             # Creates make the store grow, so they keep it small; the heap makes this cheap.
@@ -200,10 +198,10 @@ class MemoryStore:
 
     async def delete(self, kind: str, id: str, principal: str) -> bool:
         self._check_open()
-        stored = self._records.get((kind, id))
-        if stored is None or stored.record.principal != principal:
+        stored = self._records.get((kind, id, principal))
+        if stored is None:
             return False
-        self._remove((kind, id))
+        self._remove((kind, id, principal))
         return not stored.record.is_expired(clock(None))
 
     async def list(
@@ -225,10 +223,10 @@ class MemoryStore:
         removed = 0
         heap = self._expiry
         while heap and heap[0][0] <= t and removed < limit:
-            _, _, kind, id = heapq.heappop(heap)
-            stored = self._records.get((kind, id))
+            _, _, key = heapq.heappop(heap)
+            stored = self._records.get(key)
             if stored is not None and stored.record.is_expired(t):
-                self._remove((kind, id))
+                self._remove(key)
                 removed += 1
         return removed
 

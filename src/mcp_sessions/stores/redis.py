@@ -2,10 +2,15 @@
 
 Layout (``prefix`` defaults to ``mcps``):
 
-- ``mcps:{<kind>:<id>}`` — one string per record, a JSON object (layout below). The braces
-  are a Redis Cluster hash tag: any key ever added for one record shares its slot, and every
-  Lua script below touches a single key.
-- ``mcps:principal:{<sha256 of principal>}`` — a sorted set per principal for ``list``; members
+- ``mcps:{<kind>:<principal digest>:<id>}`` — one string per record, a JSON object (layout
+  below). Records are keyed by ``(kind, id, principal)``, so two principals may hold the same
+  id independently and neither can tell the other's exists (DESIGN §2). The principal digest
+  is the first 32 hex digits (128 bits) of its SHA-256; it sits before the id, inside the
+  braces, which are a Redis Cluster hash tag: any key ever added for one record shares its
+  slot, and every Lua script below touches a single key. The scripts and ``get`` still check
+  the principal stored in the record, so even a digest collision could not hand one
+  principal's record to another.
+- ``mcps:principal:{<principal digest>}`` — a sorted set per principal for ``list``; members
   are ``[kind, id, incarnation]`` scored by a deadline at or after the record's expiry.
 
 Atomicity: ``create``, ``compare_and_set``, ``touch`` and ``delete`` are Lua scripts
@@ -24,6 +29,7 @@ expires after its last deadline, so a principal that never lists does not leak m
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -193,6 +199,13 @@ def _index_deadline(last_seen: float, idle_ttl: float, cap: float) -> float:
     return min(last_seen + 2 * idle_ttl, cap)
 
 
+@functools.lru_cache(maxsize=4096)
+def principal_digest(principal: str) -> str:
+    """The principal's part of its keys: 32 hex digits of SHA-256 (cached: a server sees few
+    principals, and ``get`` should cost one GET, not a hash as well)."""
+    return hashlib.sha256(principal.encode()).hexdigest()[:32]
+
+
 def _member(kind: str, id: str, incarnation: str) -> str:
     return json.dumps([kind, id, incarnation], separators=(",", ":"))
 
@@ -267,13 +280,14 @@ class RedisStore:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def record_key(self, kind: str, id: str) -> str:
-        """The record's key; the braces keep all of one record's keys in one cluster slot."""
-        return f"{self.prefix}:{{{kind}:{id}}}"
+    def record_key(self, kind: str, id: str, principal: str) -> str:
+        """The record's key, one per ``(kind, id, principal)``; the braces keep all of one
+        record's keys in one cluster slot."""
+        return f"{self.prefix}:{{{kind}:{principal_digest(principal)}:{id}}}"
 
     def index_key(self, principal: str) -> str:
-        digest = hashlib.sha256(principal.encode()).hexdigest()[:32]
-        return f"{self.prefix}:principal:{{{digest}}}"
+        """The sorted set ``list`` reads for ``principal``."""
+        return f"{self.prefix}:principal:{{{principal_digest(principal)}}}"
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._password, "***") if self._password else text
@@ -330,7 +344,7 @@ class RedisStore:
         }
         blob = json.dumps(fields, separators=(",", ":"))
         ttl = _ms(expiry - now)
-        key = self.record_key(record.kind, record.id)
+        key = self.record_key(record.kind, record.id, record.principal)
 
         index = self.index_key(record.principal)
         deadline = float(fields["ix"])
@@ -365,12 +379,13 @@ class RedisStore:
         self, kind: str, id: str, principal: str, *, now: float | None = None
     ) -> Record | None:
         t = clock(now)
-        key = self.record_key(kind, id)
+        key = self.record_key(kind, id, principal)
         blob = await self._call(lambda: self._redis.get(key))
         if blob is None:
             return None
         r = json.loads(blob)
-        # Another principal's record and an expired one answer like a missing one (DESIGN §2).
+        # An expired record answers like a missing one; the principal check only matters if
+        # two principals' digests ever collided (DESIGN §2).
         if r["p"] != principal or float(r["e"]) <= t:
             return None
         return _record(r)
@@ -387,7 +402,7 @@ class RedisStore:
     ) -> Record:
         t = clock(now)
         text = encode_json(state, "state")
-        key = self.record_key(kind, id)
+        key = self.record_key(kind, id, principal)
         args = [principal, str(int(expected_version)), text, _f(t)]
 
         async def run() -> tuple[str, dict[str, Any] | None]:
@@ -427,7 +442,7 @@ class RedisStore:
             if record.is_expired(t):
                 raise not_found(record.kind, record.id)
             return record
-        key = self.record_key(record.kind, record.id)
+        key = self.record_key(record.kind, record.id, record.principal)
         args = [record.principal, _f(t), "" if idle_ttl is None else _f(idle_ttl)]
 
         async def run() -> dict[str, Any] | None:
@@ -445,7 +460,7 @@ class RedisStore:
         return _record(r)
 
     async def delete(self, kind: str, id: str, principal: str) -> bool:
-        key = self.record_key(kind, id)
+        key = self.record_key(kind, id, principal)
         t = clock(None)
 
         async def run() -> bool:
@@ -472,7 +487,7 @@ class RedisStore:
                 return []
             async with self._redis.pipeline(transaction=False) as pipe:
                 for _, (k, i, _inc) in wanted:
-                    pipe.get(self.record_key(k, i))
+                    pipe.get(self.record_key(k, i, principal))
                 blobs: list[str | None] = await pipe.execute()
             found: list[Record] = []
             stale: list[str] = []

@@ -10,6 +10,8 @@ One file holds every session and handle of every process on the machine that ope
   cost of one fsync per write (0.2-4 ms here, the bulk of a write);
 - ``busy_timeout``, so a process waits its turn for the write lock for a bounded time, then
   fails with a :class:`StoreError` instead of hanging;
+- one table with the primary key ``(kind, id, principal)``: ids are per principal, so one
+  principal's record never hides or blocks another's (DESIGN §2);
 - an index on ``expires_at``, so a sweep costs what expired, not what is stored; and one on
   ``(principal, created_at)`` for ``list``;
 - compare-and-set as ``UPDATE … WHERE version = ?``: SQLite takes the write lock for the whole
@@ -59,8 +61,11 @@ from .base import DEFAULT_TOUCH_FRACTION, AlreadyExists, StoreError, VersionConf
 
 T = TypeVar("T")
 
-#: ``PRAGMA user_version`` of the schema below; a file from a newer release is refused.
-SCHEMA_VERSION = 1
+#: ``PRAGMA user_version`` of the schema below; a file from a newer release is refused, one
+#: from an older release is migrated when it is opened (see ``SQLiteStore._migrate``).
+#: 1: primary key ``(kind, id)`` (ids global across principals; pre-release only).
+#: 2: primary key ``(kind, id, principal)`` (DESIGN §2: another principal's id looks unknown).
+SCHEMA_VERSION = 2
 
 #: Rows one background sweep batch removes (see ``SQLiteStore._maybe_sweep``).
 _SWEEP_BATCH = 1000
@@ -84,7 +89,8 @@ CREATE TABLE IF NOT EXISTS mcps_records (
     version         INTEGER NOT NULL,
     state           TEXT    NOT NULL,
     attributes      TEXT    NOT NULL,
-    PRIMARY KEY (kind, id)
+    -- one principal's record never hides or blocks another's with the same id (DESIGN §2)
+    PRIMARY KEY (kind, id, principal)
 );
 -- sweep: the expired rows are a prefix of this index (DESIGN §6, cost grows with what expired)
 CREATE INDEX IF NOT EXISTS mcps_records_expiry ON mcps_records (expires_at);
@@ -101,15 +107,30 @@ _COLUMNS = (
     "version, state, attributes"
 )
 
-_GET = f"SELECT {_COLUMNS} FROM mcps_records WHERE kind = ? AND id = ?"
+# Upgrading a version-1 file: the same columns under the old primary key ``(kind, id)``, which
+# was unique, so every row stays unique under ``(kind, id, principal)`` and moves over as is.
+# The old indexes go first, or ``CREATE INDEX IF NOT EXISTS`` would find them on the renamed
+# table and skip the new ones.
+_FROM_V1_BEFORE = """
+DROP INDEX IF EXISTS mcps_records_expiry;
+DROP INDEX IF EXISTS mcps_records_principal;
+ALTER TABLE mcps_records RENAME TO mcps_records_v1
+"""
+_FROM_V1_AFTER = f"""
+INSERT INTO mcps_records ({_COLUMNS}, expires_at)
+    SELECT {_COLUMNS}, expires_at FROM mcps_records_v1;
+DROP TABLE mcps_records_v1
+"""
+
+_GET = f"SELECT {_COLUMNS} FROM mcps_records WHERE kind = ? AND id = ? AND principal = ?"
 
 #: Insert, or replace a row that has expired; a live row makes this change nothing.
 INSERT = f"""
 INSERT INTO mcps_records ({_COLUMNS}, expires_at)
 VALUES (:kind, :id, :principal, :origin, :created_at, :last_seen, :idle_ttl, :max_expires_at,
         :version, :state, :attributes, :expires_at)
-ON CONFLICT (kind, id) DO UPDATE SET
-    principal = excluded.principal, origin = excluded.origin,
+ON CONFLICT (kind, id, principal) DO UPDATE SET
+    origin = excluded.origin,
     created_at = excluded.created_at, last_seen = excluded.last_seen,
     idle_ttl = excluded.idle_ttl, max_expires_at = excluded.max_expires_at,
     version = excluded.version, state = excluded.state, attributes = excluded.attributes,
@@ -156,6 +177,14 @@ DELETE FROM mcps_records WHERE rowid IN (
     SELECT rowid FROM mcps_records WHERE expires_at <= :now ORDER BY expires_at LIMIT :limit
 )
 """
+
+
+def _script(conn: sqlite3.Connection, sql: str) -> None:
+    """Run ``;``-separated statements inside the caller's transaction (``executescript``
+    would commit it first)."""
+    for statement in sql.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 def _load_json(text: str) -> JSONObject:
@@ -429,9 +458,17 @@ class SQLiteStore:
                     f"mcp-sessions (this one knows {SCHEMA_VERSION})"
                 )
             if version < SCHEMA_VERSION:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
+                # 0 is a new file; 1 a pre-release file keyed by (kind, id), upgraded in
+                # this same transaction so no process ever sees it half done.
+                upgrade = version == 1
+                if upgrade:
+                    _log.info(
+                        "SQLite store %s: upgrading schema 1 to %d", self.path, SCHEMA_VERSION
+                    )
+                    _script(conn, _FROM_V1_BEFORE)
+                _script(conn, _SCHEMA)
+                if upgrade:
+                    _script(conn, _FROM_V1_AFTER)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute(
                 "INSERT INTO mcps_meta (key, value) VALUES ('opened_at', ?) "
@@ -513,18 +550,18 @@ class SQLiteStore:
             try:
                 # One primary-key lookup; fetchall() ends the statement so no read
                 # transaction stays open to hold back checkpoints.
-                rows = conns.reader.execute(_GET, (kind, id)).fetchall()
+                rows = conns.reader.execute(_GET, (kind, id, principal)).fetchall()
             except sqlite3.OperationalError:
                 rows = None  # busy for a moment (e.g. WAL recovery): let the thread wait
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
         if rows is None:
-            rows = await self._run(lambda conn: conn.execute(_GET, (kind, id)).fetchall())
+            rows = await self._run(
+                lambda conn: conn.execute(_GET, (kind, id, principal)).fetchall()
+            )
         if not rows:
             return None
         row = rows[0]
-        if row[2] != principal:
-            return None
         cap = row[7]
         expiry = row[5] + row[6] if cap is None else min(row[5] + row[6], cap)
         if t >= expiry:
@@ -556,14 +593,14 @@ class SQLiteStore:
             if rows:
                 return True, rows
             # Lost: read what is there now so the caller can retry without another read.
-            return False, conn.execute(_GET, (kind, id)).fetchall()
+            return False, conn.execute(_GET, (kind, id, principal)).fetchall()
 
         won, rows = await self._run(update)
         if won:
             return _record(rows[0])
         if rows:
             current = _record(rows[0])
-            if current.principal == principal and not current.is_expired(t):
+            if not current.is_expired(t):
                 raise VersionConflict(
                     f"{kind} record {id!r} is at version {current.version}, not {expected_version}",
                     current=current,
