@@ -33,6 +33,7 @@ from .helpers import (
     start_upstream,
     stop,
     upstream_args,
+    wait_until,
 )
 
 MAX_BODY = 100_000
@@ -151,10 +152,24 @@ def test_legacy_sessions_are_pinned_where_initialize_went_and_delete_follows(
             reply = legacy_call(client, gateway.url, session_id, "count")
             assert reply.status == 200, reply.text
             assert reply.value == expected
+        # The standalone GET stream follows the pin too (elsewhere: the SDK's 404); leaving
+        # it closes the upstream side as well.
+        with client.stream("GET", gateway.url, headers=legacy_headers(session_id)) as stream:
+            assert stream.status_code == 200
+            assert stream.headers["content-type"].startswith("text/event-stream")
         deleted = client.delete(gateway.url, headers=legacy_headers(session_id))
         assert 200 <= deleted.status_code < 300, deleted.text
         gone = legacy_call(client, gateway.url, session_id, "count")
         assert gone.status == 404, gone.text
+    # The streams the client left are closed upstream too: nothing stays in flight.
+    wait_until(
+        lambda: all(
+            v == 0
+            for k, v in metrics(gateway).items()
+            if k.startswith("mcp_gateway_upstream_in_flight")
+        ),
+        what="the abandoned GET streams to be closed",
+    )
     after = metrics(gateway)
     learned = 'mcp_gateway_pins_total{event="learned"}'
     forgotten = 'mcp_gateway_pins_total{event="forgotten"}'
@@ -197,6 +212,32 @@ def test_progress_notifications_stream_through_as_they_happen(
     progress = [m["params"]["progress"] for m in rest if m.get("method")]
     assert progress == [2, 3]
     assert rest[-1]["result"]["structuredContent"]["result"] == f"done {gate}"
+
+
+def test_a_client_leaving_a_stream_closes_it_upstream(
+    cluster: tuple[Proc, list[Proc]], client: httpx2.Client
+) -> None:
+    """The tool holds its stream open until released; the client reads one event and leaves.
+    The gateway must notice and close the upstream side, not hold it until the tool ends."""
+    gateway, _ = cluster
+    sid, gate = new_id(), new_id()
+    body, headers = modern(
+        "tools/call",
+        {"name": "progress", "arguments": {"gate": gate, "steps": 2}},
+        sid=sid,
+        meta={"progressToken": "tok-2"},
+    )
+    with client.stream("POST", gateway.url, json=body, headers=headers, timeout=15) as response:
+        assert next(sse_messages(response.iter_lines()))["method"] == "notifications/progress"
+    in_flight = "mcp_gateway_upstream_in_flight"
+    try:
+        wait_until(
+            lambda: all(v == 0 for k, v in metrics(gateway).items() if k.startswith(in_flight)),
+            timeout=10,
+            what="the gateway to close the abandoned stream upstream",
+        )
+    finally:
+        call(client, gateway.url, "release", {"gate": gate}, sid=sid)
 
 
 def test_keyless_requests_go_by_principal_then_least_loaded(
