@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from mcp_sessions.gateway.routing import rank
 
 from .helpers import (
+    UPSTREAM_SCRIPT,
     Proc,
     Reply,
     call,
@@ -21,6 +23,7 @@ from .helpers import (
     legacy_initialize,
     metrics,
     new_id,
+    start,
     start_gateway,
     start_upstream,
     stop,
@@ -129,4 +132,24 @@ def test_killing_an_upstream_moves_only_its_keys_and_its_sessions_get_a_clear_er
     samples = metrics(gateway)
     assert samples[f'mcp_gateway_upstream_healthy{{upstream="{victim.url}"}}'] == 0
     assert samples['mcp_gateway_pins_total{event="lost"}'] >= 1
+
+    # The upstream comes back on its address: health checks return it to the rotation, and
+    # new keys whose first choice it is go to it again.
+    revived = start(
+        [sys.executable, str(UPSTREAM_SCRIPT), "--name", victim_name, "--port", str(victim.port)],
+        port=victim.port,
+        log_dir=tmp_path,
+        name="upstream-revived",
+    )
+    try:
+        wait_until(
+            lambda: (
+                metrics(gateway)[f'mcp_gateway_upstream_healthy{{upstream="{victim.url}"}}'] == 1
+            ),
+            what="the revived upstream to pass its health checks",
+        )
+        fresh = next(k for k in (new_id() for _ in range(200)) if rank(k, names)[0] == victim.url)
+        assert call(client, gateway.url, "whoami", sid=fresh).value["name"] == victim_name
+    finally:
+        stop(revived)
     client.close()

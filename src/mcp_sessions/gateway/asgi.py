@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import SessionError, SessionNotFound
@@ -80,7 +80,6 @@ class Incoming:
     #: The parsed JSON-RPC message, when the body was parsed (routing needed it).
     message: Any = None
     parsed: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive) -> Incoming:

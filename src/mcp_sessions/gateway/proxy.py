@@ -71,7 +71,6 @@ class HTTPBackend:
         self.pins = PinTable(store, ttl=config.session_idle)
         self._tiebreak = itertools.count()
         self._decisions = {d: metrics.routing.labels(d) for d in routing.DECISIONS}
-        self._tasks: set[asyncio.Task[Any]] = set()
         metrics.on_scrape(self._refresh_gauges)
 
     # -- lifecycle ---------------------------------------------------------------------------

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -132,7 +131,6 @@ class UpstreamSet:
         *,
         health: HealthSettings,
         connect_timeout: float,
-        on_change: Callable[[Upstream], None] | None = None,
     ) -> None:
         if not urls:
             raise ValueError("give at least one --upstream URL (or use --spawn)")
@@ -143,7 +141,6 @@ class UpstreamSet:
         self.health = health
         self.upstreams = [Upstream(a, connect_timeout=connect_timeout) for a in addresses]
         self.by_name = {u.name: u for u in self.upstreams}
-        self._on_change = on_change
         self._task: asyncio.Task[None] | None = None
 
     def healthy(self) -> list[Upstream]:
@@ -153,8 +150,6 @@ class UpstreamSet:
         """Passive failure detection: take ``upstream`` down now."""
         if upstream.record_failure(error, self.health.fall, now=True):
             logger.warning("upstream %s is down: %s", upstream.name, error)
-            if self._on_change is not None:
-                self._on_change(upstream)
 
     async def probe(self, upstream: Upstream) -> None:
         """One active health check of ``upstream``."""
@@ -174,21 +169,15 @@ class UpstreamSet:
                 connection.close()
         except (UpstreamError, OSError, TimeoutError) as exc:
             error = str(exc) or type(exc).__name__
-            changed = upstream.record_failure(error, settings.fall)
-            if changed:
+            if upstream.record_failure(error, settings.fall):
                 logger.warning("upstream %s is down: %s", upstream.name, error)
         else:
             if head.status >= 500:
                 error = f"health check answered {head.status}"
-                changed = upstream.record_failure(error, settings.fall)
-                if changed:
+                if upstream.record_failure(error, settings.fall):
                     logger.warning("upstream %s is down: %s", upstream.name, error)
-            else:
-                changed = upstream.record_success(settings.rise)
-                if changed:
-                    logger.warning("upstream %s is up again", upstream.name)
-        if changed and self._on_change is not None:
-            self._on_change(upstream)
+            elif upstream.record_success(settings.rise):
+                logger.warning("upstream %s is up again", upstream.name)
 
     async def _run(self) -> None:
         while True:
