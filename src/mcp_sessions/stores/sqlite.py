@@ -33,9 +33,11 @@ commit is one indexed statement appended to the WAL, ~20-30 µs, with no fsync a
 checkpoint on the loop. If the write lock is taken (another process, or this store's worker
 running a sweep), SQLite answers busy at once, nothing has changed, and the write goes to the
 worker, which waits up to ``busy_timeout`` as before. Every :data:`_CHECKPOINT_EVERY` inline
-writes the worker runs a ``PRAGMA wal_checkpoint(PASSIVE)`` that nobody awaits, so the WAL
-does not grow without bound. With ``synchronous=full`` every commit fsyncs, so all writes
-stay on the worker.
+writes the worker runs a ``PRAGMA wal_checkpoint(PASSIVE)`` that nobody awaits; until it ends,
+writes take the worker path and queue behind it, so the checkpoint copies the whole WAL and the
+next write starts it over from the beginning (were writes to go on inline meanwhile, the WAL
+would never be wholly copied at the start of a write and would grow without bound). With
+``synchronous=full`` every commit fsyncs, so all writes stay on the worker.
 """
 
 from __future__ import annotations
@@ -81,9 +83,9 @@ SCHEMA_VERSION = 2
 _SWEEP_BATCH = 1000
 
 #: Inline writes between two background ``wal_checkpoint(PASSIVE)`` runs on the worker (the
-#: inline connection never checkpoints; 1000 small writes are ~1000 WAL pages, SQLite's own
-#: default auto-checkpoint threshold).
-_CHECKPOINT_EVERY = 1000
+#: inline connection never checkpoints). A write appends ~2 pages to the WAL (the row's and the
+#: expiry index's), so this is ~1000 pages, SQLite's own default auto-checkpoint threshold.
+_CHECKPOINT_EVERY = 500
 
 #: Primary result codes that mean "someone else holds the lock: try again later".
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
@@ -403,6 +405,8 @@ class SQLiteStore:
         self.inline_writes = bool(inline_writes) and self.synchronous == "NORMAL"
         self.checkpoint_every = _CHECKPOINT_EVERY
         self._inline_since_checkpoint = 0
+        # Set while a checkpoint is queued or running: writes go to the worker meanwhile.
+        self._checkpoint_pending = False
         self.checkpoints = 0  # background checkpoints run so far (for tests and curiosity)
         self._cache_size_mb = cache_size_mb
         self._mmap_size_mb = mmap_size_mb
@@ -546,7 +550,12 @@ class SQLiteStore:
         the same ``fn`` then runs on the worker, which waits for the lock up to busy_timeout.
         """
         conns = self._conns
-        if conns is not None and conns.inline is not None and not self._closed:
+        if (
+            conns is not None
+            and conns.inline is not None
+            and not self._checkpoint_pending
+            and not self._closed
+        ):
             try:
                 result = fn(conns.inline)
             except sqlite3.OperationalError as exc:
@@ -563,24 +572,31 @@ class SQLiteStore:
         """Every ``checkpoint_every`` inline writes, queue a passive checkpoint on the worker.
 
         Nobody waits for it. PASSIVE copies what it can without waiting for readers or
-        writers; the next writer (inline or not) then restarts the WAL from its beginning
-        once everything in it has been copied.
+        writers. Until it ends, :meth:`_write` sends writes to the worker, where they queue
+        behind it: so no write of this store lands in the WAL while it is being copied, and the
+        first write after it finds the WAL wholly copied and restarts it from its beginning.
+        (Writes continuing inline meanwhile would keep the WAL from ever being wholly copied
+        at the start of a write; it would then grow without bound under steady load.)
         """
         self._inline_since_checkpoint += 1
         if self._inline_since_checkpoint < self.checkpoint_every:
             return
         self._inline_since_checkpoint = 0
+        self._checkpoint_pending = True
 
         def checkpoint() -> None:
-            conns = self._conns
-            if conns is None or self._closed:
-                return
             try:
-                conns.writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.Error as exc:
-                _log.warning("%s", self._error(exc))
-                return
-            self.checkpoints += 1
+                conns = self._conns
+                if conns is None or self._closed:
+                    return
+                try:
+                    conns.writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    _log.warning("%s", self._error(exc))
+                    return
+                self.checkpoints += 1
+            finally:
+                self._checkpoint_pending = False
 
         self._worker.submit(checkpoint)
 
