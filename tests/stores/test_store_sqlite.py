@@ -314,3 +314,9 @@ async def test_inline_writes_schedule_a_checkpoint_on_the_worker(tmp_path: Path)
         # ~8 MiB of WAL; with them it holds ~50 writes' worth at a time.
         wal = (tmp_path / "wal.sqlite3-wal").stat().st_size
         assert wal < 1024 * 1024, wal
+
+
+def test_inline_writes_is_a_url_option(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path}/opt.sqlite3?inline_writes=false")
+    assert isinstance(store, SQLiteStore) and store.inline_writes is False
+    assert open_store(f"sqlite:///{tmp_path}/opt2.sqlite3").inline_writes is True  # type: ignore[attr-defined]

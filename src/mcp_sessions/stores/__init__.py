@@ -45,6 +45,7 @@ _SQLITE_OPTIONS: dict[str, Any] = {
     "busy_timeout": 5.0,
     "touch_fraction": DEFAULT_TOUCH_FRACTION,
     "inline_reads": True,
+    "inline_writes": True,
     "cache_size_mb": 16,
     "mmap_size_mb": 256,
     "sweep_interval": 60.0,
