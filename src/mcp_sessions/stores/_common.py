@@ -70,6 +70,30 @@ def touch_needs_write(
     return now - record.last_seen > fraction * record.idle_ttl
 
 
+def touch_without_write(
+    record: Record,
+    now: float | None,
+    *,
+    force: bool,
+    idle_ttl: float | None,
+    fraction: float,
+) -> tuple[float, Record | None]:
+    """The part of ``touch`` every backend shares: check the arguments, take the clock, and
+    answer without a write when none is due.
+
+    Returns ``(now, record)`` when the record the caller has just read can be returned as it is
+    (DESIGN §6: reads stay reads), ``(now, None)`` when the backend must write. Raises
+    :class:`NotFound` for a record that expired meanwhile.
+    """
+    check_idle_ttl(idle_ttl)
+    t = clock(now)
+    if touch_needs_write(record, t, force=force, idle_ttl=idle_ttl, fraction=fraction):
+        return t, None
+    if record.is_expired(t):
+        raise not_found(record.kind, record.id)
+    return t, record
+
+
 def check_idle_ttl(idle_ttl: float | None) -> None:
     if idle_ttl is not None and not (idle_ttl > 0 and math.isfinite(idle_ttl)):
         raise ValueError(f"idle_ttl must be a positive number of seconds, got {idle_ttl!r}")

@@ -14,12 +14,11 @@ from typing import Any
 
 from ..core.records import JSONObject, Record
 from ._common import (
-    check_idle_ttl,
     clock,
     decode_json,
     encode_json,
     not_found,
-    touch_needs_write,
+    touch_without_write,
 )
 from .base import DEFAULT_TOUCH_FRACTION, AlreadyExists, StoreError, VersionConflict
 
@@ -173,15 +172,11 @@ class MemoryStore:
         idle_ttl: float | None = None,
     ) -> Record:
         self._check_open()
-        check_idle_ttl(idle_ttl)
-        t = clock(now)
-        if not touch_needs_write(
-            record, t, force=force, idle_ttl=idle_ttl, fraction=self.touch_fraction
-        ):
-            # The cheap path trusts the record the caller has just read (DESIGN §6).
-            if record.is_expired(t):
-                raise not_found(record.kind, record.id)
-            return record
+        t, unchanged = touch_without_write(
+            record, now, force=force, idle_ttl=idle_ttl, fraction=self.touch_fraction
+        )
+        if unchanged is not None:
+            return unchanged
         stored = self._live(record.kind, record.id, record.principal, t)
         if stored is None:
             raise not_found(record.kind, record.id)

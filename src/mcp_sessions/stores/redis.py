@@ -50,7 +50,7 @@ from ._common import (
     encode_json,
     hide_password,
     not_found,
-    touch_needs_write,
+    touch_without_write,
 )
 from .base import DEFAULT_TOUCH_FRACTION, AlreadyExists, StoreError, VersionConflict
 
@@ -433,15 +433,11 @@ class RedisStore:
         force: bool = False,
         idle_ttl: float | None = None,
     ) -> Record:
-        check_idle_ttl(idle_ttl)
-        t = clock(now)
-        if not touch_needs_write(
-            record, t, force=force, idle_ttl=idle_ttl, fraction=self.touch_fraction
-        ):
-            # The cheap path trusts the record the caller has just read (DESIGN §6).
-            if record.is_expired(t):
-                raise not_found(record.kind, record.id)
-            return record
+        t, unchanged = touch_without_write(
+            record, now, force=force, idle_ttl=idle_ttl, fraction=self.touch_fraction
+        )
+        if unchanged is not None:
+            return unchanged
         key = self.record_key(record.kind, record.id, record.principal)
         args = [record.principal, _f(t), "" if idle_ttl is None else _f(idle_ttl)]
 

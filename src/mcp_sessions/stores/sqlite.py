@@ -64,7 +64,7 @@ from ._common import (
     clock,
     encode_json,
     not_found,
-    touch_needs_write,
+    touch_without_write,
 )
 from ._common import (
     decode_json as _decode_json,
@@ -721,15 +721,11 @@ class SQLiteStore:
         force: bool = False,
         idle_ttl: float | None = None,
     ) -> Record:
-        check_idle_ttl(idle_ttl)
-        t = clock(now)
-        if not touch_needs_write(
-            record, t, force=force, idle_ttl=idle_ttl, fraction=self.touch_fraction
-        ):
-            # The cheap path trusts the record the caller has just read (DESIGN §6).
-            if record.is_expired(t):
-                raise not_found(record.kind, record.id)
-            return record
+        t, unchanged = touch_without_write(
+            record, now, force=force, idle_ttl=idle_ttl, fraction=self.touch_fraction
+        )
+        if unchanged is not None:
+            return unchanged
         params = {
             "now": t,
             "idle_ttl": None if idle_ttl is None else float(idle_ttl),
