@@ -208,7 +208,7 @@ def demo(
     import logging
 
     from .demo import StaticTokens, build_demo, load_or_create_keys
-    from .stores import StoreError, default_store_url
+    from .stores import StoreError, default_store_url, state_dir
 
     logging.basicConfig(
         level=log_level.upper(),
@@ -216,14 +216,12 @@ def demo(
     )
     if store_url is None:
         store_url = default_store_url()
-    state_dir = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
-    state_dir = state_dir / "mcp-sessions"
     if store_url.startswith("sqlite:///"):
         from urllib.parse import unquote
 
         Path(unquote(store_url[len("sqlite:///") :])).parent.mkdir(parents=True, exist_ok=True)
     try:
-        keys = load_or_create_keys(key_file or state_dir / "demo-keys.txt")
+        keys = load_or_create_keys(key_file or Path(state_dir()) / "demo-keys.txt")
         tokens = StaticTokens.from_file(auth_tokens) if auth_tokens else None
         base_url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
         mcp, sessions = build_demo(

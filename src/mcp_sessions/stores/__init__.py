@@ -152,18 +152,20 @@ def _open_redis(url: str, shown: str, scheme: str, options: dict[str, Any]) -> S
     )
 
 
-def default_store_url() -> str:
-    """``sqlite:///…`` of ``mcp-sessions/sessions.sqlite3`` in the user's state directory.
-
-    The state directory is ``$XDG_STATE_HOME`` when it is set to an absolute path, else
-    ``~/.local/state`` (XDG Base Directory Specification). Sessions are state, not cache: they
-    should survive a restart, and not configuration: they should not be backed up with it.
-    """
+def state_dir() -> str:
+    """``mcp-sessions`` in the user's state directory: ``$XDG_STATE_HOME`` when it is set to an
+    absolute path, else ``~/.local/state`` (XDG Base Directory Specification). Sessions are
+    state, not cache: they should survive a restart, and not configuration: they should not be
+    backed up with it."""
     base = os.environ.get("XDG_STATE_HOME", "")
     if not os.path.isabs(base):
         base = os.path.join(os.path.expanduser("~"), ".local", "state")
-    path = os.path.join(base, "mcp-sessions", "sessions.sqlite3")
-    return "sqlite:///" + quote(path, safe="/")
+    return os.path.join(base, "mcp-sessions")
+
+
+def default_store_url() -> str:
+    """``sqlite:///…`` of ``sessions.sqlite3`` in :func:`state_dir`."""
+    return "sqlite:///" + quote(os.path.join(state_dir(), "sessions.sqlite3"), safe="/")
 
 
 __all__ = [
@@ -177,4 +179,5 @@ __all__ = [
     "VersionConflict",
     "default_store_url",
     "open_store",
+    "state_dir",
 ]
