@@ -10,6 +10,7 @@ import httpx2
 import pytest
 
 from mcp_sessions.core.errors import SessionNotFound
+from mcp_sessions.server.http import LegacyGate
 
 from ._app import build_app
 from .helpers import (
@@ -131,3 +132,36 @@ async def test_legacy_and_modern_interleave_on_one_endpoint(raw: RawHttp) -> Non
         modern = await raw.modern("tools/call", COUNT, meta=sid(modern_id), request_id=expected)
         assert tool_value(legacy)["count"] == expected
         assert tool_value(modern)["count"] == expected
+
+
+@pytest.mark.parametrize("held_here", [True, False], ids=["stateful", "stateless"])
+async def test_a_legacy_call_reads_its_session_once(
+    serve: Callable[[Any], ThreadedServer], http: httpx2.AsyncClient, held_here: bool
+) -> None:
+    """The HTTP gate reads (and touches) the legacy session; the tool layer reuses that record
+    instead of reading the store a second time — on the replica holding the connection and on
+    any other one."""
+    mcp, sessions = build_app()
+    store = sessions.engine._store
+    reads: list[str] = []
+    original = store.get
+
+    async def counting_get(kind: str, id: str, principal: str, **options: Any) -> Any:
+        reads.append(id)
+        return await original(kind, id, principal, **options)
+
+    store.get = counting_get  # type: ignore[method-assign]
+    app = sessions.streamable_http_app(mcp, host="127.0.0.1")
+    raw = RawHttp(http, serve(app).url)
+    legacy_id = await raw.initialize()
+    if not held_here:
+        # As if another replica had minted it: this process serves it statelessly.
+        gate = next(
+            r.app for r in app.router.routes if isinstance(getattr(r, "app", None), LegacyGate)
+        )
+        gate.local.discard(legacy_id)
+    reads.clear()
+    first = await raw.legacy("tools/call", COUNT, session_id=legacy_id)
+    second = await raw.legacy("tools/call", COUNT, session_id=legacy_id, request_id=2)
+    assert tool_value(first)["count"] + 1 == tool_value(second)["count"]
+    assert reads == [legacy_id, legacy_id]  # one read per call

@@ -12,6 +12,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
@@ -42,6 +43,9 @@ from .session import Edit, Session, rfc3339
 
 Lifecycle = Literal["implicit", "explicit"]
 StateMode = Literal["server", "sealed"]
+
+#: The legacy session record the HTTP gate read and touched for the current request.
+legacy_record_var: ContextVar[Record | None] = ContextVar("mcp_sessions_legacy", default=None)
 
 # Built once: json.dumps with arguments builds a new encoder on every call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
@@ -315,6 +319,15 @@ class RequestScope:
         return Session(self, record, created=True)
 
     async def _open_stored(self, session_id: str) -> Session:
+        checked = legacy_record_var.get()
+        if (
+            self.carrier is Carrier.LEGACY
+            and checked is not None
+            and checked.id == session_id
+            and checked.principal == self.principal.key
+        ):
+            # The HTTP gate has just read and touched this legacy session: no second read.
+            return Session(self, checked, created=False)
         store = await self.engine.store()
         config = self.engine.config
         key = self.principal.key

@@ -34,6 +34,7 @@ from ..core.errors import HeaderMismatch, InvalidSessionId, SessionError, Sessio
 from ..core.names import LEGACY_PROTOCOL_VERSIONS, SESSION_KIND
 from ..core.records import Record
 from ..stores import AlreadyExists, NotFound
+from .engine import legacy_record_var
 from .sdk import current_principal
 
 if TYPE_CHECKING:
@@ -297,6 +298,7 @@ class LegacyGate:
         if record is None:
             await _send_error(send, 404, SessionNotFound(), request_id)
             return
+        legacy_record_var.set(record)  # the middleware finds it here instead of reading again
         if session_id not in self.local:
             await self.stateless(scope, replay, send)
             return
