@@ -6,6 +6,7 @@ TTLs Redis derives from it are ordinary ones.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from mcp_sessions.core.records import Record
 from mcp_sessions.stores import (
     AlreadyExists,
     NotFound,
+    StateTooLarge,
     Store,
     StoreError,
     VersionConflict,
@@ -240,13 +242,58 @@ async def test_a_foreign_id_creates_exactly_like_an_unknown_one(store: Store, t0
 # -- compare-and-set -----------------------------------------------------------------------
 
 
-async def test_compare_and_set_bumps_version_and_last_seen(store: Store, t0: float) -> None:
+async def test_compare_and_set_bumps_version_and_moves_a_stale_last_seen(
+    store: Store, t0: float
+) -> None:
     record = session(t0, state={"n": 0}, attributes={"a": 1})
     await store.create(record)
+    # 7 s of a 60 s TTL: more than the default touch fraction (0.1), so last_seen must move.
+    updated = await store.compare_and_set("session", SID, ALICE, 1, {"n": 1}, now=t0 + 7)
+    assert updated == record.with_state({"n": 1}, t0 + 7)
+    assert updated.version == 2 and updated.last_seen == t0 + 7
+    assert await store.get("session", SID, ALICE, now=t0 + 8) == updated
+
+
+async def test_compare_and_set_may_leave_a_fresh_last_seen(store: Store, t0: float) -> None:
+    # Within the touch fraction a write, like a touch, need not move last_seen (DESIGN §6).
+    await store.create(session(t0, state={"n": 0}))
     updated = await store.compare_and_set("session", SID, ALICE, 1, {"n": 1}, now=t0 + 5)
-    assert updated == record.with_state({"n": 1}, t0 + 5)
-    assert updated.version == 2 and updated.last_seen == t0 + 5
+    assert updated.version == 2 and updated.state == {"n": 1}
+    assert updated.last_seen in (t0, t0 + 5)
+    assert updated.expires_at == updated.last_seen + 60
     assert await store.get("session", SID, ALICE, now=t0 + 6) == updated
+    # ...but once it lags by more than the fraction, the next write moves it.
+    later = await store.compare_and_set("session", SID, ALICE, 2, {"n": 2}, now=t0 + 12)
+    assert later.last_seen == t0 + 12 and later.expires_at == t0 + 72
+    assert await store.get("session", SID, ALICE, now=t0 + 71) == later
+
+
+async def test_compare_and_set_returns_the_callers_state_and_keeps_its_own(
+    store: Store, t0: float
+) -> None:
+    await store.create(session(t0))
+    state: dict[str, Any] = {"items": [1]}
+    updated = await store.compare_and_set("session", SID, ALICE, 1, state, now=t0 + 1)
+    assert updated.state is state  # no decode of what was just encoded
+    state["items"].append(2)  # the caller's dict is not the stored one
+    got = await store.get("session", SID, ALICE, now=t0 + 2)
+    assert got is not None and got.state == {"items": [1]}
+
+
+async def test_compare_and_set_refuses_a_state_over_max_bytes(store: Store, t0: float) -> None:
+    await store.create(session(t0, state={"n": 0}))
+    big = {"text": "é" * 60}  # 120 bytes of UTF-8 in 60 characters: bytes are what count
+    with pytest.raises(StateTooLarge) as refused:
+        await store.compare_and_set("session", SID, ALICE, 1, big, now=t0 + 1, max_bytes=100)
+    assert refused.value.limit == 100 and refused.value.size == len(
+        json.dumps(big, separators=(",", ":"), ensure_ascii=False).encode()
+    )
+    got = await store.get("session", SID, ALICE, now=t0 + 2)
+    assert got is not None and got.state == {"n": 0} and got.version == 1  # nothing written
+    fits = await store.compare_and_set(
+        "session", SID, ALICE, 1, {"text": "é" * 10}, now=t0 + 3, max_bytes=100
+    )
+    assert fits.version == 2
 
 
 async def test_compare_and_set_with_a_stale_version_conflicts(store: Store, t0: float) -> None:

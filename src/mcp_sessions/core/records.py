@@ -8,8 +8,7 @@ compare-and-set as a session's.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from .names import SESSION_KIND
 
@@ -29,8 +28,7 @@ def copy_json(value: Any) -> Any:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """One session (``kind == "session"``) or one handle (``kind`` is the handle kind).
 
     ``(kind, id, principal)`` is the key: two principals may hold the same id, each their own
@@ -39,6 +37,10 @@ class Record:
     ``state`` is the server-side JSON document, versioned by ``version`` for compare-and-set;
     ``attributes`` are fixed at creation (e.g. the negotiated protocol version of a legacy
     session, the parent of a fork).
+
+    Immutable. A named tuple rather than a frozen dataclass: every request builds a few, and
+    a frozen dataclass costs several times more to build and to ``replace`` (issue #4).
+    Derive changed records with ``record._replace(...)``.
     """
 
     kind: str
@@ -50,8 +52,8 @@ class Record:
     idle_ttl: float
     max_expires_at: float
     version: int = 1
-    state: JSONObject = field(default_factory=dict)
-    attributes: JSONObject = field(default_factory=dict)
+    state: JSONObject = {}  # noqa: RUF012 - never mutated: Record.new and the stores pass their own
+    attributes: JSONObject = {}  # noqa: RUF012
 
     @property
     def expires_at(self) -> float:
@@ -98,8 +100,17 @@ class Record:
             attributes=dict(attributes or {}),
         )
 
+    def with_documents(self, state: JSONObject, attributes: JSONObject) -> Record:
+        """This record with another ``state`` and ``attributes`` (the stores' read path)."""
+        record: Record = _new_record(Record, (*self[:9], state, attributes))
+        return record
+
     def with_state(self, state: JSONObject, now: float) -> Record:
         """The record after a successful compare-and-set: next version, seen now."""
-        return replace(
-            self, state=state, version=self.version + 1, last_seen=max(now, self.last_seen)
+        return self._replace(
+            state=state, version=self.version + 1, last_seen=max(now, self.last_seen)
         )
+
+
+# tuple.__new__ skips the keyword handling of the generated __new__ (every read builds one).
+_new_record: Any = tuple.__new__

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from ..core.carriers import Carrier, CarrierPolicy, Resolution
@@ -309,8 +309,8 @@ class RequestScope:
                 token, principal=self.principal.key, session_id=session_id, now=now
             )
             self._seq = opened.seq
-            record = replace(
-                record, state=opened.state, version=opened.seq, max_expires_at=opened.expires_at
+            record = record._replace(
+                state=opened.state, version=opened.seq, max_expires_at=opened.expires_at
             )
             return Session(self, record, created=False)
         if config.lifecycle == LIFECYCLE_EXPLICIT:
@@ -374,7 +374,7 @@ class RequestScope:
             self._token_out = self.engine.codec.seal(
                 state, principal=self.principal.key, session_id=record.id, seq=self._seq + 1
             )
-            return replace(record, state=state, version=self._seq + 1)
+            return record._replace(state=state, version=self._seq + 1)
         size = len(_ENCODER.encode(state))
         if size > config.max_server_state_bytes:
             raise StateTooLarge(

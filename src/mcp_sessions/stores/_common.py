@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ..core.records import JSONObject, Record
-from .base import NotFound, StoreError
+from .base import NotFound, StateTooLarge, StoreError
 
 
 def clock(now: float | None) -> float:
@@ -22,21 +22,38 @@ def clock(now: float | None) -> float:
     return time.time() if now is None else float(now)
 
 
-def encode_json(value: JSONObject, what: str) -> str:
+# Built once: json.dumps with options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def encode_json(value: JSONObject, what: str, max_bytes: int | None = None) -> str:
     """Compact JSON for ``state`` / ``attributes``.
 
     Every backend stores the encoded text, so a value that would not survive Redis or SQLite is
     refused by the memory store too, and callers never share a mutable dict with the store.
+    ``max_bytes`` refuses a longer encoding (bytes of UTF-8) with :class:`StateTooLarge`.
     """
     if not isinstance(value, dict):
         raise TypeError(f"{what} must be a JSON object (a dict), got {type(value).__name__}")
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{what} must be JSON-serialisable: {exc}") from None
+    if max_bytes is not None and len(text) > max_bytes // 4:
+        # Cheap unless it might be over: a character is at most 4 bytes of UTF-8.
+        size = len(text) if text.isascii() else len(text.encode())
+        if size > max_bytes:
+            raise StateTooLarge(
+                f"{what} is {size} bytes of JSON, over the limit of {max_bytes}",
+                size=size,
+                limit=max_bytes,
+            )
+    return text
 
 
 def decode_json(text: str) -> JSONObject:
+    if text == "{}":  # most attributes, every new state: skip the parser
+        return {}
     value = json.loads(text)
     if not isinstance(value, dict):  # only ever written by encode_json
         raise StoreError(f"stored JSON is not an object: {text[:60]!r}")

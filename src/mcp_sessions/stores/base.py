@@ -40,6 +40,16 @@ class VersionConflict(StoreError):
         self.current = current
 
 
+class StateTooLarge(StoreError):
+    """``compare_and_set`` was given ``max_bytes`` and the state's JSON is larger."""
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message)
+        #: The state's size in bytes of UTF-8 JSON, and the limit it broke.
+        self.size = size
+        self.limit = limit
+
+
 #: By default ``touch`` writes ``last_seen`` only once it moved by more than this fraction of
 #: the idle TTL, so reads stay reads (issue #3).
 DEFAULT_TOUCH_FRACTION = 0.1
@@ -79,11 +89,19 @@ class Store(Protocol):
         state: JSONObject,
         *,
         now: float | None = None,
+        max_bytes: int | None = None,
     ) -> Record:
         """Replace the state if the stored version is ``expected_version``, atomically.
 
-        Returns the new record (version + 1, ``last_seen`` = now). Raises :class:`NotFound`
-        or :class:`VersionConflict` (carrying the current record).
+        ``max_bytes`` refuses (:class:`StateTooLarge`, nothing written) a state whose JSON is
+        longer, measured on the encoding the store makes anyway.
+
+        Returns the new record (version + 1) whose ``state`` is the caller's ``state`` object
+        (the store keeps its own copy). ``last_seen`` moves to now as :meth:`touch` moves it:
+        surely once it lags by more than ``touch_fraction`` of the idle TTL; before that a
+        backend may leave it (SQLite and memory do, which spares them an index write; Redis
+        rewrites the record anyway and moves it). Raises :class:`NotFound` or
+        :class:`VersionConflict` (carrying the current record).
         """
         ...
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ..core.records import JSONObject, Record
@@ -18,6 +18,7 @@ from ._common import (
     decode_json,
     encode_json,
     not_found,
+    touch_needs_write,
     touch_without_write,
 )
 from .base import DEFAULT_TOUCH_FRACTION, AlreadyExists, StoreError, VersionConflict
@@ -26,7 +27,7 @@ from .base import DEFAULT_TOUCH_FRACTION, AlreadyExists, StoreError, VersionConf
 Key = tuple[str, str, str]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: never changed, and built on every write
 class _Stored:
     """A record as kept: ``state`` and ``attributes`` as JSON text, like the other backends.
 
@@ -40,9 +41,7 @@ class _Stored:
     attributes: str
 
     def load(self) -> Record:
-        return replace(
-            self.record, state=decode_json(self.state), attributes=decode_json(self.attributes)
-        )
+        return self.record.with_documents(decode_json(self.state), decode_json(self.attributes))
 
 
 class MemoryStore:
@@ -118,7 +117,7 @@ class MemoryStore:
         if existing is not None and not existing.record.is_expired(record.last_seen):
             raise AlreadyExists(f"a live {record.kind} record with id {record.id!r} exists")
         stored = _Stored(
-            replace(record, state={}, attributes={}),
+            record.with_documents({}, {}),
             encode_json(record.state, "state"),
             encode_json(record.attributes, "attributes"),
         )
@@ -146,6 +145,7 @@ class MemoryStore:
         state: JSONObject,
         *,
         now: float | None = None,
+        max_bytes: int | None = None,
     ) -> Record:
         self._check_open()
         t = clock(now)
@@ -158,10 +158,18 @@ class MemoryStore:
                 f"not {expected_version}",
                 current=stored.load(),
             )
-        text = encode_json(state, "state")
-        updated = stored.record.with_state({}, t)
-        self._put(_Stored(updated, text, stored.attributes))
-        return replace(updated, state=decode_json(text), attributes=decode_json(stored.attributes))
+        text = encode_json(state, "state", max_bytes)
+        current = stored.record
+        if touch_needs_write(current, t, force=False, idle_ttl=None, fraction=self.touch_fraction):
+            updated = current.with_state({}, t)
+            self._put(_Stored(updated, text, stored.attributes))
+        else:
+            # last_seen stays, as a touch would leave it: the expiry heap needs no new entry.
+            updated = current._replace(version=current.version + 1)
+            self._records[(kind, id, principal)] = _Stored(updated, text, stored.attributes)
+        # The caller's own dict goes back in the result: the store keeps only the text, so
+        # nothing the caller does to it later can reach the stored state.
+        return updated.with_documents(state, decode_json(stored.attributes))
 
     async def touch(
         self,
@@ -181,15 +189,13 @@ class MemoryStore:
         if stored is None:
             raise not_found(record.kind, record.id)
         current = stored.record
-        touched = replace(
-            current,
+        touched = current._replace(
             last_seen=max(current.last_seen, t),
             idle_ttl=current.idle_ttl if idle_ttl is None else float(idle_ttl),
         )
-        self._put(_Stored(touched, stored.state, stored.attributes))
-        return replace(
-            touched, state=decode_json(stored.state), attributes=decode_json(stored.attributes)
-        )
+        stored = _Stored(touched, stored.state, stored.attributes)
+        self._put(stored)
+        return stored.load()
 
     async def delete(self, kind: str, id: str, principal: str) -> bool:
         self._check_open()

@@ -210,25 +210,22 @@ def _member(kind: str, id: str, incarnation: str) -> str:
     return json.dumps([kind, id, incarnation], separators=(",", ":"))
 
 
-def _record(r: Mapping[str, Any]) -> Record:
+def _record(r: Mapping[str, Any], state: JSONObject | None = None) -> Record:
+    """The record of a stored object; ``state`` given, it stands for the stored (decoded)."""
     mx = r["mx"]
     return Record(
-        kind=r["k"],
-        id=r["i"],
-        principal=r["p"],
-        origin=r["o"],
-        created_at=float(r["ca"]),
-        last_seen=float(r["ls"]),
-        idle_ttl=float(r["it"]),
-        max_expires_at=math.inf if mx == "" else float(mx),
-        version=int(r["v"]),
-        state=_load_json(r["s"]),
-        attributes=_load_json(r["a"]),
+        r["k"],
+        r["i"],
+        r["p"],
+        r["o"],
+        float(r["ca"]),
+        float(r["ls"]),
+        float(r["it"]),
+        math.inf if mx == "" else float(mx),
+        int(r["v"]),
+        decode_json(r["s"]) if state is None else state,
+        decode_json(r["a"]),
     )
-
-
-def _load_json(text: str) -> JSONObject:
-    return {} if text == "{}" else decode_json(text)
 
 
 class RedisStore:
@@ -399,9 +396,10 @@ class RedisStore:
         state: JSONObject,
         *,
         now: float | None = None,
+        max_bytes: int | None = None,
     ) -> Record:
         t = clock(now)
-        text = encode_json(state, "state")
+        text = encode_json(state, "state", max_bytes)
         key = self.record_key(kind, id, principal)
         args = [principal, str(int(expected_version)), text, _f(t)]
 
@@ -417,13 +415,13 @@ class RedisStore:
         outcome, r = await self._call(run)
         if r is None:
             raise not_found(kind, id)
-        current = _record(r)
         if outcome == "!":
+            current = _record(r)
             raise VersionConflict(
                 f"{kind} record {id!r} is at version {current.version}, not {expected_version}",
                 current=current,
             )
-        return current
+        return _record(r, state)  # the caller's dict: Redis holds the text
 
     async def touch(
         self,

@@ -27,8 +27,11 @@ inline: even the fast hop costs several times the lookup. If that connection eve
 busy, the read goes to the worker. ``inline_reads=False`` sends reads to the worker too.
 
 The single-statement writes (``create``, compare-and-set, ``touch``, ``delete``) run inline
-too by default with ``synchronous=NORMAL`` (``inline_writes``), on a third connection that
-never waits (``busy_timeout=0``) and never checkpoints (``wal_autocheckpoint=0``): such a
+too by default with ``synchronous=NORMAL`` (``inline_writes``), on that same connection, which
+then also never checkpoints (``wal_autocheckpoint=0``). One connection for both matters: a
+connection drops its page cache whenever another one has written, so a separate reader would
+re-read its pages after every write (a read-modify-write per request made every read ~5x
+slower, issue #4). Such a
 commit is one indexed statement appended to the WAL, ~20-30 µs, with no fsync and no
 checkpoint on the loop. If the write lock is taken (another process, or this store's worker
 running a sweep), SQLite answers busy at once, nothing has changed, and the write goes to the
@@ -171,6 +174,16 @@ WHERE kind = :kind AND id = :id AND principal = :principal
 RETURNING {_COLUMNS}
 """
 
+# The common case: ``last_seen`` lags by no more than ``touch_fraction`` of the idle TTL, so
+# the write leaves it and ``expires_at`` alone, like a touch would. Not setting an indexed
+# column spares the expiry index its delete and insert: this costs about half of _CAS.
+_CAS_STATE_ONLY = f"""
+UPDATE mcps_records SET state = :state, version = version + 1
+WHERE kind = :kind AND id = :id AND principal = :principal
+  AND version = :version AND expires_at > :now AND :now - last_seen <= :fraction * idle_ttl
+RETURNING {_COLUMNS}
+"""
+
 _TOUCH = f"""
 UPDATE mcps_records SET
     last_seen = MAX(last_seen, :now),
@@ -207,25 +220,22 @@ def _script(conn: sqlite3.Connection, sql: str) -> None:
             conn.execute(statement)
 
 
-def _load_json(text: str) -> JSONObject:
-    return {} if text == "{}" else _decode_json(text)
-
-
-def _record(row: tuple[Any, ...]) -> Record:
-    kind, id, principal, origin, created_at, last_seen, idle_ttl, cap, version, state, attrs = row
+def _record(row: tuple[Any, ...], state: JSONObject | None = None) -> Record:
+    """The record of a row; ``state`` given, it stands for the row's (already decoded)."""
+    kind, id, principal, origin, created_at, last_seen, idle_ttl, cap, version, text, attrs = row
     return Record(
-        kind=kind,
-        id=id,
-        principal=principal,
-        origin=origin,
+        kind,
+        id,
+        principal,
+        origin,
         # REAL columns hand back whole numbers as int (SQLite stores them compactly).
-        created_at=float(created_at),
-        last_seen=float(last_seen),
-        idle_ttl=float(idle_ttl),
-        max_expires_at=math.inf if cap is None else float(cap),
-        version=version,
-        state=_load_json(state),
-        attributes=_load_json(attrs),
+        float(created_at),
+        float(last_seen),
+        float(idle_ttl),
+        math.inf if cap is None else float(cap),
+        version,
+        _decode_json(text) if state is None else state,
+        _decode_json(attrs),
     )
 
 
@@ -361,8 +371,8 @@ def _settle(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
 @dataclass
 class _Connections:
     writer: sqlite3.Connection  # the worker's, waits up to busy_timeout
-    reader: sqlite3.Connection  # the event loop's, read-only, never waits
-    inline: sqlite3.Connection | None = None  # the event loop's writer, never waits
+    reader: sqlite3.Connection  # the event loop's, never waits (read-only without inline)
+    inline: sqlite3.Connection | None = None  # ``reader`` itself when writes run inline
 
 
 class SQLiteStore:
@@ -458,28 +468,30 @@ class SQLiteStore:
             self._tune(writer)
             writer.execute(f"PRAGMA synchronous = {self.synchronous}")
             self._migrate(writer)
-            # The reader never waits: a busy answer sends the read to the worker thread.
+            # The loop's connection never waits: a busy answer sends the read or write to the
+            # worker thread.
             reader = sqlite3.connect(
                 self.path, timeout=0, isolation_level=None, check_same_thread=False
             )
-            reader.execute("PRAGMA query_only = ON")
             self._tune(reader)
             if self.inline_writes:
-                # Never waits (busy: the write goes to the worker) and never checkpoints on
-                # the loop (the worker does, see _wrote_inline).
-                inline = sqlite3.connect(
-                    self.path, timeout=0, isolation_level=None, check_same_thread=False
-                )
+                # Writes inline on the same connection as reads: a connection's page cache
+                # is dropped whenever another connection has written, so reading on a second
+                # one after every write would re-read the pages each time (~5x a cached read,
+                # measured in bench_server). It never checkpoints on the loop (the worker
+                # does, see _wrote_inline).
+                inline = reader
                 inline.execute("PRAGMA wal_autocheckpoint = 0")
                 inline.execute(f"PRAGMA synchronous = {self.synchronous}")
-                self._tune(inline)
+            else:
+                reader.execute("PRAGMA query_only = ON")
         except sqlite3.Error as exc:
-            for conn in (inline, reader, writer):
+            for conn in (reader, writer):
                 if conn is not None:
                     conn.close()
             raise self._error(exc) from exc
         except BaseException:
-            for conn in (inline, reader, writer):
+            for conn in (reader, writer):
                 if conn is not None:
                     conn.close()
             raise
@@ -683,18 +695,25 @@ class SQLiteStore:
         state: JSONObject,
         *,
         now: float | None = None,
+        max_bytes: int | None = None,
     ) -> Record:
         t = clock(now)
         params = {
-            "state": encode_json(state, "state"),
+            "state": encode_json(state, "state", max_bytes),
             "now": t,
             "kind": kind,
             "id": id,
             "principal": principal,
             "version": expected_version,
+            "fraction": self.touch_fraction,
         }
 
         def update(conn: sqlite3.Connection) -> tuple[bool, list[tuple[Any, ...]]]:
+            # At most one of the two statements changes anything, so a busy answer to either
+            # leaves nothing half done and the worker may run the whole function again.
+            rows = conn.execute(_CAS_STATE_ONLY, params).fetchall()
+            if rows:
+                return True, rows
             rows = conn.execute(_CAS, params).fetchall()
             if rows:
                 return True, rows
@@ -703,7 +722,10 @@ class SQLiteStore:
 
         won, rows = await self._write(update)
         if won:
-            return _record(rows[0])
+            # The caller's own dict goes back: the file holds the text, so nothing the caller
+            # does to it later reaches the stored state, and decoding what we just encoded
+            # would be wasted.
+            return _record(rows[0], state)
         if rows:
             current = _record(rows[0])
             if not current.is_expired(t):
@@ -763,9 +785,7 @@ class SQLiteStore:
         def close_all() -> None:
             conns, self._conns = self._conns, None
             if conns is not None:
-                if conns.inline is not None:
-                    conns.inline.close()
-                conns.reader.close()
+                conns.reader.close()  # ``inline`` is the same connection
                 conns.writer.close()
 
         try:
