@@ -142,7 +142,7 @@ async def test_a_legacy_call_reads_its_session_once(
     instead of reading the store a second time — on the replica holding the connection and on
     any other one."""
     mcp, sessions = build_app()
-    store = sessions.engine._store
+    store = sessions.engine.store
     reads: list[str] = []
     original = store.get
 

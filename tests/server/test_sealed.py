@@ -79,7 +79,7 @@ async def test_sealed_server_keeps_nothing(make_target: MakeTarget) -> None:
     async with Client(mcp, read_timeout_seconds=TIMEOUT) as client:
         _, token = await bump(client, session_id, None)
         await bump(client, session_id, token)
-    store = await sessions.engine.store()
+    store = sessions.engine.store
     assert await store.list("anonymous") == []
 
 

@@ -39,6 +39,11 @@ _OUR_KEYS = frozenset({META_SESSION_ID, META_STATE})
 _HEADER_CLIENT = HEADER_CLIENT_SESSION_ID.lower()
 _HEADER_BEDROCK = HEADER_BEDROCK_SESSION_ID.lower()
 _HEADER_LEGACY = HEADER_LEGACY_SESSION_ID.lower()
+# Where an id came from, for error messages; built once rather than on every request.
+_SOURCE_META = f"params._meta[{META_SESSION_ID!r}]"
+_SOURCE_SEP2822 = f"params._meta[{META_SEP2822_SESSION_ID!r}]"
+_SOURCE_OPENAI = f"params._meta[{META_OPENAI_SESSION!r}]"
+_SOURCE_BEDROCK = f"{HEADER_BEDROCK_SESSION_ID} header"
 
 
 class Carrier(enum.Enum):
@@ -185,32 +190,24 @@ def resolve_carrier(view: RequestView, policy: CarrierPolicy = CarrierPolicy()) 
 
     # 1. Our own key, with its header mirror.
     if META_SESSION_ID in meta:
-        session_id = validate_session_id(
-            meta[META_SESSION_ID], source=f"params._meta[{META_SESSION_ID!r}]"
-        )
+        session_id = validate_session_id(meta[META_SESSION_ID], source=_SOURCE_META)
         _check_mirror(session_id, header_client, META_SESSION_ID)
         return Resolution(Carrier.META, session_id, META_SESSION_ID)
 
     # 2. Input aliases, each can be switched off.
     if policy.sep2822 and META_SEP2822_SESSION_ID in meta:
-        session_id = validate_session_id(
-            meta[META_SEP2822_SESSION_ID], source=f"params._meta[{META_SEP2822_SESSION_ID!r}]"
-        )
+        session_id = validate_session_id(meta[META_SEP2822_SESSION_ID], source=_SOURCE_SEP2822)
         _check_mirror(session_id, header_client, META_SEP2822_SESSION_ID)
         return Resolution(Carrier.SEP2822, session_id, META_SEP2822_SESSION_ID)
     if policy.openai and META_OPENAI_SESSION in meta:
-        session_id = validate_session_id(
-            meta[META_OPENAI_SESSION], source=f"params._meta[{META_OPENAI_SESSION!r}]"
-        )
+        session_id = validate_session_id(meta[META_OPENAI_SESSION], source=_SOURCE_OPENAI)
         return Resolution(Carrier.OPENAI, session_id, META_OPENAI_SESSION)
     for key in policy.extra_meta_keys:
         if key in meta:
             session_id = validate_session_id(meta[key], source=f"params._meta[{key!r}]")
             return Resolution(Carrier.META, session_id, key)
     if policy.bedrock and _HEADER_BEDROCK in headers:
-        session_id = validate_session_id(
-            headers[_HEADER_BEDROCK], source=f"{HEADER_BEDROCK_SESSION_ID} header"
-        )
+        session_id = validate_session_id(headers[_HEADER_BEDROCK], source=_SOURCE_BEDROCK)
         return Resolution(Carrier.BEDROCK, session_id, HEADER_BEDROCK_SESSION_ID)
 
     # 3. Legacy sessions. On a modern request the header is ignored, never answered with a

@@ -1,10 +1,10 @@
 """Correlation: the session id in every log record, and W3C baggage (DESIGN §2, spec §2.9).
 
-The session id and the conversation id live in context variables for the duration of one
-request; a log-record factory copies them onto every record created meanwhile, whichever
-logger emits it, so a formatter can print ``%(mcp_session_id)s``. The conversation id comes
-from ``gen_ai.conversation.id`` in the W3C ``baggage`` of ``_meta`` (SEP-414, OTel GenAI
-conventions); baggage is never used as a session key (spec §5.0 item 5).
+The session id and the conversation id are those of the request being handled (one context
+variable holds its scope); a log-record factory copies them onto every record created
+meanwhile, whichever logger emits it, so a formatter can print ``%(mcp_session_id)s``. The
+conversation id comes from ``gen_ai.conversation.id`` in the W3C ``baggage`` of ``_meta``
+(SEP-414, OTel GenAI conventions); baggage is never used as a session key (spec §5.0 item 5).
 """
 
 from __future__ import annotations
@@ -12,13 +12,21 @@ from __future__ import annotations
 import logging
 import threading
 import urllib.parse
-from contextvars import ContextVar
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..core.names import BAGGAGE_CONVERSATION_ID
 
-session_id_var: ContextVar[str | None] = ContextVar("mcp_session_id", default=None)
-conversation_id_var: ContextVar[str | None] = ContextVar("mcp_conversation_id", default=None)
+
+class Correlated(Protocol):
+    """What a log record is stamped with: the request scope provides both."""
+
+    @property
+    def session_id(self) -> str | None: ...
+
+    @property
+    def conversation_id(self) -> str | None: ...
+
 
 _installed = False
 _install_lock = threading.Lock()
@@ -27,11 +35,13 @@ _install_lock = threading.Lock()
 _MAX_BAGGAGE = 8192
 
 
-def install_log_record_factory() -> None:
+def install_log_record_factory(current: Callable[[], Correlated | None]) -> None:
     """Wrap the logging record factory once per process (idempotent).
 
-    Records get ``mcp_session_id`` and ``mcp_conversation_id`` attributes (``"-"`` outside a
-    session), so any format string may use them.
+    ``current`` returns the request being handled (a context variable's getter: one variable
+    serves both ids, so a request pays for one ``set`` and one ``reset``). Records get
+    ``mcp_session_id`` and ``mcp_conversation_id`` attributes (``"-"`` outside a session), so
+    any format string may use them.
     """
     global _installed
     with _install_lock:
@@ -41,8 +51,12 @@ def install_log_record_factory() -> None:
 
         def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
             record = previous(*args, **kwargs)
-            record.mcp_session_id = session_id_var.get() or "-"
-            record.mcp_conversation_id = conversation_id_var.get() or "-"
+            request = current()
+            if request is None:
+                record.mcp_session_id = record.mcp_conversation_id = "-"
+            else:
+                record.mcp_session_id = request.session_id or "-"
+                record.mcp_conversation_id = request.conversation_id or "-"
             return record
 
         logging.setLogRecordFactory(factory)

@@ -8,7 +8,6 @@ which never touch a session pay for nothing but carrier resolution.
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -39,6 +38,7 @@ from ..core.principal import Principal
 from ..core.records import JSONObject, Record, copy_json
 from ..core.sealing import KeyRing, StateCodec
 from ..stores import AlreadyExists, NotFound, Store, VersionConflict
+from ..stores import StateTooLarge as StoreStateTooLarge
 from .session import Edit, Session, rfc3339
 
 Lifecycle = Literal["implicit", "explicit"]
@@ -46,9 +46,6 @@ StateMode = Literal["server", "sealed"]
 
 #: The legacy session record the HTTP gate read and touched for the current request.
 legacy_record_var: ContextVar[Record | None] = ContextVar("mcp_sessions_legacy", default=None)
-
-# Built once: json.dumps with arguments builds a new encoder on every call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 T = TypeVar("T")
 
@@ -116,7 +113,8 @@ class SessionEngine:
         # handles still live in a store, so there is always one (memory by default).
         if store is None:
             store = "memory://"
-        self._store: Store = open_store(store) if isinstance(store, str) else store
+        #: Where sessions (server mode), legacy sessions and handles are kept.
+        self.store: Store = open_store(store) if isinstance(store, str) else store
         ring = keys if keys is not None else KeyRing.generate()
         self.codec = StateCodec(
             ring, audience=config.audience, ttl=config.idle_ttl, max_bytes=config.max_state_bytes
@@ -125,24 +123,10 @@ class SessionEngine:
     @property
     def store_url(self) -> str:
         """The store's URL, password hidden."""
-        return self._store.url
-
-    async def store(self) -> Store:
-        """The store (async so that a future backend may connect lazily here)."""
-        return self._store
+        return self.store.url
 
     async def aclose(self) -> None:
-        await self._store.close()
-
-    def scope(
-        self,
-        resolution: Resolution,
-        principal: Principal,
-        *,
-        meta: Mapping[str, Any] | None = None,
-        conversation_id: str | None = None,
-    ) -> RequestScope:
-        return RequestScope(self, resolution, principal, meta or {}, conversation_id)
+        await self.store.close()
 
     # -- session/create and session/destroy (DESIGN §3) ----------------------------------
 
@@ -179,9 +163,7 @@ class SessionEngine:
             validate_session_id(fork_from, source="forkFrom")
             origin = "fork"
             if self.config.state == "server":
-                parent = await (await self.store()).get(
-                    SESSION_KIND, fork_from, principal.key, now=now
-                )
+                parent = await self.store.get(SESSION_KIND, fork_from, principal.key, now=now)
                 if parent is None:
                     raise SessionNotFound()
                 state = parent.state
@@ -220,7 +202,7 @@ class SessionEngine:
             # Ids are per principal (the store keys records by kind, id and principal), so
             # only the caller's own live session can make this fail: another principal's
             # session with this id is invisible here, as everywhere (DESIGN §2).
-            await (await self.store()).create(record)
+            await self.store.create(record)
         except AlreadyExists:
             raise InvalidSessionId(
                 "sessionId is already in use by a live session of yours; omit it to get a "
@@ -231,7 +213,7 @@ class SessionEngine:
     async def destroy(self, principal: Principal, session_id: str) -> None:
         """Delete a session; unknown, expired and foreign ids all get SessionNotFound."""
         validate_session_id(session_id, source="sessionId")
-        removed = await (await self.store()).delete(SESSION_KIND, session_id, principal.key)
+        removed = await self.store.delete(SESSION_KIND, session_id, principal.key)
         # Sealed sessions are not stored: their tokens simply expire (documented).
         if not removed and self.config.state == "server":
             raise SessionNotFound()
@@ -328,7 +310,7 @@ class RequestScope:
         ):
             # The HTTP gate has just read and touched this legacy session: no second read.
             return Session(self, checked, created=False)
-        store = await self.engine.store()
+        store = self.engine.store
         config = self.engine.config
         key = self.principal.key
         record = await store.get(SESSION_KIND, session_id, key)
@@ -375,22 +357,21 @@ class RequestScope:
                 state, principal=self.principal.key, session_id=record.id, seq=self._seq + 1
             )
             return record._replace(state=state, version=self._seq + 1)
-        size = len(_ENCODER.encode(state))
-        if size > config.max_server_state_bytes:
-            raise StateTooLarge(
-                f"The session state would be {size} bytes of JSON, over this server's limit of "
-                f"{config.max_server_state_bytes}. Store less per session."
-            )
-        store = await self.engine.store()
+        limit = config.max_server_state_bytes
         try:
-            return await store.compare_and_set(
-                record.kind, record.id, self.principal.key, record.version, state
+            return await self.engine.store.compare_and_set(
+                record.kind, record.id, self.principal.key, record.version, state, max_bytes=limit
             )
         except VersionConflict as conflict:
             self._conflict_current = conflict.current
             return None
         except NotFound:
             raise SessionNotFound() from None
+        except StoreStateTooLarge as error:
+            raise StateTooLarge(
+                f"The session state would be {error.size} bytes of JSON, over this server's "
+                f"limit of {limit}. Store less per session."
+            ) from None
 
     async def edit(self, record: Record, edit: Edit[T]) -> tuple[Record, T]:
         """Read-modify-write: ``edit`` a private copy of ``record``'s state, store it with a
@@ -414,7 +395,7 @@ class RequestScope:
         current, self._conflict_current = self._conflict_current, None
         if current is not None:
             return current
-        fresh = await (await self.engine.store()).get(record.kind, record.id, self.principal.key)
+        fresh = await self.engine.store.get(record.kind, record.id, self.principal.key)
         if fresh is None:
             raise SessionNotFound()
         return fresh

@@ -108,7 +108,7 @@ class HandleKind:
             state=state or {},
             attributes=attributes,
         )
-        await (await self._engine.store()).create(record)
+        await self._engine.store.create(record)
         scope.handles[(self.kind, record.id)] = record
         return record.id
 
@@ -122,7 +122,7 @@ class HandleKind:
             parse_handle(value, kind=self.kind)
         except InvalidHandle as exc:
             raise HandleError(str(exc)) from None
-        store = await self._engine.store()
+        store = self._engine.store
         record = await store.get(self.kind, value, scope.principal.key)
         if record is None:
             raise self.unknown(value)
@@ -153,7 +153,7 @@ class HandleKind:
         scope = self._current()
         record = await self.load(value)
         try:
-            renewed = await (await self._engine.store()).touch(record, force=True, idle_ttl=ttl)
+            renewed = await self._engine.store.touch(record, force=True, idle_ttl=ttl)
         except NotFound:
             raise self.unknown(value) from None
         scope.handles[(self.kind, value)] = renewed
@@ -163,5 +163,5 @@ class HandleKind:
         """End the handle now; later use gets the unknown-or-expired tool error."""
         scope = self._current()
         await self.load(value)
-        await (await self._engine.store()).delete(self.kind, value, scope.principal.key)
+        await self._engine.store.delete(self.kind, value, scope.principal.key)
         scope.handles.pop((self.kind, value), None)

@@ -231,7 +231,7 @@ class LegacyGate:
             await self.stateful(scope, receive, send)
 
     async def _lookup(self, session_id: str) -> Record | None:
-        store = await self.sessions.engine.store()
+        store = self.sessions.engine.store
         record = await store.get(SESSION_KIND, session_id, current_principal().key)
         if record is None or record.origin != "legacy":
             return None
@@ -320,7 +320,7 @@ class LegacyGate:
 
     async def _initialize(self, scope: Scope, receive: Receive, send: Send, params: object) -> None:
         principal = current_principal()
-        store = await self.sessions.engine.store()
+        store = self.sessions.engine.store
         config = self.sessions.config
         client = params if isinstance(params, dict) else {}
         attributes = {
@@ -351,7 +351,7 @@ class LegacyGate:
         await self.stateful(scope, receive, record_session)
 
     async def _delete(self, scope: Scope, receive: Receive, send: Send, session_id: str) -> None:
-        store = await self.sessions.engine.store()
+        store = self.sessions.engine.store
         record = await self._lookup(session_id)
         if record is None:
             await _send_error(send, 404, SessionNotFound())

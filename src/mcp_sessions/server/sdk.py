@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any
 
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -49,19 +50,16 @@ from ..core.principal import ANONYMOUS, Principal
 from ..core.records import Record
 from ..core.sealing import KeyRing
 from ..stores import Store
-from .correlation import (
-    conversation_id_from_baggage,
-    conversation_id_var,
-    install_log_record_factory,
-    session_id_var,
-)
+from .correlation import conversation_id_from_baggage, install_log_record_factory
 from .engine import Lifecycle, RequestScope, SessionEngine, SessionsConfig, StateMode
 from .handles import HandleError, HandleKind
 from .session import Session, rfc3339
 
 logger = logging.getLogger("mcp_sessions")
 
+#: The request being handled: its session scope, also read by the log record factory.
 _scope_var: ContextVar[RequestScope | None] = ContextVar("mcp_sessions_scope", default=None)
+_NO_META: Mapping[str, Any] = MappingProxyType({})
 
 #: Methods whose results must never depend on the session (DESIGN §3, SEP-2567).
 LIST_METHODS = frozenset(
@@ -220,7 +218,7 @@ class Sessions(Extension):
         self.handle_fallback = handle_fallback
         self.middleware = SessionMiddleware(self)
         self._kinds: dict[str, HandleKind] = {}
-        install_log_record_factory()
+        install_log_record_factory(_scope_var.get)
 
     # -- Extension surface ----------------------------------------------------------------
 
@@ -387,7 +385,7 @@ class Sessions(Extension):
             idle_ttl=config.idle_ttl,
             max_lifetime=config.max_lifetime,
         )
-        await (await self.engine.store()).create(record)
+        await self.engine.store.create(record)
         return record.id
 
 
@@ -402,22 +400,24 @@ class SessionMiddleware:
     async def __call__(
         self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
     ) -> HandlerResult:
+        # Every request pays for this, so it does only what the contract needs: resolve the
+        # carrier, set one context variable, add the result's _meta (issue #4 benchmarks).
         if ctx.request_id is None:  # notifications carry no session work
             return await call_next(ctx)
         method = ctx.method
-        meta: Mapping[str, Any] = ctx.meta or {}
+        meta: Mapping[str, Any] = ctx.meta or _NO_META
         request = ctx.request
-        headers = getattr(request, "headers", None) if request is not None else None
-        params = ctx.params or {}
-        arguments = params.get("arguments") if method == "tools/call" else None
+        arguments = None
+        if self._policy.handle_argument is not None and method == "tools/call":
+            arguments = (ctx.params or {}).get("arguments")
         try:
             resolution = resolve_carrier(
                 RequestView(
-                    method=method,
-                    meta=meta,
-                    headers=headers,
-                    protocol_version=ctx.protocol_version,
-                    arguments=arguments if isinstance(arguments, Mapping) else None,
+                    method,
+                    meta,
+                    None if request is None else getattr(request, "headers", None),
+                    ctx.protocol_version,
+                    arguments if isinstance(arguments, Mapping) else None,
                 ),
                 self._policy,
             )
@@ -426,20 +426,20 @@ class SessionMiddleware:
         if resolution.carrier is Carrier.HANDLE and isinstance(arguments, Mapping):
             # The handle argument is ours, not the tool's: take it out before validation.
             kept = {k: v for k, v in arguments.items() if k != resolution.alias_key}
-            ctx = replace(ctx, params={**params, "arguments": kept})
-        conversation_id = conversation_id_from_baggage(meta.get(META_BAGGAGE)) if meta else None
-        scope = self._engine.scope(
-            resolution, current_principal(), meta=meta, conversation_id=conversation_id
+            ctx = replace(ctx, params={**(ctx.params or {}), "arguments": kept})
+        baggage = meta.get(META_BAGGAGE) if meta else None
+        scope = RequestScope(
+            self._engine,
+            resolution,
+            current_principal(),
+            meta,
+            None if baggage is None else conversation_id_from_baggage(baggage),
         )
-        scope_token = _scope_var.set(scope)
-        session_token = session_id_var.set(resolution.session_id)
-        conversation_token = conversation_id_var.set(conversation_id)
+        token = _scope_var.set(scope)
         try:
             result = await call_next(ctx)
         finally:
-            _scope_var.reset(scope_token)
-            session_id_var.reset(session_token)
-            conversation_id_var.reset(conversation_token)
+            _scope_var.reset(token)
         return self._finish(method, ctx, scope, result)
 
     def _finish(
