@@ -13,7 +13,8 @@ the least any session layer must do on this path (no mcp-sessions), and one roun
 redis-py's GET to the same redis-server, which the Redis store needs twice per call (a fresh
 read, then the compare-and-set).
 
-Run: .venv/bin/python bench/bench_server.py [--calls 500] [--http-calls 100] [--rounds 15] [--skip-redis]
+Run: .venv/bin/python bench/bench_server.py [--calls 500] [--http-calls 100] [--rounds 15]
+     [--skip-redis]
 Targets (issue #4): in process <= 1.10x (memory), <= 1.25x (SQLite), <= 1.40x (Redis);
 over HTTP <= 1.10x end to end (SQLite).
 """

@@ -134,7 +134,7 @@ async def current_session() -> Session:
     """The request's session, from inside a tool body.
 
     The same object and errors as a :data:`CurrentSession` parameter, without the SDK's
-    resolver machinery (``Resolve`` costs the SDK roughly 100 µs per call; see
+    resolver machinery (``Resolve`` costs the SDK some 40-80 µs per call; see
     docs/benchmarks.md), for tools on a hot path.
     """
     return await _resolve_session()

@@ -21,7 +21,7 @@ Threads (issue #3: "do not block the event loop for longer than a single indexed
 ``list``, ``sweep``, opening and anything that may wait run on the store's own worker thread, in
 submission order. The worker is one long-lived thread fed by a queue and answering through
 ``call_soon_threadsafe``: a round trip costs ~40-100 µs, where ``anyio.to_thread`` costs
-~180 µs. ``get`` is one primary-key ``SELECT`` on a read-only connection that never waits for
+~180 µs. ``get`` is one primary-key ``SELECT`` on the loop's connection, which never waits for
 a lock (``busy_timeout=0``; WAL readers do not take the write lock), so by default it runs
 inline: even the fast hop costs several times the lookup. If that connection ever reports
 busy, the read goes to the worker. ``inline_reads=False`` sends reads to the worker too.
