@@ -252,9 +252,13 @@ async def interleaved(setups: dict[str, Batch], calls: int, rounds: int) -> dict
     for batch in setups.values():
         await batch(max(50, calls // 5))  # warm-up: imports, caches, the first session
     times: dict[str, list[float]] = {name: [] for name in setups}
-    for _ in range(rounds):
-        for name, batch in setups.items():
-            times[name].append(await batch(calls))
+    names = list(setups)
+    for round_ in range(rounds):
+        # Each round starts with another setup, so that none always runs first or after the
+        # same neighbour (what ran just before shows in the caches).
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            times[name].append(await setups[name](calls))
     return times
 
 
