@@ -26,13 +26,12 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
-import subprocess
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,10 @@ import redis.asyncio as aioredis
 import uvicorn
 from mcp import Client
 from mcp.server.mcpserver import Context, MCPServer
+
+# The tests' process helpers (redis-server launcher, free ports): one copy for tests and bench/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.fixtures.redis_server import free_port, start_redis_server, stop_process
 
 from mcp_sessions.core.records import copy_json
 from mcp_sessions.server import CurrentSession, Sessions, current_session
@@ -100,47 +103,18 @@ def calls_of(client: Client, tool: str = "count") -> Batch:
     return batch
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
-def redis_server() -> Any:
-    binary = shutil.which("redis-server")
-    if binary is None:
+def redis_server() -> Iterator[str | None]:
+    """A redis-server on a free loopback port (the tests' own launcher), or ``None``."""
+    if shutil.which("redis-server") is None:
         yield None
         return
-    port = free_port()
-    workdir = tempfile.mkdtemp()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    workdir = Path(tempfile.mkdtemp())
+    process, port = start_redis_server(workdir)
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            time.sleep(0.05)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(process)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -28,11 +28,8 @@ import os
 import random
 import secrets
 import shutil
-import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +41,10 @@ from typing import Any
 import anyio
 import redis
 import redis.asyncio as aioredis
+
+# The tests' process helpers (redis-server launcher, free ports): one copy for tests and bench/.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.fixtures.redis_server import start_redis_server, stop_process
 
 from mcp_sessions.core.records import Record
 from mcp_sessions.stores import Store, open_store
@@ -368,49 +369,6 @@ def _scale_row(what: str, small: float, big: float, target: str) -> list[str]:
     return [what, f"{small:.1f}", f"{big:.1f}", f"{big / small:.2f}x", target]
 
 
-# -- redis-server ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
-    executable = shutil.which("redis-server")
-    if executable is None:
-        raise SystemExit("redis-server is not installed (sudo apt-get install redis-server)")
-    port = free_port()
-    process = subprocess.Popen(
-        [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(directory)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            if client.ping():
-                client.close()
-                return process, port
-        except redis.RedisError:
-            time.sleep(0.05)
-    stop(process)
-    raise SystemExit("redis-server did not answer PING within 15 s")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -427,7 +385,10 @@ async def main(quick: bool, only: set[str]) -> None:
     directory = Path(tempfile.mkdtemp(prefix="mcps-bench-"))
     rows: list[Row] = []
     scaled: list[list[str]] = []
-    server, port = start_redis(directory)
+    try:
+        server, port = start_redis_server(directory)
+    except FileNotFoundError as missing:
+        raise SystemExit(str(missing)) from None
     try:
         if "sqlite" in only:
             print("  sqlite...", file=sys.stderr)
@@ -442,7 +403,7 @@ async def main(quick: bool, only: set[str]) -> None:
             print(f"  sqlite with 1,000 and {big:,} stored...", file=sys.stderr)
             scaled = await bench_scale(directory, big, int(20_000 * scale))
     finally:
-        stop(server)
+        stop_process(server)
         shutil.rmtree(directory, ignore_errors=True)
 
     print(f"Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, ", end="")

@@ -12,8 +12,6 @@ import json
 import os
 import re
 import shlex
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from tests.fixtures.processes import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -153,12 +152,6 @@ class Results:
 # ---------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _answers(url: str) -> bool:
     """True once something answers HTTP at `url` (any status: a bare GET gets a 4xx)."""
     try:
@@ -168,17 +161,6 @@ def _answers(url: str) -> bool:
         return True
     except OSError:
         return False
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM by the process's own PID, then SIGKILL if it lingers."""
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
 
 
 @contextmanager
@@ -210,5 +192,5 @@ def serve(
                 return
             last = f"exit status {process.poll()}"
         finally:
-            stop(process)
+            stop_process(process)
     pytest.fail(f"{shlex.join(command)} did not start ({last}); log:\n{log.read_text()[-4000:]}")
