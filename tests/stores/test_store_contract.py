@@ -259,7 +259,9 @@ async def test_compare_and_set_may_leave_a_fresh_last_seen(store: Store, t0: flo
     await store.create(session(t0, state={"n": 0}))
     updated = await store.compare_and_set("session", SID, ALICE, 1, {"n": 1}, now=t0 + 5)
     assert updated.version == 2 and updated.state == {"n": 1}
-    assert updated.last_seen in (t0, t0 + 5)
+    # SQLite and memory leave it, sparing the expiry index; Redis rewrites the record anyway.
+    kept = not store.url.startswith(("redis://", "rediss://"))
+    assert updated.last_seen == (t0 if kept else t0 + 5)
     assert updated.expires_at == updated.last_seen + 60
     assert await store.get("session", SID, ALICE, now=t0 + 6) == updated
     # ...but once it lags by more than the fraction, the next write moves it.
