@@ -28,6 +28,7 @@ from .names import (
     HEADER_CLIENT_SESSION_ID,
     HEADER_LEGACY_SESSION_ID,
     META_OPENAI_SESSION,
+    META_MINTED_HANDLES,
     META_SEP2822_SESSION_ID,
     META_SESSION_ID,
     META_STATE,
@@ -35,7 +36,9 @@ from .names import (
 )
 
 _OUR_PREFIX = META_SESSION_ID.split("/", 1)[0] + "/"
-_OUR_KEYS = frozenset({META_SESSION_ID, META_STATE})
+# The minted-handles key is a result key; in a request it is tolerated and ignored (issue #11:
+# only upstream results pin handles), not refused as a typo.
+_OUR_KEYS = frozenset({META_SESSION_ID, META_STATE, META_MINTED_HANDLES})
 _HEADER_CLIENT = HEADER_CLIENT_SESSION_ID.lower()
 _HEADER_BEDROCK = HEADER_BEDROCK_SESSION_ID.lower()
 _HEADER_LEGACY = HEADER_LEGACY_SESSION_ID.lower()

@@ -13,6 +13,8 @@ SESSION_NOT_FOUND = -31001
 SESSION_REQUIRED = -31002
 INVALID_STATE = -31003
 STATE_CONFLICT = -31004
+LIMIT_EXCEEDED = -31005
+STORE_UNAVAILABLE = -31006
 #: SEP-2243's code for a header that disagrees with the body; DESIGN §3 reuses it.
 HEADER_MISMATCH = -32020
 INVALID_PARAMS = -32602
@@ -103,6 +105,40 @@ class StateTooLarge(SessionError):
         "The session state is larger than the 4096 bytes a sealed token may carry. Keep large "
         "state on the server (state mode 'server') and put only small values in the token."
     )
+
+
+class LimitExceeded(SessionError):
+    """A per-principal quota or creation rate is used up (DESIGN §3, issue #12).
+
+    The message names the limit and when room frees up; ``retry_after`` (seconds) is what a
+    legacy HTTP answer puts in ``Retry-After``.
+    """
+
+    code = LIMIT_EXCEEDED
+    http_status = 429
+    default_message = "A session limit for this caller is used up. Retry later."
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(SessionError):
+    """The session store is down or too slow; retryable (DESIGN §3, issue #12).
+
+    Never says more than that: the store's address and the driver's error go to the log only.
+    """
+
+    code = STORE_UNAVAILABLE
+    http_status = 503
+    default_message = (
+        "The session store is unavailable right now; nothing was changed. Retry the request "
+        "shortly."
+    )
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class HeaderMismatch(SessionError):

@@ -15,6 +15,10 @@ EXTENSION_ID: Final = "dev.mcpsessions/sessions"
 META_SESSION_ID: Final = "dev.mcpsessions/sessionId"
 #: Request and result ``_meta`` key carrying the sealed state token (DESIGN §4).
 META_STATE: Final = "dev.mcpsessions/state"
+#: Result ``_meta`` key listing the handles the call minted (``[{"handle": ..., "kind": ...}]``)
+#: so that a gateway pins each to the upstream that answered (issue #11). Only results count:
+#: the key in a request is ignored.
+META_MINTED_HANDLES: Final = "dev.mcpsessions/handles"
 #: Result ``_meta`` key with the session's expiry as RFC 3339.
 META_EXPIRES_AT: Final = "dev.mcpsessions/expiresAt"
 

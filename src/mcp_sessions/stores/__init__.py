@@ -26,6 +26,7 @@ from .base import (
     StateTooLarge,
     Store,
     StoreError,
+    StoreUnavailable,
     VersionConflict,
 )
 from .memory import MemoryStore
@@ -178,6 +179,7 @@ __all__ = [
     "StateTooLarge",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "VersionConflict",
     "default_store_url",
     "open_store",

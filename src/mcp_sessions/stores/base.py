@@ -23,6 +23,14 @@ class StoreError(Exception):
     """
 
 
+class StoreUnavailable(StoreError):
+    """The backend did not answer in time or at all (connection refused, reset, timed out).
+
+    Retryable: nothing is known to have been written. The server answers it with -31006
+    (:class:`mcp_sessions.core.errors.StoreUnavailable`).
+    """
+
+
 class AlreadyExists(StoreError):
     """``create`` found a live record with the same ``(kind, id, principal)``."""
 
