@@ -62,15 +62,10 @@ async def test_meta_and_alias_carriers_reach_one_session(
             value(await client.call_tool("put", {"key": "k", "value": 2 + index}, meta=meta))
 
 
-#: Where a request carries nothing but the handle argument. A 2025-11-25 HTTP client always
-#: carries Mcp-Session-Id, which outranks a handle (carrier 3 before 4, DESIGN §2): see
-#: test_legacy_session_outranks_a_handle_argument.
-HANDLE_CASES = [
-    (transport, version)
-    for transport in TRANSPORTS
-    for version in VERSIONS
-    if (transport, version) != ("http", "legacy")
-]
+#: Every transport and version: the handle argument is explicit, so it outranks the legacy
+#: Mcp-Session-Id of a 2025-11-25 HTTP client too (DESIGN §2, issue #11; see
+#: test_precedence.py).
+HANDLE_CASES = [(transport, version) for transport in TRANSPORTS for version in VERSIONS]
 
 
 @pytest.mark.parametrize(("transport", "version"), HANDLE_CASES)
@@ -171,15 +166,3 @@ async def test_modern_request_ignores_mcp_session_id(make_target: MakeTarget) ->
         )
         assert tool_value(reply) == {"session": None}
         assert "mcp-session-id" not in reply.headers
-
-
-async def test_legacy_session_outranks_a_handle_argument(make_target: MakeTarget) -> None:
-    """DESIGN §2 order: a 2025-11-25 HTTP request names its session by Mcp-Session-Id, so a
-    ``session`` handle argument does not switch it to another session."""
-    target = make_target("http")
-    async with target.client("modern") as client:
-        handle = value(await client.call_tool("session_start", {}))
-    async with target.client("legacy") as client:
-        who = value(await client.call_tool("whoami", {"session": handle}))
-        assert (who["carrier"], who["origin"]) == ("legacy", "legacy")
-        assert who["id"] != handle

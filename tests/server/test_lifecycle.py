@@ -16,8 +16,8 @@ from mcp_sessions.core.errors import (
     SESSION_NOT_FOUND,
     SESSION_REQUIRED,
     SessionNotFound,
-    SessionRequired,
 )
+from mcp_sessions.server.sdk import fallback_session_required
 
 from ._app import build_app
 from .helpers import (
@@ -54,12 +54,20 @@ async def test_implicit_lifecycle(
     target = make_target(transport, lifecycle="implicit")
     session_id = new_id()
     async with target.client(version) as client:
-        # A request that names no session gets none, and a tool that needs one says so
-        # (a 2025-11-25 HTTP client always names its legacy session).
-        if not (transport == "http" and version == "legacy"):
+        # A request that names no session: where one connection is one client (stdio, an
+        # in-process 2025-11-25 loop) it belongs to the connection's session (carrier 5,
+        # issue #11); elsewhere it has none, and a tool that needs one says what to do (a
+        # 2025-11-25 HTTP client always names its legacy session).
+        if transport == "stdio" or (transport, version) == ("inproc", "legacy"):
+            own = value(await client.call_tool("maybe", {}))["session"]
+            assert (own["carrier"], own["origin"]) == ("connection", "connection")
+        elif not (transport == "http" and version == "legacy"):
             assert value(await client.call_tool("maybe", {})) == {"session": None}
             error = await expect_error(client.call_tool("whoami", {}))
-            assert (error.code, error.message) == (SESSION_REQUIRED, SessionRequired().message)
+            assert (error.code, error.message) == (
+                SESSION_REQUIRED,
+                fallback_session_required("session"),
+            )
         # The first request with a new client id creates the session, later ones reuse it.
         first = await client.call_tool("count", {}, meta=sid(session_id))
         assert value(first) == {"count": 1, "created": True, "id": session_id}

@@ -16,9 +16,11 @@ from .carriers import (
     validate_meta_key,
 )
 from .errors import (
+    CarrierConflict,
     HeaderMismatch,
     InvalidSessionId,
     InvalidState,
+    MalformedHandle,
     SessionError,
     SessionNotFound,
     SessionRequired,
@@ -43,6 +45,7 @@ __all__ = [
     "ANONYMOUS",
     "NO_SESSION",
     "Carrier",
+    "CarrierConflict",
     "CarrierPolicy",
     "Handle",
     "HeaderMismatch",
@@ -50,6 +53,7 @@ __all__ = [
     "InvalidSessionId",
     "InvalidState",
     "KeyRing",
+    "MalformedHandle",
     "Principal",
     "Record",
     "RequestView",

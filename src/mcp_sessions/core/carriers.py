@@ -1,16 +1,24 @@
 """Carrier resolution: which carrier brings a request's session, and which id it names.
 
-Pure function of a request view (method, ``_meta``, headers, protocol version), in the order
-of DESIGN §2:
+Pure function of a request view (method, ``_meta``, headers, protocol version, ``tools/call``
+arguments, and the connection's own id where the transport has one), in the order of
+DESIGN §2 (revised for issue #11):
 
 1. ``_meta["dev.mcpsessions/sessionId"]``, with its HTTP mirror ``Mcp-Client-Session-Id``;
 2. the input aliases: SEP-2822 (``_meta.clientSessionId`` with the same header),
    ``_meta["openai/session"]``, header ``X-Amzn-Bedrock-AgentCore-Runtime-Session-Id``;
-3. ``Mcp-Session-Id`` on a 2025-11-25 or older request (legacy sessions, DESIGN §5);
-4. a session handle in a ``tools/call`` argument (opt-in, for plain 2026-07-28 clients).
+3. a session handle in a ``tools/call`` argument (opt-in, for clients that can only pass
+   arguments). It is explicit, so it beats the connection-scoped carriers below; a handle that
+   disagrees with a carrier above in the same call is refused (:class:`CarrierConflict`),
+   never settled by a silent choice;
+4. ``Mcp-Session-Id`` on a 2025-11-25 or older request (legacy sessions, DESIGN §5);
+5. the connection itself, where one connection is one client (a stdio process): a request
+   that carries none of the above belongs to its connection's implicit session, at both
+   protocol versions. The adapter supplies the connection's id; the core never mints it.
 
-The first carrier present wins and later ones are not consulted (a host may legitimately send
-its own vendor id beside ours). Header names are case-insensitive (RFC 9110 §5.1).
+Otherwise the first carrier present wins and later ones are not consulted (a host may
+legitimately send its own vendor id beside ours). Header names are case-insensitive
+(RFC 9110 §5.1).
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import HeaderMismatch, InvalidSessionId
+from .errors import CarrierConflict, HeaderMismatch, InvalidSessionId, MalformedHandle
 from .ids import validate_session_id
 from .names import (
     HEADER_BEDROCK_SESSION_ID,
@@ -33,6 +41,8 @@ from .names import (
     META_SESSION_ID,
     META_STATE,
     MODERN_PROTOCOL_VERSIONS,
+    SESSION_ID_MAX_LENGTH,
+    SESSION_ID_MIN_LENGTH,
 )
 
 _OUR_PREFIX = META_SESSION_ID.split("/", 1)[0] + "/"
@@ -47,6 +57,8 @@ _SOURCE_META = f"params._meta[{META_SESSION_ID!r}]"
 _SOURCE_SEP2822 = f"params._meta[{META_SEP2822_SESSION_ID!r}]"
 _SOURCE_OPENAI = f"params._meta[{META_OPENAI_SESSION!r}]"
 _SOURCE_BEDROCK = f"{HEADER_BEDROCK_SESSION_ID} header"
+# The session id alphabet (DESIGN §3), which session handles share.
+_HANDLE_RE = re.compile(r"[A-Za-z0-9-]+")
 
 
 class Carrier(enum.Enum):
@@ -64,8 +76,10 @@ class Carrier(enum.Enum):
     """``Mcp-Session-Id`` on a 2025-11-25 or older request."""
     HANDLE = "handle"
     """A session handle passed as a tool argument (opt-in fallback for plain clients)."""
+    CONNECTION = "connection"
+    """The connection's own implicit session (stdio: one process serves one client)."""
     NONE = "none"
-    """No session carrier (a handle argument may still apply)."""
+    """No session carrier."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +92,12 @@ class CarrierPolicy:
     legacy: bool = True
     #: Further vendor ``_meta`` keys read as client session ids, after the built-in aliases.
     extra_meta_keys: tuple[str, ...] = field(default=())
-    #: Name of the ``tools/call`` argument that may carry a session handle (carrier 4, for
-    #: plain 2026-07-28 clients); ``None`` switches the fallback off.
+    #: Name of the ``tools/call`` argument that may carry a session handle (carrier 3, for
+    #: clients that can only pass arguments); ``None`` switches the fallback off.
     handle_argument: str | None = None
+    #: Carrier 5: a request with no other carrier belongs to its connection's session where
+    #: the transport is one connection per client (stdio).
+    connection: bool = True
 
     def __post_init__(self) -> None:
         for key in self.extra_meta_keys:
@@ -101,6 +118,9 @@ class RequestView:
     protocol_version: str | None = None
     #: ``tools/call`` arguments, for the handle fallback.
     arguments: Mapping[str, Any] | None = None
+    #: The id of the connection's implicit session, where one connection is one client
+    #: (stdio); ``None`` on transports whose connections are shared or per request (HTTP).
+    connection_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +128,14 @@ class Resolution:
     """The outcome: a carrier and the id it names (``None`` only for :attr:`Carrier.NONE`).
 
     ``alias_key`` is the ``_meta`` key or header the id came from, for logs and metrics.
+    ``argument`` is the ``tools/call`` argument that carried the session (the handle
+    fallback), which the adapter takes out before the tool's own arguments are validated.
     """
 
     carrier: Carrier
     session_id: str | None = None
     alias_key: str | None = None
+    argument: str | None = None
 
 
 NO_SESSION = Resolution(Carrier.NONE)
@@ -181,12 +204,57 @@ def resolve_carrier(view: RequestView, policy: CarrierPolicy = CarrierPolicy()) 
     """Decide which carrier applies to ``view`` and which session id it names.
 
     Raises :class:`HeaderMismatch` (HTTP 400, -32020) when the mirror header disagrees with
-    ``_meta``, and :class:`InvalidSessionId` for a malformed id or a misused key of our prefix.
-    The legacy ``Mcp-Session-Id`` value is returned as sent: it is only ever looked up, and an
-    unknown value gets the legacy 404 (DESIGN §5).
+    ``_meta``; :class:`InvalidSessionId` for a malformed id or a misused key of our prefix;
+    :class:`MalformedHandle` for a handle argument that cannot be a session id (the adapter
+    makes it a tool error); :class:`CarrierConflict` when a handle argument names another
+    session than ``_meta`` or an alias. The legacy ``Mcp-Session-Id`` value is returned as
+    sent: it is only ever looked up, and an unknown value gets the legacy 404 (DESIGN §5).
     """
     meta = view.meta or {}
     headers = _lower_headers(view.headers)
+    explicit = _explicit_carrier(meta, headers, policy) if meta or headers else None
+    handle = _handle_argument(view, policy)
+
+    if explicit is not None:
+        if handle is None:
+            return explicit
+        name, handle_id = handle
+        if handle_id != explicit.session_id:
+            # DESIGN §2: two explicit carriers naming two sessions is an error, never a choice.
+            source = f"params._meta[{explicit.alias_key!r}]"
+            if explicit.carrier is Carrier.BEDROCK:
+                source = _SOURCE_BEDROCK
+            raise CarrierConflict(
+                f"{source} and the tool argument {name!r} name different sessions; send "
+                "one of them, or the same session id in both"
+            )
+        return Resolution(explicit.carrier, explicit.session_id, explicit.alias_key, name)
+
+    # 3. A session handle argument: explicit, so it beats the connection-scoped carriers.
+    if handle is not None:
+        name, handle_id = handle
+        return Resolution(Carrier.HANDLE, handle_id, name, name)
+
+    # 4. Legacy sessions. On a modern request the header is ignored, never answered with a
+    # 404 (spec §5.1 item 10: "never mint or echo on modern requests").
+    if (
+        policy.legacy
+        and _HEADER_LEGACY in headers
+        and view.protocol_version not in MODERN_PROTOCOL_VERSIONS
+    ):
+        return Resolution(Carrier.LEGACY, headers[_HEADER_LEGACY], HEADER_LEGACY_SESSION_ID)
+
+    # 5. The connection's own session (one connection, one client).
+    if policy.connection and view.connection_id is not None:
+        return Resolution(Carrier.CONNECTION, view.connection_id)
+
+    return NO_SESSION
+
+
+def _explicit_carrier(
+    meta: Mapping[str, Any], headers: Mapping[str, str], policy: CarrierPolicy
+) -> Resolution | None:
+    """Carriers 1 and 2: our ``_meta`` key and the input aliases."""
     if meta:
         check_meta_keys(meta)
     header_client = headers.get(_HEADER_CLIENT)
@@ -212,22 +280,28 @@ def resolve_carrier(view: RequestView, policy: CarrierPolicy = CarrierPolicy()) 
     if policy.bedrock and _HEADER_BEDROCK in headers:
         session_id = validate_session_id(headers[_HEADER_BEDROCK], source=_SOURCE_BEDROCK)
         return Resolution(Carrier.BEDROCK, session_id, HEADER_BEDROCK_SESSION_ID)
+    return None
 
-    # 3. Legacy sessions. On a modern request the header is ignored, never answered with a
-    # 404 (spec §5.1 item 10: "never mint or echo on modern requests").
-    if (
-        policy.legacy
-        and _HEADER_LEGACY in headers
-        and view.protocol_version not in MODERN_PROTOCOL_VERSIONS
-    ):
-        return Resolution(Carrier.LEGACY, headers[_HEADER_LEGACY], HEADER_LEGACY_SESSION_ID)
 
-    # 4. A session handle argument (SEP-2567 style), only where switched on.
+def _handle_argument(view: RequestView, policy: CarrierPolicy) -> tuple[str, str] | None:
+    """The handle fallback's argument name and value, where the call carries one."""
     name = policy.handle_argument
-    if name is not None and view.arguments and view.method == "tools/call":
-        value = view.arguments.get(name)
-        if value is not None:
-            session_id = validate_session_id(value, source=f"tool argument {name!r}")
-            return Resolution(Carrier.HANDLE, session_id, name)
-
-    return NO_SESSION
+    if name is None or not view.arguments or view.method != "tools/call":
+        return None
+    value = view.arguments.get(name)
+    if value is None:
+        return None
+    # A tool argument is the tool's input: its fault is a tool error (DESIGN §4), and the
+    # message speaks of handles, which the client got from a tool, not of ids it would mint.
+    if not isinstance(value, str):
+        problem = f"must be a string, got {type(value).__name__}"
+    elif not SESSION_ID_MIN_LENGTH <= len(value) <= SESSION_ID_MAX_LENGTH:
+        problem = (
+            f"is {len(value)} characters long; a session handle is "
+            f"{SESSION_ID_MIN_LENGTH}-{SESSION_ID_MAX_LENGTH} characters long"
+        )
+    elif not value.isascii() or _HANDLE_RE.fullmatch(value) is None:
+        problem = "is not a session handle: handles hold only letters, digits and '-'"
+    else:
+        return name, value
+    raise MalformedHandle(f"The {name!r} argument {problem}.", argument=name)

@@ -155,3 +155,24 @@ class InvalidSessionId(SessionError):
     code = INVALID_PARAMS
     http_status = 400
     default_message = "Invalid session id"
+
+
+class MalformedHandle(InvalidSessionId):
+    """A session handle argument of the wrong type, length or alphabet (issue #11).
+
+    An argument is the tool's input, so the adapter answers it as a tool execution error
+    naming ``argument`` (like an unknown handle, DESIGN §4), not as a JSON-RPC error.
+    """
+
+    def __init__(self, message: str, *, argument: str) -> None:
+        super().__init__(message)
+        self.argument = argument
+
+
+class CarrierConflict(SessionError):
+    """Two explicit carriers of one request name different sessions (DESIGN §2, issue #11):
+    refused, never settled by a silent choice."""
+
+    code = INVALID_PARAMS
+    http_status = 400
+    default_message = "The request names two different sessions"

@@ -107,6 +107,9 @@ class SessionEngine:
         self.config = config
         #: Turns a session error raised inside a tool body into what the adapter needs.
         self.translate: Callable[[SessionError], Exception] = lambda error: error
+        #: The -31002 message, when the adapter can say more than the generic one (it names
+        #: the ``session_start`` tool where the handle fallback is on; issue #11).
+        self.session_required_message: str | None = None
         from ..stores import open_store
 
         # Sealed mode keeps nothing for extension-aware clients, but legacy sessions and
@@ -241,6 +244,8 @@ class RequestScope:
         self._token_out: str | None = None
         self._seq = 0
         self._conflict_current: Record | None = None
+        #: A tool error to answer instead of running the tool (a malformed handle argument).
+        self.refusal: str | None = None
 
     @property
     def carrier(self) -> Carrier:
@@ -267,7 +272,7 @@ class RequestScope:
             return self._session
         session_id = self.resolution.session_id
         if session_id is None:
-            raise SessionRequired()
+            raise SessionRequired(self.engine.session_required_message)
         if self._sealed:
             self._session = self._open_sealed(session_id)
         else:
@@ -319,14 +324,19 @@ class RequestScope:
             # Unknown to this principal. Another principal's session with the same id is not
             # in the way: the store keys records by principal too, so the id is unknown here
             # and gets exactly the unknown-id answer (DESIGN §2).
-            implicit = config.lifecycle == LIFECYCLE_IMPLICIT and self.carrier in CLIENT_CARRIERS
+            # A connection's session is created on first use whatever the lifecycle: its id
+            # is minted by the adapter, never proposed by a client (carrier 5, issue #11).
+            connection = self.carrier is Carrier.CONNECTION
+            implicit = connection or (
+                config.lifecycle == LIFECYCLE_IMPLICIT and self.carrier in CLIENT_CARRIERS
+            )
             if not implicit:
                 raise SessionNotFound()
             record = Record.new(
                 kind=SESSION_KIND,
                 id=session_id,
                 principal=key,
-                origin="client",
+                origin="connection" if connection else "client",
                 now=time.time(),
                 idle_ttl=config.idle_ttl,
                 max_lifetime=config.max_lifetime,

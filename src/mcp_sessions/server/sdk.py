@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any
+from weakref import WeakKeyDictionary
 
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import principal_components
@@ -31,8 +32,8 @@ if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
     from starlette.applications import Starlette
 
-from ..core.carriers import Carrier, CarrierPolicy, RequestView, resolve_carrier
-from ..core.errors import SessionError, SessionNotFound
+from ..core.carriers import NO_SESSION, Carrier, CarrierPolicy, RequestView, resolve_carrier
+from ..core.errors import MalformedHandle, SessionError, SessionNotFound
 from ..core.handles import parse_handle
 from ..core.ids import new_session_id
 from ..core.names import (
@@ -76,6 +77,17 @@ LIST_METHODS = frozenset(
 #: The argument that carries a session handle when the fallback is on.
 FALLBACK_ARGUMENT = "session"
 FALLBACK_TOOL = "session_start"
+
+
+def fallback_session_required(argument: str) -> str:
+    """The -31002 message where the handle fallback is on: the one thing every client can do
+    is call a tool and pass an argument (issue #11), so that comes first."""
+    return (
+        f"This tool needs a session and the request carried none. Call the {FALLBACK_TOOL} "
+        f"tool and pass the handle it returns as the {argument!r} argument of this and later "
+        f"tool calls (or, if your client speaks the {EXTENSION_ID} extension, send "
+        f"params._meta[{META_SESSION_ID!r}])."
+    )
 
 
 def current_principal() -> Principal:
@@ -216,6 +228,8 @@ class Sessions(Extension):
         # JSON-RPC errors of DESIGN §3, which the SDK passes through only as MCPError.
         self.engine.translate = to_mcp_error
         self.handle_fallback = handle_fallback
+        if handle_fallback and policy.handle_argument is not None:
+            self.engine.session_required_message = fallback_session_required(policy.handle_argument)
         self.middleware = SessionMiddleware(self)
         self._kinds: dict[str, HandleKind] = {}
         install_log_record_factory(_scope_var.get)
@@ -260,10 +274,15 @@ class Sessions(Extension):
         ctx: ServerRequestContext[Any, Any],
         call_next: CallNext,
     ) -> HandlerResult:
+        scope = _scope_var.get()
+        if scope is not None and scope.refusal is not None:
+            # A malformed session handle argument: the tool's input, so a tool error (issue #11).
+            return CallToolResult(
+                content=[TextContent(type="text", text=scope.refusal)], is_error=True
+            )
         # Check every handle argument before the tool body runs (DESIGN §4). Format and kind
         # are checked by the argument's schema pattern; here: principal and expiry.
         if self._kinds and params.arguments:
-            scope = _scope_var.get()
             for value in params.arguments.values():
                 kind = self._handle_kind_of(value)
                 if kind is None or scope is None:
@@ -396,6 +415,30 @@ class SessionMiddleware:
         self._sessions = sessions
         self._engine = sessions.engine
         self._policy = sessions.config.carriers
+        #: Carrier 5: the implicit session id of each live stdio connection, keyed on the
+        #: SDK's per-connection outbound channel, so it goes when the connection does.
+        self._connections: WeakKeyDictionary[object, str] = WeakKeyDictionary()
+
+    def _connection_id(self, ctx: ServerRequestContext[Any, Any]) -> str | None:
+        """The id of the connection's implicit session, where one connection is one client.
+
+        The SDK builds a ``ServerSession`` per request; what lives as long as the connection
+        is its outbound channel (``Connection.outbound``: the dispatcher of a 2025-11-25
+        loop, the notify-only wrapper of a 2026-07-28 stream, whose ``Connection`` is rebuilt
+        per request). A single-exchange connection (2026-07-28 over HTTP, in-process) has the
+        SDK's shared no-channel sentinel instead: no connection to key on, so no carrier 5.
+        ``ctx.session`` exposes no public accessor for it in ``mcp`` 2.3 (its ``Context``
+        rework is pending), hence the guarded private read; absent, carrier 5 is off.
+        """
+        connection = getattr(ctx.session, "_connection", None)
+        if connection is None or not getattr(connection, "has_standalone_channel", False):
+            return None
+        outbound = connection.outbound
+        found = self._connections.get(outbound)
+        if found is None:
+            # 128 random bits from the CSPRNG, like every id the library mints (DESIGN §2).
+            found = self._connections.setdefault(outbound, f"connection-{new_session_id()}")
+        return found
 
     async def __call__(
         self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
@@ -410,6 +453,11 @@ class SessionMiddleware:
         arguments = None
         if self._policy.handle_argument is not None and method == "tools/call":
             arguments = (ctx.params or {}).get("arguments")
+        # No HTTP request: a duplex connection (stdio) or in-process; carrier 5 may apply.
+        connection_id = (
+            self._connection_id(ctx) if request is None and self._policy.connection else None
+        )
+        refusal = None
         try:
             resolution = resolve_carrier(
                 RequestView(
@@ -418,14 +466,20 @@ class SessionMiddleware:
                     None if request is None else getattr(request, "headers", None),
                     ctx.protocol_version,
                     arguments if isinstance(arguments, Mapping) else None,
+                    connection_id,
                 ),
                 self._policy,
             )
+            taken = resolution.argument
+        except MalformedHandle as error:
+            # Answered as a tool error by intercept_tool_call, before the tool body runs.
+            resolution, taken = NO_SESSION, error.argument
+            refusal = f"{error.message} Pass the handle that {FALLBACK_TOOL} returned, or omit it."
         except SessionError as error:
             raise to_mcp_error(error) from None
-        if resolution.carrier is Carrier.HANDLE and isinstance(arguments, Mapping):
+        if taken is not None and isinstance(arguments, Mapping):
             # The handle argument is ours, not the tool's: take it out before validation.
-            kept = {k: v for k, v in arguments.items() if k != resolution.alias_key}
+            kept = {k: v for k, v in arguments.items() if k != taken}
             ctx = replace(ctx, params={**(ctx.params or {}), "arguments": kept})
         baggage = meta.get(META_BAGGAGE) if meta else None
         scope = RequestScope(
@@ -435,6 +489,7 @@ class SessionMiddleware:
             meta,
             None if baggage is None else conversation_id_from_baggage(baggage),
         )
+        scope.refusal = refusal
         token = _scope_var.set(scope)
         try:
             result = await call_next(ctx)
