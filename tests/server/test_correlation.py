@@ -5,6 +5,7 @@ carry its session id; W3C ``baggage`` with ``gen_ai.conversation.id`` in ``_meta
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from mcp_sessions.core.names import META_BAGGAGE
 
 from ._app import LOGGER_NAME
 from .helpers import VERSIONS, Target, Version, new_id, sid, value
+
+CONNECTION_ID = re.compile(r"connection-[0-9a-f]{32}")
 
 pytestmark = pytest.mark.anyio
 
@@ -56,7 +59,13 @@ async def test_log_records_carry_session_and_conversation_ids(
     assert records["with baggage"].mcp_conversation_id == "conv 42"  # type: ignore[attr-defined]
     if "with handle" in records:
         assert records["with handle"].mcp_session_id == handle  # type: ignore[attr-defined]
-        assert records["without"].mcp_session_id == "-"  # type: ignore[attr-defined]
+        # No carrier: the connection's own session where one connection is one client (an
+        # in-process 2025-11-25 loop; carrier 5, issue #11), else none.
+        without = records["without"].mcp_session_id  # type: ignore[attr-defined]
+        if (transport, version) == ("inproc", "legacy"):
+            assert CONNECTION_ID.fullmatch(without), without
+        else:
+            assert without == "-"
     # Outside a request nothing leaks from the last one.
     assert records["outside"].mcp_session_id == "-"  # type: ignore[attr-defined]
     assert records["outside"].mcp_conversation_id == "-"  # type: ignore[attr-defined]
@@ -87,7 +96,8 @@ async def test_log_records_over_stdio(
         value(await client.call_tool("log", {"message": "no session"}))
     lines = log_file.read_text(encoding="utf-8").splitlines()
     assert f"{session_id}|c-7|over stdio" in lines
-    assert "-|-|no session" in lines
+    # Over stdio a request without a carrier belongs to the connection's session (issue #11).
+    assert any(re.fullmatch(r"connection-[0-9a-f]{32}\|-\|no session", line) for line in lines)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -98,7 +108,11 @@ async def test_baggage_sets_conversation_id_but_is_never_a_session_key(
     session_id = new_id()
     async with target.client(version) as client:
         baggage = {META_BAGGAGE: f"gen_ai.conversation.id={session_id}"}
-        assert value(await client.call_tool("maybe", {}, meta=baggage)) == {"session": None}
+        seen = value(await client.call_tool("maybe", {}, meta=baggage))["session"]
+        if version == "legacy":  # an in-process 2025-11-25 loop: the connection's session
+            assert (seen["carrier"], seen["id"] != session_id) == ("connection", True)
+        else:
+            assert seen is None
         who = value(
             await client.call_tool(
                 "whoami", {}, meta=sid(session_id, **{META_BAGGAGE: "gen_ai.conversation.id=c1"})
