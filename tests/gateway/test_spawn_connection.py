@@ -1,0 +1,98 @@
+"""``gateway --spawn 'mcp-sessions demo --stdio …'`` for clients that know nothing of the
+extension (issue #11): each spawned process serves one session over one stdio connection, so
+the demo's tools keep their state through the connection's own session (carrier 5)."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from .helpers import (
+    CLI,
+    Proc,
+    call,
+    legacy_call,
+    legacy_initialize,
+    new_id,
+    start_gateway,
+    stop,
+)
+
+TIMEOUT = 30.0
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    logs = tmp_path_factory.mktemp("gateway-spawn-demo")
+    child = shlex.join(
+        [CLI, "demo", "--stdio", "--store", "memory://", "--key-file", str(logs / "keys.txt")]
+    )
+    proc = start_gateway(
+        logs,
+        "spawn-demo",
+        "--spawn",
+        child,
+        "--warm",
+        "1",
+        "--warm-legacy",
+        "1",
+        "--max-processes",
+        "8",
+    )
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+@pytest.fixture
+def client() -> Iterator[httpx2.Client]:
+    with httpx2.Client(timeout=TIMEOUT) as c:
+        yield c
+
+
+def test_a_2025_11_25_client_counts_through_spawned_demo_processes(
+    gateway: Proc, client: httpx2.Client
+) -> None:
+    """initialize → tools/call count ×3 with the gateway's Mcp-Session-Id, as a raw client."""
+    first = legacy_initialize(client, gateway.url)
+    counts = [
+        legacy_call(client, gateway.url, first, "count", request_id=2 + i).value for i in range(3)
+    ]
+    assert counts == [1, 2, 3]
+    # Another legacy session is another process, another connection: it starts at 1.
+    second = legacy_initialize(client, gateway.url)
+    assert legacy_call(client, gateway.url, second, "count").value == 1
+    assert legacy_call(client, gateway.url, first, "count", request_id=9).value == 4
+
+
+@asynccontextmanager
+async def legacy_sdk_client(url: str) -> AsyncIterator[Client]:
+    async with httpx2.AsyncClient(timeout=TIMEOUT) as http:
+        transport = streamable_http_client(url, http_client=http)
+        async with Client(transport, mode="legacy", read_timeout_seconds=TIMEOUT) as client:
+            assert client.protocol_version == "2025-11-25"
+            yield client
+
+
+@pytest.mark.anyio
+async def test_the_official_sdk_client_at_2025_11_25_counts_through_spawn(gateway: Proc) -> None:
+    async with legacy_sdk_client(gateway.url) as sdk:
+        results = [await sdk.call_tool("count", {}) for _ in range(3)]
+        assert [r.structured_content for r in results] == [{"result": n} for n in (1, 2, 3)]
+    async with legacy_sdk_client(gateway.url) as sdk:
+        again = await sdk.call_tool("count", {})
+        assert again.structured_content == {"result": 1}
+
+
+def test_a_meta_id_still_names_its_own_session_through_spawn(
+    gateway: Proc, client: httpx2.Client
+) -> None:
+    session_id = new_id()
+    assert [call(client, gateway.url, "count", sid=session_id).value for _ in range(2)] == [1, 2]
