@@ -236,18 +236,31 @@ def demo(
     except (ValueError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
     if stdio:
-        click.echo(f"mcp-sessions demo on stdio (store {store_url})", err=True)
+        # Over stdio the connection is the session (carrier 5): any MCP client keeps state.
+        click.echo(
+            f"mcp-sessions demo on stdio (store {store_url}): each connection has its own "
+            "session, so any MCP client keeps its state",
+            err=True,
+        )
         mcp.run("stdio")
         return
     import uvicorn
 
     app = sessions.streamable_http_app(mcp, host=host)
+    url = f"{base_url}/mcp"
+    # Over HTTP at 2026-07-28 a request stands alone: a plain mcp.Client carries no session
+    # and gets -31002, so the banner names the client that does (issue #11).
+    plain = (
+        "a plain mcp.Client passes the handle from the session_start tool as 'session'"
+        if handle_fallback
+        else "a plain mcp.Client must send dev.mcpsessions/sessionId in _meta"
+    )
     click.echo(
-        f"mcp-sessions demo: http://{host}:{port}/mcp  (store {sessions.engine.store_url}, "
+        f"mcp-sessions demo: {url}  (store {sessions.engine.store_url}, "
         f"state {state}, lifecycle {lifecycle}{', bearer auth' if tokens else ''})\n"
-        f"  try: npx @modelcontextprotocol/inspector --cli http://{host}:{port}/mcp "
-        "--method tools/list\n"
-        "  or, in Python: Client('http://%s:%d/mcp')  — see docs/server.md" % (host, port),
+        f"  try: npx @modelcontextprotocol/inspector --cli {url} --method tools/list\n"
+        f"  in Python: mcp_sessions.client.Client('{url}') keeps a session for you\n"
+        f"  ({plain}; 2025-11-25 clients get Mcp-Session-Id) - see docs/server.md",
         err=True,
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level)

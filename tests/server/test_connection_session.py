@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -166,3 +168,21 @@ async def test_state_edits_of_every_demo_tool_follow_the_connection(
         assert value(await client.call_tool("actions", {})) == {"search": ["query"]}
         order = value(await client.call_tool("checkout", {}))
         assert (order["items"], order["status"]) == (["tea", "jam"], "ordered")
+
+
+def test_the_demo_banners_name_what_works(tmp_path: Path, spawn: Callable[..., Any]) -> None:
+    """Issue #11 item 6: over HTTP the banner names mcp_sessions.client.Client (a plain
+    mcp.Client needs session_start's handle there); over stdio every client keeps state."""
+    key_file = ["--key-file", str(tmp_path / "keys.txt")]
+    server = spawn("demo", "--store", "memory://", *key_file)
+    banner = server.log.read_text(encoding="utf-8", errors="replace")
+    assert f"mcp_sessions.client.Client('{server.url}')" in banner
+    assert "session_start" in banner
+    stdio = subprocess.run(
+        [str(MCP_SESSIONS_CLI), "demo", "--stdio", "--store", "memory://", *key_file],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert "each connection has its own session" in stdio.stderr.decode()
