@@ -203,7 +203,8 @@ def demo(
 
     Every kind of client reaches the same tools: 2026-07-28 clients with
     dev.mcpsessions/sessionId (or SEP-2822 / vendor ids), 2025-11-25 clients with
-    Mcp-Session-Id, and plain clients through session_start handles.
+    Mcp-Session-Id, plain HTTP clients through session_start handles, and, with --stdio, any
+    client through its connection's own session.
     """
     import logging
 
