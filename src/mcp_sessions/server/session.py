@@ -68,7 +68,8 @@ class Session:
 
     @property
     def origin(self) -> str:
-        """How the session began: ``client``, ``create``, ``legacy``, ``fork`` or ``handle``."""
+        """How the session began: ``client``, ``create``, ``legacy``, ``fork``, ``handle`` or
+        ``connection`` (a stdio connection's own session)."""
         return self._record.origin
 
     @property
