@@ -59,6 +59,28 @@ def session_lost(reason: str) -> SessionNotFound:
     )
 
 
+class HandleLost(UpstreamFailed):
+    """A handle pinned to an upstream that is gone (issue #11). Not a session error: the
+    request's session, if any, may well live on; only the handle's state is lost."""
+
+    default_message = (
+        "Handle lost: the server that holds this handle is unavailable. Its state is gone "
+        "with it; call the tool that made the handle again to start over."
+    )
+
+
+def handle_lost(handle: str, reason: str) -> HandleLost:
+    """The answer for a request carrying a handle whose upstream is gone. The request was
+    not sent anywhere, so nothing of it was applied (-31010, like an upstream failure)."""
+    kind = handle.split("-", 1)[0]
+    maker = "session_start" if kind == "session" else f"the tool that made the {kind} handle"
+    return HandleLost(
+        f"Handle lost: the {kind} handle {handle!r} lives on a server that {reason}. Its "
+        f"state is gone with it, and this request was not applied: start over by calling "
+        f"{maker} again."
+    )
+
+
 def error_body(error: SessionError, request_id: Any = None) -> bytes:
     """A JSON-RPC error response, encoded."""
     return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error.to_jsonrpc()}).encode()
