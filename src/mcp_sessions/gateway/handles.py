@@ -44,8 +44,10 @@ PIN_PREFIX = "handle:"
 #: The longest response body, or SSE event, scanned for minted handles; larger ones pass
 #: through unscanned (a result that mints a handle is small).
 MAX_SCAN_BYTES = 1024 * 1024
-#: Most handles pinned from one response, and most values of one request looked up.
+#: Most handles pinned from one response.
 MAX_HANDLES = 32
+#: Most values of one request looked up in the pin store (each may cost a store read).
+MAX_LOOKUPS = 8
 
 _KEY = META_MINTED_HANDLES.encode()
 _PARAM_PREFIX = HEADER_PARAM_PREFIX.lower().encode("latin-1")
@@ -73,7 +75,7 @@ def request_handles(
     rpc: Mapping[str, Any], raw_headers: Iterable[tuple[bytes, bytes]]
 ) -> list[str]:
     """The handle-shaped values of a request, in order: ``tools/call`` argument values, then
-    ``Mcp-Param-*`` header values. At most :data:`MAX_HANDLES`, without repeats."""
+    ``Mcp-Param-*`` header values. At most :data:`MAX_LOOKUPS`, without repeats."""
     found: list[str] = []
     if rpc.get("method") == "tools/call":
         params = rpc.get("params")
@@ -85,7 +87,7 @@ def request_handles(
             value = raw.decode("latin-1").strip()
             if looks_like_handle(value):
                 found.append(value)
-    return list(dict.fromkeys(found))[:MAX_HANDLES]
+    return list(dict.fromkeys(found))[:MAX_LOOKUPS]
 
 
 # -- responses: which handles a result minted ------------------------------------------------
