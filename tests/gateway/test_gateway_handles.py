@@ -25,6 +25,8 @@ from .helpers import (
     call,
     fast_health,
     kill,
+    legacy_call,
+    legacy_initialize,
     metrics,
     modern,
     new_id,
@@ -40,6 +42,7 @@ ROUTED_BY_HANDLE = 'mcp_gateway_routing_decisions_total{carrier="handle"}'
 LEAST_LOADED = 'mcp_gateway_routing_decisions_total{carrier="least_loaded"}'
 MINTED = 'mcp_gateway_pins_total{event="minted"}'
 LOST = 'mcp_gateway_pins_total{event="lost"}'
+LEGACY = 'mcp_gateway_routing_decisions_total{carrier="legacy"}'
 
 
 @dataclass
@@ -267,3 +270,46 @@ def test_handles_minted_in_an_event_stream_are_pinned_as_it_streams(plain_stack:
                 assert call(client, gateway.url, "where", {"handle": handle}).value == home
             homes.add(home)
     assert homes == {"a", "b"}, "the sessions all hashed to one upstream; use more of them"
+
+
+def mint_on(client: httpx2.Client, gateway: Proc, sid: str) -> str:
+    """A handle minted by the upstream that holds session ``sid`` (a JSON response)."""
+    gate, handle = new_id(), f"probe-{uuid.uuid4().hex}"
+    assert call(client, gateway.url, "release", {"gate": gate}, sid=sid).value  # no wait
+    reply = call(client, gateway.url, "mint", {"handle": handle, "gate": gate}, sid=sid)
+    assert reply.result["_meta"][META_MINTED_HANDLES][0]["handle"] == handle, reply.text
+    return handle
+
+
+def test_session_ids_beat_handles_and_handles_beat_legacy_ids(plain_stack: Stack) -> None:
+    """DESIGN §2 order: a `_meta` id (or its header) decides over a pinned handle in the same
+    request; a pinned handle decides over a legacy ``Mcp-Session-Id``."""
+    gateway = plain_stack.gateway
+    with httpx2.Client(timeout=30) as client:
+        homes: dict[str, str] = {}
+        while len(homes) < 2:
+            sid = new_id()
+            homes.setdefault(call(client, gateway.url, "whoami", sid=sid).value["name"], sid)
+        (x, sid_x), (y, sid_y) = sorted(homes.items())
+        handle = mint_on(client, gateway, sid_x)
+        assert call(client, gateway.url, "where", {"handle": handle}).value == x
+        before = metrics(gateway)
+        for header in (True, False):
+            reply = call(client, gateway.url, "where", {"handle": handle}, sid=sid_y, header=header)
+            assert reply.value == y
+        after = metrics(gateway)
+        assert after[ROUTED_BY_HANDLE] == before[ROUTED_BY_HANDLE]
+
+        legacy = legacy_initialize(client, gateway.url)
+        legacy_home = legacy_call(client, gateway.url, legacy, "whoami").value["name"]
+        other_sid = homes[x if legacy_home == y else y]
+        foreign = mint_on(client, gateway, other_sid)  # on the upstream without the legacy id
+        before = metrics(gateway)
+        reply = legacy_call(client, gateway.url, legacy, "where", {"handle": foreign})
+        after = metrics(gateway)
+        assert after[ROUTED_BY_HANDLE] - before[ROUTED_BY_HANDLE] == 1
+        assert after[LEGACY] == before[LEGACY]
+        # The handle's upstream answered: it never saw this legacy session, and a plain SDK
+        # server keeps legacy sessions in memory, so it says 404 (the connection's upstream
+        # would have named itself). mcp-sessions upstreams on a shared store serve it.
+        assert reply.status == 404, reply.text
