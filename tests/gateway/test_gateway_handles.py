@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from tests.fixtures.redis_server import RedisServer
 from tests.server.helpers import Target
 from tests.server.helpers import value as tool_value
 
@@ -206,11 +207,13 @@ def test_a_pinned_handles_lost_replica_is_a_clear_error(
 
 @pytest.mark.redis
 def test_handle_pins_are_shared_between_gateway_replicas(
-    tmp_path_factory: pytest.TempPathFactory, redis_url: str
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, redis_url: str
 ) -> None:
-    """Two gateways sharing Redis pins: a handle minted through one is routed by the other."""
+    """Two gateways sharing Redis pins: a handle minted through one is routed by the other.
+    Each pin expires after ``--session-idle`` without use, so the pin store stays bounded."""
     logs = tmp_path_factory.mktemp("gateway-handles-redis")
-    with start_stack(logs, "--store", redis_url, gateways=2) as stack:
+    options = ("--store", redis_url, "--session-idle", "600")
+    with start_stack(logs, *options, gateways=2) as stack:
         one, two = stack.gateways
         with httpx2.Client(timeout=30) as client:
             for i in range(12):
@@ -224,6 +227,10 @@ def test_handle_pins_are_shared_between_gateway_replicas(
                 ]
                 assert counts == [1, 2, 3, 4]
         assert metrics(two)[ROUTED_BY_HANDLE] == 12 + 6
+        redis = redis_server.client()
+        pins = list(redis.scan_iter(match="*:{pin:*:handle:*}", count=1000))
+        assert len(pins) == 12 + 3
+        assert all(0 < redis.pttl(key) <= 600_000 for key in pins)
 
 
 @pytest.fixture(scope="module")

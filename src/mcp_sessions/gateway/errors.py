@@ -3,7 +3,9 @@
 Codes sit beside the session codes (-31001…-31004), outside the ranges JSON-RPC and MCP
 reserve (spec §5.0 item 3). A session whose upstream or process is gone gets the contract's
 SessionNotFound (-31001, HTTP 404): it is exactly "start a new session", the answer every
-client of DESIGN §3 — and every legacy client after SEP-1372 — already acts on.
+client of DESIGN §3 — and every legacy client after SEP-1372 — already acts on. A handle
+whose upstream is gone is not a lost session (the caller's session may live on elsewhere), so
+it gets -31010 with HTTP 502 (:class:`HandleLost`, issue #11), saying to start over.
 """
 
 from __future__ import annotations
