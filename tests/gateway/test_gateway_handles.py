@@ -13,10 +13,11 @@ from pathlib import Path
 
 import httpx2
 import pytest
-from tests.fixtures.redis_server import RedisServer
+from tests.fixtures.redis_server import RedisServer, start_redis_server, stop_process
 from tests.server.helpers import Target
 from tests.server.helpers import value as tool_value
 
+from mcp_sessions.core.errors import STORE_UNAVAILABLE
 from mcp_sessions.core.names import META_MINTED_HANDLES
 from mcp_sessions.gateway.errors import UPSTREAM_FAILED
 
@@ -320,3 +321,28 @@ def test_session_ids_beat_handles_and_handles_beat_legacy_ids(plain_stack: Stack
         # server keeps legacy sessions in memory, so it says 404 (the connection's upstream
         # would have named itself). mcp-sessions upstreams on a shared store serve it.
         assert reply.status == 404, reply.text
+
+
+@pytest.mark.redis
+def test_a_pin_store_outage_is_a_retryable_error_not_a_wrong_replica(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Redis goes away: a handle this gateway pinned recently still routes from its cache;
+    a handle-shaped value it must look up gets 503 -31006 with Retry-After, not a guess."""
+    logs = tmp_path_factory.mktemp("gateway-handles-outage")
+    redis_process, port = start_redis_server(logs)
+    try:
+        store = ("--store", f"redis://127.0.0.1:{port}/0")
+        with start_stack(logs, *store) as stack, httpx2.Client(timeout=30) as client:
+            vms = [init_vm(client, stack.gateway.url, f"cached{i}") for i in range(4)]
+            stop_process(redis_process)
+            for i, vm in enumerate(vms):
+                assert set_ram(client, stack.gateway.url, vm, i + 3).value["ram_gb"] == i + 3
+            reply = set_ram(client, stack.gateway.url, "vm-" + "cd" * 16, 4)
+            assert reply.status == 503, reply.text
+            assert reply.error["code"] == STORE_UNAVAILABLE
+            assert "pin store is unavailable" in reply.error["message"]
+            assert reply.headers["retry-after"] == "1"
+            assert stack.gateway.running()
+    finally:
+        stop_process(redis_process)

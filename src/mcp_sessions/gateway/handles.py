@@ -120,6 +120,15 @@ def minted_in_json(body: bytes) -> list[str]:
         return []
 
 
+def minted_in_body(body: bytes, event_stream: bool) -> list[str]:
+    """The handles a whole response body lists as minted (cheap when it lists none)."""
+    if _KEY not in body:
+        return []
+    if event_stream:
+        return ResponseScanner(event_stream=True).feed(body)
+    return minted_in_json(body)
+
+
 class ResponseScanner:
     """Finds minted handles in a response body fed chunk by chunk, as it is forwarded.
 

@@ -27,14 +27,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import SessionError
+from ..core.errors import SessionError, StoreUnavailable
 from ..core.names import HEADER_LEGACY_SESSION_ID
-from ..stores import Store
+from ..stores import Store, StoreError
 from . import routing
 from .asgi import HOP_BY_HOP, BodyTooLarge, Incoming, Send, send_error, send_plain_error
 from .config import GatewayConfig
 from .errors import NoUpstream, UpstreamFailed, handle_lost, session_lost
-from .handles import HANDLE, MintedPins, minted_in_json, pin_key, request_handles
+from .handles import HANDLE, MintedPins, minted_in_body, pin_key, request_handles
 from .http1 import Connection, ResponseHead, StaleConnection, UpstreamError
 from .metrics import GatewayMetrics
 from .pins import PinTable
@@ -221,7 +221,20 @@ class HTTPBackend:
             return route
         principal = routing.principal_key(request.headers)
         if route.below_handles:
-            route = await self._route_by_handle(request, principal) or route
+            try:
+                route = await self._route_by_handle(request, principal) or route
+            except StoreError as error:
+                # Routing without the pin could reach a replica that lacks the handle's state.
+                logger.warning("handle pin lookup failed: %s", error)
+                return await send_error(
+                    send,
+                    StoreUnavailable(
+                        "The gateway's pin store is unavailable right now; the request was not "
+                        "sent. Retry it shortly."
+                    ),
+                    self._request_id(request),
+                    extra_headers=[(b"retry-after", b"1")],
+                )
         self._decisions[route.decision].inc()
         exclude: set[str] = set()
         streaming = False
@@ -438,9 +451,7 @@ class HTTPBackend:
             # Learned before the client can see the id, so its next request finds the pin.
             await self.pins.place(minted, principal, upstream.name, "legacy")
             self.metrics.pins.labels("learned").inc()
-        handles = None
-        if request.method == "POST" and head.status < 400:
-            handles = MintedPins(self.pins, self._minted, upstream.name, principal, event_stream)
+        scan = request.method == "POST" and head.status < 400  # results that may mint handles
         if (
             request.method == "DELETE"
             and route.legacy
@@ -451,12 +462,10 @@ class HTTPBackend:
             self.metrics.pins.labels("forgotten").inc()
         if body is not None:
             # The common case, a JSON-RPC response read whole: answer in two messages.
-            if handles is not None:
+            if scan and (found := minted_in_body(body, event_stream)):
                 # Pinned before the client can see the handles, like legacy ids above.
-                if event_stream:
-                    await handles.feed(body)
-                elif minted_handles := minted_in_json(body):
-                    await handles.pin(minted_handles)
+                pins = MintedPins(self.pins, self._minted, upstream.name, principal, event_stream)
+                await pins.pin(found)
             await send({"type": "http.response.start", "status": head.status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             self._finish(upstream, connection, head)
@@ -466,6 +475,9 @@ class HTTPBackend:
             await send({"type": "http.response.body", "body": b""})
             self._finish(upstream, connection, head)
             return head.status
+        handles = None
+        if scan:
+            handles = MintedPins(self.pins, self._minted, upstream.name, principal, event_stream)
         if event_stream or head.framing == "close":
             await self._pump_watched(upstream, request, send, connection, head, handles)
         else:
