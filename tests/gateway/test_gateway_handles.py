@@ -128,7 +128,8 @@ def test_vm_handles_stay_on_their_replica(stack: Stack) -> None:
 @pytest.mark.anyio
 async def test_session_start_handle_counts_through_the_gateway(stack: Stack) -> None:
     """A plain SDK client (``mcp.Client``, 2026-07-28) that can only pass arguments: each
-    ``session_start`` handle counts 1, 2, 3, 4 through the gateway."""
+    ``session_start`` handle counts 1, 2, 3, 4 through the gateway, and ``init_vm`` then
+    ``set_ram`` succeeds 12 out of 12."""
     target = Target("http", url=stack.gateway.url)
     async with target.client("modern") as client:
         for _ in range(4):  # keyless session_start calls alternate between the replicas
@@ -137,6 +138,11 @@ async def test_session_start_handle_counts_through_the_gateway(stack: Stack) -> 
                 tool_value(await client.call_tool("count", {"session": handle})) for _ in range(4)
             ]
             assert counts == [1, 2, 3, 4]
+        # The VM flow as this client makes it (it mirrors `vm` into Mcp-Param-Vm itself).
+        for i in range(12):
+            vm = tool_value(await client.call_tool("init_vm", {"name": f"sdk{i}"}))
+            configured = tool_value(await client.call_tool("set_ram", {"vm": vm, "gb": i + 2}))
+            assert configured["ram_gb"] == i + 2
 
 
 def test_a_param_header_alone_routes_to_the_handles_replica(stack: Stack) -> None:
