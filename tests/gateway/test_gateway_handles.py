@@ -352,3 +352,41 @@ def test_a_pin_store_outage_is_a_retryable_error_not_a_wrong_replica(
             assert stack.gateway.running()
     finally:
         stop_process(redis_process)
+
+
+@pytest.mark.redis
+def test_failover_move_lets_handles_continue_on_a_shared_store(
+    tmp_path_factory: pytest.TempPathFactory, redis_url: str
+) -> None:
+    """Upstreams sharing one store, ``--failover move``: a handle whose upstream died is
+    re-pinned to the next one and keeps its state there."""
+    logs = tmp_path_factory.mktemp("gateway-handles-move")
+    procs: list[Proc] = []
+    try:
+        demos = [start_demo(logs, name, store=redis_url) for name in ("a", "b")]
+        procs += demos
+        options = (*upstream_args(*demos), *fast_health(), "--failover", "move")
+        gateway = start_gateway(logs, "move", *options)
+        procs.append(gateway)
+        with httpx2.Client(timeout=30) as client:
+            # Keyless init_vm calls alternate, so both upstreams hold pins.
+            vms = [init_vm(client, gateway.url, f"moved{i}") for i in range(6)]
+            for vm in vms:
+                assert set_ram(client, gateway.url, vm, 5).value["ram_gb"] == 5
+            before = metrics(gateway)
+            kill(demos[0])
+            for i, vm in enumerate(vms):
+                reply = set_ram(client, gateway.url, vm, 6 + i)
+                assert reply.value == {
+                    "name": f"moved{i}",
+                    "ram_gb": 6 + i,
+                    "cpus": 1,
+                    "deployed": False,
+                }
+            after = metrics(gateway)
+        moved = 'mcp_gateway_pins_total{event="moved"}'
+        assert after[moved] - before[moved] == 3  # the handles pinned to the dead upstream
+        assert after[LOST] == before[LOST]
+    finally:
+        for proc in procs:
+            stop(proc)
