@@ -4,7 +4,9 @@ Its state lives in this process's memory only, so a request that reaches the wro
 the wrong process shows: ``whoami`` names the server (and its pid), ``count`` keeps a counter
 per session key. ``progress`` reports progress, then waits for ``release`` — a test reads the
 first notification *before* releasing, which proves the gateway streamed it through rather
-than buffering the response. ``block`` never returns (for kill tests); ``crash`` exits.
+than buffering the response; ``mint`` does the same, then answers with a result listing a
+handle as minted, and ``where`` names the server a handle reached (issue #11). ``block``
+never returns (for kill tests); ``crash`` exits.
 
 Run: python _upstream.py --name a --port 8001     (Streamable HTTP on 127.0.0.1)
      python _upstream.py --name a --stdio          (stdio, for --spawn)
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import CallToolResult, TextContent
 
 STARTED_AT = time.time()
 
@@ -72,6 +75,21 @@ def build(name: str) -> MCPServer:
         """Let progress(gate) finish."""
         gates.setdefault(gate, asyncio.Event()).set()
         return True
+
+    @mcp.tool()
+    async def mint(handle: str, gate: str, ctx: Context) -> CallToolResult:
+        """Report progress, wait until release(gate), then answer with a result that lists
+        ``handle`` as minted, as an mcp-sessions server does (an event-stream response)."""
+        event = gates.setdefault(gate, asyncio.Event())
+        await ctx.report_progress(1, 2, "minting")
+        await asyncio.wait_for(event.wait(), 60)
+        minted = {"dev.mcpsessions/handles": [{"handle": handle, "kind": "probe"}]}
+        return CallToolResult(content=[TextContent(type="text", text=handle)], _meta=minted)
+
+    @mcp.tool()
+    async def where(handle: str) -> str:
+        """Which server a request carrying ``handle`` reached."""
+        return name
 
     @mcp.tool()
     async def block(marker: str = "") -> str:

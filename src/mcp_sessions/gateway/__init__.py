@@ -5,7 +5,8 @@ Layout, one concept per module:
 * :mod:`.routing` — the session key of a request and rendezvous hashing (pure);
 * :mod:`.http1` — the HTTP/1.1 hop to upstreams (keep-alive pools, streamed bodies);
 * :mod:`.upstreams` — upstream addresses, load and health checks;
-* :mod:`.pins` — where each session lives, in the shared store;
+* :mod:`.pins` — where each session and handle lives, in the shared store;
+* :mod:`.handles` — which handles a result minted, and which a request carries;
 * :mod:`.proxy` — the HTTP backend; :mod:`.spawn` — the process-per-session backend;
 * :mod:`.app` — the ASGI front; :mod:`.metrics`, :mod:`.emit` (nginx/HAProxy/Envoy
   configurations), :mod:`.cli`.

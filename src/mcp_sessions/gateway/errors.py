@@ -3,7 +3,9 @@
 Codes sit beside the session codes (-31001…-31004), outside the ranges JSON-RPC and MCP
 reserve (spec §5.0 item 3). A session whose upstream or process is gone gets the contract's
 SessionNotFound (-31001, HTTP 404): it is exactly "start a new session", the answer every
-client of DESIGN §3 — and every legacy client after SEP-1372 — already acts on.
+client of DESIGN §3 — and every legacy client after SEP-1372 — already acts on. A handle
+whose upstream is gone is not a lost session (the caller's session may live on elsewhere), so
+it gets -31010 with HTTP 502 (:class:`HandleLost`, issue #11), saying to start over.
 """
 
 from __future__ import annotations
@@ -56,6 +58,28 @@ def session_lost(reason: str) -> SessionNotFound:
     return SessionNotFound(
         f"Session lost: {reason}. Its state is gone with it; start a new session (a new "
         "dev.mcpsessions/sessionId, or initialize again for Mcp-Session-Id clients)."
+    )
+
+
+class HandleLost(UpstreamFailed):
+    """A handle pinned to an upstream that is gone (issue #11). Not a session error: the
+    request's session, if any, may well live on; only the handle's state is lost."""
+
+    default_message = (
+        "Handle lost: the server that holds this handle is unavailable. Its state is gone "
+        "with it; call the tool that made the handle again to start over."
+    )
+
+
+def handle_lost(handle: str, reason: str) -> HandleLost:
+    """The answer for a request carrying a handle whose upstream is gone. The request was
+    not sent anywhere, so nothing of it was applied (-31010, like an upstream failure)."""
+    kind = handle.split("-", 1)[0]
+    maker = "session_start" if kind == "session" else f"the tool that made the {kind} handle"
+    return HandleLost(
+        f"Handle lost: the {kind} handle {handle!r} lives on a server that {reason}. Its "
+        f"state is gone with it, and this request was not applied: start over by calling "
+        f"{maker} again."
     )
 
 

@@ -45,8 +45,8 @@ class GatewayMetrics:
         self.routing = Counter(
             "mcp_gateway_routing_decisions",
             "Requests by what they were routed on: a session carrier (client_header, meta, "
-            "sep2822, openai, bedrock, legacy), a handle header (param_header), the principal, "
-            "or least_loaded.",
+            "sep2822, openai, bedrock, legacy), a pinned handle (handle), a hashed handle "
+            "header (param_header), the principal, or least_loaded.",
             ["carrier"],
             registry=r,
         )
@@ -54,13 +54,14 @@ class GatewayMetrics:
             self.routing.labels(decision)
         self.pins = Counter(
             "mcp_gateway_pins",
-            "Session pin events: placed (a new client-id session), learned (a legacy "
-            "Mcp-Session-Id from an initialize response), moved (failover), forgotten "
-            "(DELETE), lost (the pinned upstream is unavailable; the session got an error).",
+            "Pin events: placed (a new client-id session), learned (a legacy "
+            "Mcp-Session-Id from an initialize response), minted (a handle a result listed "
+            "as minted), moved (failover), forgotten (DELETE), lost (the pinned upstream is "
+            "unavailable; the session or handle got an error).",
             ["event"],
             registry=r,
         )
-        for event in ("placed", "learned", "moved", "forgotten", "lost"):
+        for event in ("placed", "learned", "minted", "moved", "forgotten", "lost"):
             self.pins.labels(event)
         self.upstream_errors = Counter(
             "mcp_gateway_upstream_errors",

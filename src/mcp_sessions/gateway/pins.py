@@ -2,7 +2,7 @@
 
 A pin is a store record of kind ``"pin"`` whose state is ``{"upstream": URL}``, bound to the
 caller's principal key like every record (DESIGN §2), expiring after ``ttl`` idle seconds.
-Two kinds of sessions are pinned:
+Two kinds of sessions are pinned, and handles:
 
 * **legacy** ``Mcp-Session-Id`` sessions, learned from the ``initialize`` response that
   minted the id — a learned sticky table, the open-source counterpart of NGINX Plus
@@ -12,7 +12,9 @@ Two kinds of sessions are pinned:
   replica computes the same placement, so parallel first calls through different replicas
   agree without the store; the pin then keeps a live session where it is when upstreams are
   added, and lets the gateway tell a session whose upstream failed (a clear error) from a
-  new one (placed on a healthy upstream).
+  new one (placed on a healthy upstream);
+* **handles** (id ``handle:<handle>``), learned from the results that list them as minted,
+  so that a handle reaches the replica holding its state (:mod:`.handles`, issue #11).
 
 The local cache makes a steady session cost no store round trip; the store is read on a
 cache miss, and written when a pin is placed, moved, forgotten, or its expiry needs
@@ -131,7 +133,7 @@ class PinTable:
         """Pins this replica used within the last ``idle`` seconds, by upstream (a metric)."""
         horizon = time.monotonic() - idle
         counts: Counter[str] = Counter()
-        for cached in self._cache.values():
-            if cached.used >= horizon:
+        for (_principal, key), cached in self._cache.items():
+            if cached.used >= horizon and not key.startswith("handle:"):  # sessions only
                 counts[self.upstream_of(cached.record)] += 1
         return counts

@@ -3,14 +3,15 @@
 For each request (issue #7, DESIGN §8):
 
 1. find its key (:mod:`.routing`): the ``Mcp-Client-Session-Id`` header alone when present,
-   the body only when the headers do not decide;
-2. find its upstream: a session goes where its pin says (:mod:`.pins`), a new client-id
-   session is pinned to its rendezvous choice among the healthy upstreams, a legacy id
-   without a pin is hashed, any other key is hashed, and no key means least-loaded;
+   the body only when the headers do not decide; a pinned handle in the request overrides
+   the decisions below handles (:mod:`.handles`);
+2. find its upstream: a session or handle goes where its pin says (:mod:`.pins`), a new
+   client-id session is pinned to its rendezvous choice among the healthy upstreams, a
+   legacy id without a pin is hashed, any other key is hashed, and no key means least-loaded;
 3. send it, and stream the response back chunk by chunk as the upstream writes it (SSE
    included): nothing is buffered beyond one read;
 4. learn the ``Mcp-Session-Id`` an ``initialize`` response mints, and forget it after a
-   ``DELETE``.
+   ``DELETE``; pin the handles a result lists as minted, before the client can see them.
 
 A request that never reached an upstream (connection refused) is sent to the next choice; one
 that may have reached it is never replayed, and gets a clear JSON-RPC error instead.
@@ -26,13 +27,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import SessionError
+from ..core.errors import SessionError, StoreUnavailable
 from ..core.names import HEADER_LEGACY_SESSION_ID
-from ..stores import Store
+from ..stores import Store, StoreError
 from . import routing
 from .asgi import HOP_BY_HOP, BodyTooLarge, Incoming, Send, send_error, send_plain_error
 from .config import GatewayConfig
-from .errors import NoUpstream, UpstreamFailed, session_lost
+from .errors import NoUpstream, UpstreamFailed, handle_lost, session_lost
+from .handles import HANDLE, MintedPins, minted_in_body, pin_key, request_handles
 from .http1 import Connection, ResponseHead, StaleConnection, UpstreamError
 from .metrics import GatewayMetrics
 from .pins import PinTable
@@ -71,6 +73,7 @@ class HTTPBackend:
         self.pins = PinTable(store, ttl=config.session_idle)
         self._tiebreak = itertools.count()
         self._decisions = {d: metrics.routing.labels(d) for d in routing.DECISIONS}
+        self._minted = metrics.pins.labels("minted")
         metrics.on_scrape(self._refresh_gauges)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -134,6 +137,15 @@ class HTTPBackend:
             # The same refusal a server gives (DESIGN §3): 400 with the JSON-RPC error.
             return await send_error(send, error, request.rpc_id, status=400)
 
+    async def _route_by_handle(self, request: Incoming, principal: str) -> routing.RouteKey | None:
+        """The route of the first pinned handle the request carries, if any (DESIGN §2 step 3
+        of :mod:`.routing`). A handle-shaped value without a pin changes nothing."""
+        for handle in request_handles(request.rpc, request.raw_headers):
+            key = pin_key(handle)
+            if await self.pins.get(key, principal) is not None:
+                return routing.RouteKey(HANDLE, key, session=True, handle=handle)
+        return None
+
     def _hashed(self, key: str, exclude: set[str]) -> Upstream | None:
         healthy = [u.name for u in self.upstreams.healthy() if u.name not in exclude]
         name = routing.choose(key, healthy)
@@ -191,12 +203,14 @@ class HTTPBackend:
                 return _Choice(target) if target is not None else NoUpstream()
             self.metrics.pins.labels("lost").inc()
             reason = (
-                "its upstream is no longer configured"
+                "is no longer configured"
                 if upstream is None
-                else f"its upstream {upstream.name} is unavailable"
-                + (f" ({upstream.last_error})" if upstream.last_error else "")
+                else f"is unavailable ({upstream.name}"
+                + (f": {upstream.last_error})" if upstream.last_error else ")")
             )
-            return session_lost(reason)
+            if route.handle is not None:
+                return handle_lost(route.handle, reason)
+            return session_lost(f"its upstream {reason}")
         return _Choice(upstream)
 
     # -- the exchange ------------------------------------------------------------------------
@@ -205,8 +219,23 @@ class HTTPBackend:
         route = await self._route(request, send)
         if isinstance(route, int):
             return route
-        self._decisions[route.decision].inc()
         principal = routing.principal_key(request.headers)
+        if route.below_handles:
+            try:
+                route = await self._route_by_handle(request, principal) or route
+            except StoreError as error:
+                # Routing without the pin could reach a replica that lacks the handle's state.
+                logger.warning("handle pin lookup failed: %s", error)
+                return await send_error(
+                    send,
+                    StoreUnavailable(
+                        "The gateway's pin store is unavailable right now; the request was not "
+                        "sent. Retry it shortly."
+                    ),
+                    self._request_id(request),
+                    extra_headers=[(b"retry-after", b"1")],
+                )
+        self._decisions[route.decision].inc()
         exclude: set[str] = set()
         streaming = False
         if request.body is None and request.method not in ("GET", "HEAD", "DELETE"):
@@ -422,6 +451,7 @@ class HTTPBackend:
             # Learned before the client can see the id, so its next request finds the pin.
             await self.pins.place(minted, principal, upstream.name, "legacy")
             self.metrics.pins.labels("learned").inc()
+        scan = request.method == "POST" and head.status < 400  # results that may mint handles
         if (
             request.method == "DELETE"
             and route.legacy
@@ -432,6 +462,10 @@ class HTTPBackend:
             self.metrics.pins.labels("forgotten").inc()
         if body is not None:
             # The common case, a JSON-RPC response read whole: answer in two messages.
+            if scan and (found := minted_in_body(body, event_stream)):
+                # Pinned before the client can see the handles, like legacy ids above.
+                pins = MintedPins(self.pins, self._minted, upstream.name, principal, event_stream)
+                await pins.pin(found)
             await send({"type": "http.response.start", "status": head.status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             self._finish(upstream, connection, head)
@@ -441,10 +475,13 @@ class HTTPBackend:
             await send({"type": "http.response.body", "body": b""})
             self._finish(upstream, connection, head)
             return head.status
+        handles = None
+        if scan:
+            handles = MintedPins(self.pins, self._minted, upstream.name, principal, event_stream)
         if event_stream or head.framing == "close":
-            await self._pump_watched(upstream, request, send, connection, head)
+            await self._pump_watched(upstream, request, send, connection, head, handles)
         else:
-            await self._pump(upstream, request, send, connection, head)
+            await self._pump(upstream, request, send, connection, head, handles)
         return head.status
 
     async def _pump(
@@ -454,9 +491,12 @@ class HTTPBackend:
         send: Send,
         connection: Connection,
         head: ResponseHead,
+        handles: MintedPins | None = None,
     ) -> None:
         try:
             async for chunk in connection.body(head, self.config.upstream_timeout):
+                if handles is not None:
+                    await handles.feed(chunk)  # scanned, not held: pins what it completes
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as error:
             error.responded = True
@@ -464,6 +504,8 @@ class HTTPBackend:
                 # An event stream cut mid-way: end it with the error the request is owed.
                 await self._send_stream_error(upstream, request, send, error)
             raise
+        if handles is not None:
+            await handles.finish()
         await send({"type": "http.response.body", "body": b""})
         self._finish(upstream, connection, head)
 
@@ -474,10 +516,11 @@ class HTTPBackend:
         send: Send,
         connection: Connection,
         head: ResponseHead,
+        handles: MintedPins | None = None,
     ) -> None:
         """:meth:`_pump` while watching for the client to go away: a long event stream must
         not outlive its reader (the upstream connection is then closed)."""
-        pump = asyncio.ensure_future(self._pump(upstream, request, send, connection, head))
+        pump = asyncio.ensure_future(self._pump(upstream, request, send, connection, head, handles))
         watch = asyncio.ensure_future(_wait_disconnect(request))
         try:
             await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)

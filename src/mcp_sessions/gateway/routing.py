@@ -2,20 +2,24 @@
 
 Pure functions, no I/O (DESIGN §9: a core that knows the rules, thin adapters around it).
 
-**The key.** A request is routed by the first of (DESIGN §2, issue #7):
+**The key.** A request is routed by the first of (DESIGN §2, issues #7 and #11):
 
 1. the client session id header ``Mcp-Client-Session-Id`` (the mirror of carrier 1, also
    SEP-2822's header): the gateway routes on it without reading the body — DESIGN §3 lets a
    gateway route on the header alone, and a header that disagrees with ``_meta`` is the
    server's to refuse (400, -32020), exactly as when no gateway is in between;
-2. otherwise the carriers of :func:`~mcp_sessions.core.carriers.resolve_carrier`, in its
-   order: ``_meta`` ids, the SEP-2822 and vendor aliases, the Bedrock header, then legacy
-   ``Mcp-Session-Id`` on a 2025-11-25 or older request;
-3. a configured ``Mcp-Param-*`` header, the HTTP mirror of a handle argument (SEP-2243,
-   DESIGN §4), so that handle-based tools stay on the replica that minted the handle;
-4. the caller's principal, read from ``Authorization`` (so one user's keyless calls share a
+2. the ``_meta`` ids, the SEP-2822 and vendor aliases and the Bedrock header, in the order
+   of :func:`~mcp_sessions.core.carriers.resolve_carrier`;
+3. a *pinned handle*: a ``tools/call`` argument value or ``Mcp-Param-*`` header value that a
+   result of an upstream listed as minted (:mod:`.handles`). Pins need the store, so this
+   step is the proxy's (:meth:`.proxy.HTTPBackend._route`), between this module's answers:
+   it overrides only the decisions below it;
+4. legacy ``Mcp-Session-Id`` on a 2025-11-25 or older request;
+5. a configured ``Mcp-Param-*`` header (``--route-param``), hashed: the same handle reaches
+   the same replica even before (or without) a pin;
+6. the caller's principal, read from ``Authorization`` (so one user's keyless calls share a
    replica);
-5. nothing: the least-loaded healthy upstream.
+7. nothing: the least-loaded healthy upstream.
 
 **The upstream.** Rendezvous (highest random weight) hashing: every upstream gets a score
 ``H(upstream, key)`` and the highest wins. Every gateway replica computes the same answer
@@ -98,16 +102,26 @@ class RouteKey:
     a session reaches the same upstream whichever carrier brings its id on a given request.
     ``session`` says the key names a session (the gateway remembers where sessions live);
     ``legacy`` says it is a server-minted ``Mcp-Session-Id`` (placed by the server that
-    minted it and learned from its response, never placed by hashing first).
+    minted it and learned from its response, never placed by hashing first). ``handle`` is
+    the pinned handle a request is routed by (then ``key`` is its pin and ``session`` is set:
+    it lives where its pin says, and is lost with its upstream).
     """
 
     decision: str
     key: str | None = None
     session: bool = False
     legacy: bool = False
+    handle: str | None = None
+
+    @property
+    def below_handles(self) -> bool:
+        """Whether a pinned handle in the request overrides this decision (DESIGN §2: a
+        handle argument beats legacy ids, but not ``_meta`` ids and their aliases)."""
+        return self.decision in _BELOW_HANDLES
 
 
 LEAST_LOADED_ROUTE = RouteKey(LEAST_LOADED)
+_BELOW_HANDLES = frozenset({Carrier.LEGACY.value, PARAM_HEADER, PRINCIPAL, LEAST_LOADED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +163,8 @@ def route_for(
     protocol_version: str | None,
     policy: RoutingPolicy,
 ) -> RouteKey:
-    """The full decision (module docstring, steps 2-5). ``headers`` has lowercase names.
+    """The decision of module docstring steps 2 and 4-7 (the proxy adds step 3).
+    ``headers`` has lowercase names.
 
     Raises :class:`~mcp_sessions.core.errors.HeaderMismatch` or
     :class:`~mcp_sessions.core.errors.InvalidSessionId` exactly where a server would.

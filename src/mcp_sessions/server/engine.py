@@ -241,6 +241,9 @@ class RequestScope:
         self._session: Session | None = None
         #: Handle records this request loaded or made, by (kind, handle).
         self.handles: dict[tuple[str, str], Record] = {}
+        #: Handles this request minted, as (kind, handle): listed in the result's _meta so a
+        #: gateway pins each to the replica that holds it (issue #11).
+        self.minted: list[tuple[str, str]] = []
         self._token_out: str | None = None
         self._seq = 0
         self._conflict_current: Record | None = None

@@ -110,6 +110,7 @@ class HandleKind:
         )
         await self._engine.store.create(record)
         scope.handles[(self.kind, record.id)] = record
+        scope.minted.append((self.kind, record.id))
         return record.id
 
     async def load(self, value: str) -> Record:

@@ -40,6 +40,7 @@ from ..core.names import (
     EXTENSION_ID,
     HEADER_CLIENT_SESSION_ID,
     META_BAGGAGE,
+    META_MINTED_HANDLES,
     META_SESSION_ID,
     META_STATE,
     METHOD_SESSION_CREATE,
@@ -405,6 +406,7 @@ class Sessions(Extension):
             max_lifetime=config.max_lifetime,
         )
         await self.engine.store.create(record)
+        scope.minted.append((SESSION_KIND, record.id))
         return record.id
 
 
@@ -517,6 +519,13 @@ class SessionMiddleware:
             return result
         if method == "tools/list" and self._sessions.handle_fallback:
             return _with_fallback_argument(result)
+        if scope.minted:
+            # Which handles this call minted, for a gateway to pin (issue #11, docs/wire.md).
+            minted = [{"handle": handle, "kind": kind} for kind, handle in scope.minted]
+            result = {
+                **result,
+                "_meta": {**(result.get("_meta") or {}), META_MINTED_HANDLES: minted},
+            }
         if method in LIST_METHODS or scope.loaded is None:
             return result
         extra = scope.result_meta()
