@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -36,6 +37,8 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 HTTPImplementation = Literal["auto", "h11", "httptools"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,8 @@ def refuse(
 
     The caller drops whatever the client still sends meanwhile.
     """
+    # Info, not warning: under a flood of bad requests this would drown the log.
+    logger.info("refused a request from %s: %s", transport.get_extra_info("peername"), message)
     transport.write(_raw_response(status, message))
     if transport.can_write_eof():
         transport.write_eof()
