@@ -197,6 +197,22 @@ def test_malformed_bodies_are_400_with_a_json_rpc_error_on_every_path(
     assert reply["error"]["code"] == code, reply
 
 
+@pytest.mark.parametrize("route", ROUTES)
+def test_an_oversized_body_is_413_with_a_json_rpc_error(demo: ServerProcess, route: str) -> None:
+    body = b'{"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"x": "'
+    body += b"x" * (4 * 1024 * 1024) + b'"}}'
+    response = httpx2.post(
+        demo.url,
+        content=body,
+        headers={"content-type": "application/json", **dict(ROUTES[route])},
+        timeout=30,
+    )
+    assert response.status_code == 413
+    reply = response.json()
+    assert reply["error"]["code"] == -32600
+    assert str(4 * 1024 * 1024) in reply["error"]["message"]
+
+
 def test_the_demo_serves_normally_next_to_malformed_bodies(demo: ServerProcess) -> None:
     for _ in range(3):
         refused = httpx2.post(

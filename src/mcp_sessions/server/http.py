@@ -256,7 +256,8 @@ class LegacyGate:
         try:
             body = await _read_body(receive, self.max_body)
         except _BodyTooLarge:
-            await _send_json(send, 413, {"error": f"request body over {self.max_body} bytes"})
+            error = {"code": -32600, "message": f"Request body over {self.max_body} bytes"}
+            await _send_json(send, 413, {"jsonrpc": "2.0", "id": None, "error": error})
             return None
         try:
             return body, parse_message(body)
