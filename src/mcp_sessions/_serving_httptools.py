@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .serving import _HEAD_TIMEOUT_MESSAGE, HTTPLimits, _HeadClock, refuse
+from .serving import _HEAD_TIMEOUT_MESSAGE, HTTPLimits, Linger, _HeadClock, refuse
 
 
 class _HeadRefused(Exception):
@@ -37,6 +37,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.refusal: str | None = None
         self.refused = False
         self.deferred: tuple[int, str] | None = None
+        self.linger: Linger | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -48,7 +49,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
-            return  # lingering after a refusal: the rest of the request is dropped
+            if self.linger is not None:
+                self.linger.input()  # the rest of a refused request: dropped
+            return
         super().data_received(data)
         if self.in_head and not self.transport.is_closing():
             # Still inside a head after this read: count all of it (at most one read too
@@ -102,7 +105,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             # still being answered, whose response must not be cut.
             self.deferred = (status, refusal)
             return
-        refuse(self.transport, self.loop, status, refusal)
+        self.linger = refuse(self.transport, self.loop, status, refusal)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -111,7 +114,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             status, refusal = self.deferred
             self.deferred = None
             if not self.transport.is_closing():
-                refuse(self.transport, self.loop, status, refusal)
+                self.linger = refuse(self.transport, self.loop, status, refusal)
 
     def shutdown(self) -> None:
         if self.refused:

@@ -110,27 +110,45 @@ def _raw_response(status: int, message: str) -> bytes:
     return head.encode("ascii") + body
 
 
-#: After a refusal, how long the rest of the request is read and dropped before the
-#: connection closes. Closing a socket with unread input makes the kernel send RST, which can
-#: destroy the refusal before the client reads it (RFC 9112 §9.6: close in stages).
+#: After a refusal the rest of the request is read and dropped until the client has been
+#: quiet for LINGER_QUIET seconds, LINGER_SECONDS at most, and only then is the socket closed.
+#: Closing with unread input makes the kernel send RST, which can destroy the refusal before
+#: the client reads it (RFC 9112 §9.6: close in stages); a quiet client frees its descriptor
+#: at once.
+LINGER_QUIET = 0.25
 LINGER_SECONDS = 2.0
+
+
+class Linger:
+    """The closing stage of a refused connection (see :data:`LINGER_SECONDS`)."""
+
+    def __init__(self, transport: asyncio.BaseTransport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.loop = loop
+        self.deadline = loop.time() + LINGER_SECONDS
+        self.handle = loop.call_later(LINGER_QUIET, transport.close)
+
+    def input(self) -> None:
+        """More input arrived: wait for quiet again, within the deadline."""
+        self.handle.cancel()
+        delay = max(0.0, min(LINGER_QUIET, self.deadline - self.loop.time()))
+        self.handle = self.loop.call_later(delay, self.transport.close)
 
 
 def refuse(
     transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, status: int, message: str
-) -> None:
-    """Answer ``status`` and close: our side at once, theirs after :data:`LINGER_SECONDS`.
-
-    The caller drops whatever the client still sends meanwhile.
-    """
+) -> Linger | None:
+    """Answer ``status`` and close our side; the returned :class:`Linger` (``None`` when the
+    transport cannot half-close, e.g. TLS: then it is closed at once) closes the rest. The
+    caller drops whatever the client still sends, telling the linger."""
     # Info, not warning: under a flood of bad requests this would drown the log.
     logger.info("refused a request from %s: %s", transport.get_extra_info("peername"), message)
     transport.write(_raw_response(status, message))
     if transport.can_write_eof():
         transport.write_eof()
-        loop.call_later(LINGER_SECONDS, transport.close)
-    else:
-        transport.close()
+        return Linger(transport, loop)
+    transport.close()
+    return None
 
 
 _HEAD_TIMEOUT_MESSAGE = "Request Timeout: the request head did not arrive in time"
@@ -201,6 +219,7 @@ class LimitedH11Protocol(H11Protocol):
         self.timeout_keep_alive = self.limits.keep_alive_timeout  # type: ignore[assignment]
         self.head_clock = _HeadClock(self.loop, self.limits.header_timeout, self._head_timed_out)
         self.refused = False
+        self.linger: Linger | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -212,7 +231,9 @@ class LimitedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
-            return  # lingering after a refusal: the rest of the request is dropped
+            if self.linger is not None:
+                self.linger.input()  # the rest of a refused request: dropped
+            return
         super().data_received(data)
         self._watch_head()
 
@@ -237,7 +258,7 @@ class LimitedH11Protocol(H11Protocol):
             return
         if self.conn.trailing_data[0]:
             self.refused = True
-            refuse(self.transport, self.loop, 408, _HEAD_TIMEOUT_MESSAGE)
+            self.linger = refuse(self.transport, self.loop, 408, _HEAD_TIMEOUT_MESSAGE)
         else:
             self.transport.close()  # not a byte yet: nothing to answer
 
@@ -247,7 +268,7 @@ class LimitedH11Protocol(H11Protocol):
             return
         self.refused = True
         self.head_clock.disarm()
-        refuse(self.transport, self.loop, 431, self.conn.refusal)
+        self.linger = refuse(self.transport, self.loop, 431, self.conn.refusal)
 
 
 def _httptools_protocol() -> type[asyncio.Protocol]:

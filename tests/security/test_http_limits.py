@@ -19,6 +19,7 @@ import importlib.util
 import json
 import select
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,13 @@ from typing import Any
 import httpx2
 import pytest
 from tests.gateway.helpers import start_gateway, start_upstream, stop, upstream_args
-from tests.server.helpers import ServerProcess, ThreadedServer, start_demo
+from tests.server.helpers import (
+    MCP_SESSIONS_CLI,
+    ServerProcess,
+    ThreadedServer,
+    start_demo,
+    start_process,
+)
 
 from mcp_sessions.core.bodies import (
     MAX_JSON_DEPTH,
@@ -254,6 +261,44 @@ def test_slow_request_heads_are_closed_after_the_header_timeout(demo: ServerProc
     finally:
         for sock in slow:
             sock.close()
+
+
+#: Runs the demo with a low file limit (RLIMIT_NOFILE), as a small deployment might have.
+LOW_FILE_LIMIT = 128
+_WITH_FILE_LIMIT = (
+    "import os, resource, sys; "
+    f"resource.setrlimit(resource.RLIMIT_NOFILE, ({LOW_FILE_LIMIT}, {LOW_FILE_LIMIT})); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def test_slow_clients_beyond_the_file_limit_do_not_stop_the_demo(tmp_path: Path) -> None:
+    """Row 6: more slow connections than the process has file descriptors. Before, they held
+    every descriptor for good and the demo stopped answering; now each is closed after the
+    header timeout, and the demo answers again."""
+    argv = [sys.executable, "-c", _WITH_FILE_LIMIT, str(MCP_SESSIONS_CLI), "demo"]
+    argv += ["--store", "memory://", "--key-file", str(tmp_path / "keys.txt")]
+    argv += ["--header-timeout", str(HEADER_TIMEOUT)]
+    server = start_process(argv, tmp_path / "demo.log")
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(LOW_FILE_LIMIT + 30):
+            sock = connect(server.port)
+            sock.sendall(f"POST /mcp HTTP/1.1\r\nHost: {host_of(server)}\r\nX-Slow: ".encode())
+            slow.append(sock)
+        for sock in slow:
+            assert status_of(read_until_closed(sock)) == 408
+        served = httpx2.post(
+            server.url,
+            json=INITIALIZE,
+            headers={"accept": "application/json, text/event-stream"},
+            timeout=30,
+        )
+        assert served.status_code == 200, served.text
+    finally:
+        for sock in slow:
+            sock.close()
+        server.stop()
 
 
 def test_the_header_timeout_bounds_the_whole_head_not_each_read(demo: ServerProcess) -> None:
