@@ -81,7 +81,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if refusal is not None:
             self.refusal = refusal
             raise _HeadRefused(refusal)
-        super().on_header(name, value)
+        # llhttp drops the whitespace before a field value but keeps the whitespace after it;
+        # neither is part of the value (RFC 9110 §5.5), and h11 strips both.
+        super().on_header(name, value.rstrip(b" \t"))
 
     def on_headers_complete(self) -> None:
         self.in_head = False

@@ -372,11 +372,13 @@ class CountingApp:
 
     def __init__(self) -> None:
         self.calls = 0
+        self.headers: list[tuple[bytes, bytes]] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         self.calls += 1
+        self.headers = list(scope["headers"])
         more = True
         while more:
             message = await receive()
@@ -418,6 +420,16 @@ def test_the_limits_refuse_before_the_app_runs(
         sock.sendall(head("GET", "127.0.0.1", many_fields(19), None))  # Host + 19: served
         assert status_of(read_response(sock)) == 200
     assert app.calls == 1
+
+
+def test_field_values_lose_their_surrounding_whitespace_on_both_parsers(
+    served: tuple[ThreadedServer, CountingApp],
+) -> None:
+    server, app = served
+    with connect(server.port) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padded:  \t a b \t \r\n\r\n")
+        assert status_of(read_response(sock)) == 200
+    assert (b"x-padded", b"a b") in app.headers
 
 
 def test_a_pipelined_head_over_the_limits_is_refused(
