@@ -4,7 +4,8 @@
   JSON-RPC -32700 on every path of the served app (legacy, legacy with a session id,
   2026-07-28); JSON that is not one message object is 400 / -32600. Never a 500.
 * Row 6: a request head that does not arrive within the header timeout is answered 408 and
-  closed (50 slow connections while a normal client is served); an idle keep-alive
+  closed (50 slow connections while a normal client is served; more slow connections than
+  the demo has file descriptors, after which it answers again); an idle keep-alive
   connection is closed after the idle timeout.
 * Row 7: 10,000 header fields, more fields than the limit, or more bytes than the limit get
   431 before the app runs.
