@@ -182,6 +182,36 @@ def token_inspect(
     help="Offer session_start and a 'session' argument to clients that carry no session.",
 )
 @click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    metavar="S",
+    help="Close a connection whose request head is not complete after this long (408).",
+)
+@click.option(
+    "--keep-alive-timeout",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    metavar="S",
+    help="Close a keep-alive connection idle for this long between requests.",
+)
+@click.option(
+    "--max-header-bytes",
+    default=32 * 1024,
+    show_default=True,
+    type=click.IntRange(min=1024),
+    help="Larger request heads get 431.",
+)
+@click.option(
+    "--max-headers",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Requests with more header fields get 431.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="warning",
@@ -197,6 +227,10 @@ def demo(
     auth_tokens: Path | None,
     key_file: Path | None,
     handle_fallback: bool,
+    header_timeout: float,
+    keep_alive_timeout: float,
+    max_header_bytes: int,
+    max_headers: int,
     log_level: str,
 ) -> None:
     """Run the example server: a counter, a cart, progressive discovery and VM handles.
@@ -245,7 +279,7 @@ def demo(
         )
         mcp.run("stdio")
         return
-    import uvicorn
+    from .serving import HTTPLimits, serve
 
     app = sessions.streamable_http_app(mcp, host=host)
     url = f"{base_url}/mcp"
@@ -264,7 +298,14 @@ def demo(
         f"  ({plain}; 2025-11-25 clients get Mcp-Session-Id) - see docs/server.md",
         err=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    limits = HTTPLimits(
+        header_timeout=header_timeout,
+        keep_alive_timeout=keep_alive_timeout,
+        max_header_bytes=max_header_bytes,
+        max_headers=max_headers,
+    )
+    if not serve(app, host=host, port=port, limits=limits, log_level=log_level):
+        sys.exit(1)
 
 
 from .gateway.cli import gateway as _gateway  # noqa: E402  (light module: loads the rest on use)

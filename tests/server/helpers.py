@@ -372,10 +372,12 @@ def start_demo(directory: Path, *args: str, name: str = "demo") -> ServerProcess
 class ThreadedServer:
     """An ASGI app on uvicorn in a thread of the test process, on a port the OS picks."""
 
-    def __init__(self, app: Any) -> None:
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", ws="none"
-        )
+    def __init__(self, app: Any, config: uvicorn.Config | None = None) -> None:
+        """``config`` (host 127.0.0.1, port 0) replaces the default one when given."""
+        if config is None:
+            config = uvicorn.Config(
+                app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", ws="none"
+            )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self.port = 0

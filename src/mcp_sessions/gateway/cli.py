@@ -296,6 +296,7 @@ def serve(config: Any, *, host: str, port: int, log_level: str = "warning") -> N
 
     import uvicorn
 
+    from ..serving import HTTPLimits, uvicorn_config
     from ..stores import StoreError, open_store
     from .app import Gateway
 
@@ -316,20 +317,21 @@ def serve(config: Any, *, host: str, port: int, log_level: str = "warning") -> N
         err=True,
     )
     server = uvicorn.Server(
-        uvicorn.Config(
+        uvicorn_config(
             app,
             host=host,
             port=port,
+            # Header timeout, field count and idle timeout as the served app (issue #12);
+            # the byte limit is looser so that the gateway's own 431 says which limit it is.
+            limits=HTTPLimits(max_header_bytes=4 * config.max_header_bytes + 8192),
+            http=_http_implementation(),  # type: ignore[arg-type]
             log_level=log_level,
             access_log=False,
             lifespan="on",
-            http=_http_implementation(),
             loop="asyncio",
             proxy_headers=False,  # the gateway forwards X-Forwarded-* itself
             server_header=False,
             date_header=False,
-            # Let the gateway's own limit answer 431 before h11 cuts the connection.
-            h11_max_incomplete_event_size=4 * config.max_header_bytes + 8192,
         )
     )
     server.run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..serving import HTTPLimits, serve, uvicorn_config
 from .engine import SessionEngine, SessionsConfig
 from .handles import HandleError, HandleKind
 from .sdk import (
@@ -16,6 +17,7 @@ from .session import Session
 
 __all__ = [
     "CurrentSession",
+    "HTTPLimits",
     "HandleError",
     "HandleKind",
     "OptionalSession",
@@ -26,4 +28,6 @@ __all__ = [
     "current_principal",
     "current_session",
     "optional_session",
+    "serve",
+    "uvicorn_config",
 ]

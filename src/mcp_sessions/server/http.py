@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.routing import Route
 
+from ..core.bodies import MalformedBody, NotAMessage, parse_message
 from ..core.carriers import RequestView, resolve_carrier
 from ..core.errors import HeaderMismatch, InvalidSessionId, SessionError, SessionNotFound
 from ..core.names import LEGACY_PROTOCOL_VERSIONS, SESSION_KIND
@@ -206,15 +207,23 @@ class LegacyGate:
             return
         headers = Headers(scope=scope)
         version = headers.get("mcp-protocol-version")
+        method = scope["method"]
+        checked: tuple[bytes, dict[str, Any]] | None = None
+        if method == "POST":
+            # One guard for both eras: a body the decoder refuses is 400 / -32700 here, so no
+            # parser behind this point (ours or the SDK's) meets it (issue #12 item 4).
+            checked = await self._checked_body(receive, send)
+            if checked is None:
+                return
+            receive = _replay(checked[0], receive)
         if version is not None and version not in LEGACY_PROTOCOL_VERSIONS:
             # The SDK's own era rule: any version header that is not a handshake-era version
             # goes to the modern path, which answers unsupported versions itself (-32022).
             await self.stateful(scope, receive, send)
             return
         session_id = headers.get("mcp-session-id")
-        method = scope["method"]
-        if method == "POST":
-            await self._post(scope, receive, send, headers, session_id)
+        if checked is not None:
+            await self._post(scope, receive, send, headers, session_id, *checked)
         elif method == "DELETE" and session_id is not None:
             await self._delete(scope, receive, send, session_id)
         elif method == "GET" and session_id is not None:
@@ -240,23 +249,36 @@ class LegacyGate:
         except NotFound:
             return None
 
-    async def _post(
-        self, scope: Scope, receive: Receive, send: Send, headers: Headers, session_id: str | None
-    ) -> None:
+    async def _checked_body(
+        self, receive: Receive, send: Send
+    ) -> tuple[bytes, dict[str, Any]] | None:
+        """The POST body and its one JSON-RPC message, or ``None`` once refused."""
         try:
             body = await _read_body(receive, self.max_body)
         except _BodyTooLarge:
-            await _send_json(send, 413, {"error": f"request body over {self.max_body} bytes"})
-            return
-        replay = _replay(body, receive)
+            error = {"code": -32600, "message": f"Request body over {self.max_body} bytes"}
+            await _send_json(send, 413, {"jsonrpc": "2.0", "id": None, "error": error})
+            return None
         try:
-            message = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            await self.stateful(scope, replay, send)  # the SDK answers the parse error
-            return
-        request_id = message.get("id") if isinstance(message, dict) else None
-        rpc_method = message.get("method") if isinstance(message, dict) else None
-        params = message.get("params") if isinstance(message, dict) else None
+            return body, parse_message(body)
+        except (MalformedBody, NotAMessage) as error:
+            await _send_error(send, 400, error)
+            return None
+
+    async def _post(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: Headers,
+        session_id: str | None,
+        body: bytes,
+        message: dict[str, Any],
+    ) -> None:
+        replay = receive  # already replays ``body``
+        request_id = message.get("id")
+        rpc_method = message.get("method")
+        params = message.get("params")
         meta = params.get("_meta") if isinstance(params, dict) else None
         try:
             # The HTTP mirror must agree with _meta on legacy requests too (DESIGN §3).
