@@ -451,7 +451,16 @@ class SQLiteStore:
             if stat.S_ISDIR(os.stat(self.path).st_mode):
                 raise StoreError(f"SQLite store {self.path}: the path is a directory, not a file")
         except FileNotFoundError:
-            pass
+            # Session ids are bearer capabilities: a database made here is its owner's alone
+            # (0600; SQLite gives the -wal and -shm files the database's mode; issue #12).
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass  # another process made it meanwhile
+            except OSError as exc:
+                raise StoreError(
+                    f"SQLite store {self.path}: cannot create the file: {exc.strerror}"
+                ) from exc
         writer: sqlite3.Connection | None = None
         reader: sqlite3.Connection | None = None
         inline: sqlite3.Connection | None = None
