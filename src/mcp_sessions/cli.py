@@ -307,7 +307,9 @@ def demo(
         "  or, in Python: Client('http://%s:%d/mcp')  — see docs/server.md" % (host, port),
         err=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    # proxy_headers=False: uvicorn would otherwise take the client address from
+    # X-Forwarded-For of any local peer; --trusted-proxy-hops decides instead (issue #12).
+    uvicorn.run(app, host=host, port=port, log_level=log_level, proxy_headers=False)
 
 
 from .gateway.cli import gateway as _gateway  # noqa: E402  (light module: loads the rest on use)
