@@ -17,6 +17,7 @@ from .carriers import (
 )
 from .errors import (
     HeaderMismatch,
+    InvalidParams,
     InvalidSessionId,
     InvalidState,
     SessionError,
@@ -27,6 +28,7 @@ from .errors import (
 )
 from .handles import Handle, InvalidHandle, mint_handle, parse_handle, validate_kind
 from .ids import new_session_id, validate_session_id
+from .limits import Limits
 from .principal import ANONYMOUS, Principal
 from .records import Record
 from .sealing import (
@@ -47,9 +49,11 @@ __all__ = [
     "Handle",
     "HeaderMismatch",
     "InvalidHandle",
+    "InvalidParams",
     "InvalidSessionId",
     "InvalidState",
     "KeyRing",
+    "Limits",
     "Principal",
     "Record",
     "RequestView",

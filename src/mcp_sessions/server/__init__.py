@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..core.limits import Limits
 from .engine import SessionEngine, SessionsConfig
 from .handles import HandleError, HandleKind
 from .sdk import (
@@ -18,6 +19,7 @@ __all__ = [
     "CurrentSession",
     "HandleError",
     "HandleKind",
+    "Limits",
     "OptionalSession",
     "Session",
     "SessionEngine",
