@@ -3,8 +3,8 @@
 Counting happens in the store, so every replica sharing it counts the same things. Each
 counted creation writes one small *ledger* record under the caller's quota key
 (``quota/<caller>``, a principal no request can have) and the ledger kind of what it counts.
-Only creations pay: a creation lists the caller's ledger (as long as the caller holds few
-things, a few rows) and writes one entry; requests that create nothing never look at it.
+Only creations pay: a creation counts the caller's ledger (``Store.count``) and writes one
+entry; requests that create nothing never look at it.
 
 A ledger entry lives as long as the thing it counts can at most (the session's absolute
 lifetime), so the count never misses a live session. It may still count one that expired
@@ -150,14 +150,15 @@ class Quotas:
                 raise too_many(counted, cap, frees_at - now)
             del self._full[key]
         store = self._engine.store
-        ledger = await store.list(LEDGER_PREFIX + caller, kind=LEDGER_KIND[counted], now=now)
-        if len(ledger) < cap:
+        ledger_key = LEDGER_PREFIX + caller
+        if await store.count(ledger_key, kind=LEDGER_KIND[counted], now=now) < cap:
             return
         # At the cap by the ledger: drop entries whose record is gone, once at a time.
         async with self._refreshing:
             remembered = self._full.get(key)
             if remembered is not None:  # another request has just checked
                 raise too_many(counted, cap, remembered[1] - now)
+            ledger = await store.list(ledger_key, kind=LEDGER_KIND[counted], now=now)
             live, frees_at = await self._check_ledger(ledger, now)
             if live < cap:
                 return

@@ -204,6 +204,11 @@ WHERE principal = :principal AND expires_at > :now AND (:kind IS NULL OR kind = 
 ORDER BY created_at, kind, id
 """
 
+_COUNT = """
+SELECT COUNT(*) FROM mcps_records
+WHERE principal = :principal AND expires_at > :now AND (:kind IS NULL OR kind = :kind)
+"""
+
 #: The subquery walks the expiry index from its start and stops after ``limit`` rows.
 SWEEP = """
 DELETE FROM mcps_records WHERE rowid IN (
@@ -781,6 +786,13 @@ class SQLiteStore:
         params = {"principal": principal, "kind": kind, "now": clock(now)}
         rows = await self._run(lambda conn: conn.execute(_LIST, params).fetchall())
         return [_record(row) for row in rows]
+
+    async def count(
+        self, principal: str, *, kind: str | None = None, now: float | None = None
+    ) -> int:
+        params = {"principal": principal, "kind": kind, "now": clock(now)}
+        rows = await self._run(lambda conn: conn.execute(_COUNT, params).fetchall())
+        return int(rows[0][0])
 
     async def sweep(self, *, now: float | None = None, limit: int = 1000) -> int:
         params = {"now": clock(now), "limit": int(limit)}
