@@ -60,6 +60,7 @@ class Quotas:
         #: (caller, counted) → (recheck at, room frees up at): refusals remembered.
         self._full: dict[tuple[str, Counted], tuple[float, float]] = {}
         self._refreshing = asyncio.Lock()
+        self._pruned_at = 0.0
 
     # -- who is asking ------------------------------------------------------------------------
 
@@ -110,7 +111,10 @@ class Quotas:
             await self._check_room(caller, counted, cap, now)
         if per_minute is not None:
             if bucket is None:
-                if len(self._buckets) > _PRUNE_ABOVE:
+                if len(self._buckets) > _PRUNE_ABOVE and now - self._pruned_at >= 1.0:
+                    # A full bucket is as good as none; at most once a second, so that many
+                    # callers at once do not make every creation walk them all.
+                    self._pruned_at = now
                     self._buckets = {k: b for k, b in self._buckets.items() if not b.is_full(now)}
                 bucket = self._buckets[caller] = TokenBucket.full(per_minute, now)
             bucket.take(now)
