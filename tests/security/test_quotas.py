@@ -11,6 +11,7 @@ counts for nothing without that flag.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tests.server.helpers import (
     RawHttp,
     Reply,
     ServerProcess,
+    ShiftedClock,
     ThreadedServer,
     mirror,
     new_id,
@@ -33,6 +35,7 @@ from tests.server.helpers import (
 )
 
 from mcp_sessions.core.errors import LIMIT_EXCEEDED
+from mcp_sessions.core.limits import Limits
 from mcp_sessions.demo import build_demo
 
 pytestmark = pytest.mark.anyio
@@ -313,5 +316,66 @@ async def test_a_full_sdk_connection_cap_does_not_lock_out_other_legacy_clients(
         # Before issue #12 every further initialize got 503 until a connection idled out.
         assert await legacy_count_twice(server.url, {}) == [1, 2]
         assert await legacy_count_twice(server.url, {}) == [1, 2]
+    finally:
+        server.stop()
+
+
+# -- counting across replicas and over time --------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/shared.sqlite3"
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
+async def test_replicas_sharing_a_store_count_one_quota(
+    demo: Callable[..., ServerProcess], shared_store_url: str, http: httpx2.AsyncClient
+) -> None:
+    flags = ("--store", shared_store_url, "--max-sessions-per-principal", "4")
+    first, second = demo(*flags), demo(*flags)
+    one, two = RawHttp(http, first.url), RawHttp(http, second.url)
+    made = []
+    for raw in (one, two, one, two):
+        session_id = new_id()
+        assert tool_value(await count(raw, session_id, {})) == 1
+        made.append(session_id)
+    for raw in (one, two):
+        assert_limit(await count(raw, new_id(), {}), "max_sessions_per_principal", 4)
+    # Every session, made on either replica, keeps working on both.
+    assert tool_value(await count(one, made[1], {})) == 2
+    assert tool_value(await count(two, made[0], {})) == 2
+    # Destroyed on one replica, its room is free there at once.
+    assert (await two.modern("session/destroy", {"sessionId": made[3]})).status == 200
+    assert tool_value(await count(two, new_id(), {})) == 1
+
+
+async def test_idle_sessions_free_their_room_and_used_ones_keep_it(
+    tmp_path: Path, http: httpx2.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = ShiftedClock(monkeypatch)
+    mcp, sessions = build_demo(
+        store=f"sqlite:///{tmp_path}/s.sqlite3", limits=Limits(max_sessions_per_principal=3)
+    )
+    server = ThreadedServer(sessions.streamable_http_app(mcp, host="127.0.0.1")).start()
+    try:
+        raw = RawHttp(http, server.url)
+        used, *idle = [new_id() for _ in range(3)]
+        for session_id in (used, *idle):
+            assert tool_value(await count(raw, session_id, {})) == 1
+        assert_limit(await count(raw, new_id(), {}), "max_sessions_per_principal", 3)
+        clock.advance(3000)  # the demo's idle TTL is an hour
+        assert tool_value(await count(raw, used, {})) == 2
+        clock.advance(1000)  # the idle two have expired; the used one has not
+        assert tool_value(await count(raw, new_id(), {})) == 1
+        assert tool_value(await count(raw, new_id(), {})) == 1
+        refused = await count(raw, new_id(), {})
+        assert_limit(refused, "max_sessions_per_principal", 3)
+        # Room frees up when the used session expires: an hour after its last use.
+        wait = re.search(r"at the latest in (\d+) s", refused.error["message"])
+        assert wait is not None and 2500 <= int(wait.group(1)) <= 2700, refused.error
+        assert tool_value(await count(raw, used, {})) == 3
     finally:
         server.stop()
