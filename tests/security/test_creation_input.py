@@ -110,6 +110,36 @@ async def test_an_oversized_handle_is_refused_whole_as_a_tool_error(
     assert await stored(store_url, "vm") == [tool_value(small)]
 
 
+async def test_a_handle_edit_over_the_limit_is_a_tool_error_and_changes_nothing(
+    demo: Callable[..., ServerProcess], http: httpx2.AsyncClient
+) -> None:
+    server = demo("--store", "memory://")
+    raw = RawHttp(http, server.url)
+    session_id = new_id()
+    # A name that puts the handle's data exactly at the 1 MiB limit: made, usable.
+    rest = len('{"name":"","ram_gb":2,"cpus":1,"deployed":false}')
+    name = "n" * (1024 * 1024 - rest)
+
+    async def call(tool: str, arguments: dict[str, object], vm: str | None = None) -> Reply:
+        headers = {**mirror(session_id), **({"mcp-param-vm": vm} if vm else {})}
+        return await raw.modern(
+            "tools/call",
+            {"name": tool, "arguments": arguments},
+            meta=sid(session_id),
+            headers=headers,
+        )
+
+    vm = tool_value(await call("init_vm", {"name": name}))
+    assert tool_value(await call("set_cpu", {"vm": vm, "n": 9}, vm))["cpus"] == 9
+    # One byte more ("cpus":10) is over the limit: a tool error saying so, nothing stored.
+    refused = (await call("set_cpu", {"vm": vm, "n": 10}, vm)).result
+    assert refused["isError"] is True
+    text = refused["content"][0]["text"]
+    assert f"The vm handle {vm!r} was not changed" in text, text
+    assert "over this server's limit of 1048576" in text, text
+    assert tool_value(await call("set_ram", {"vm": vm, "gb": 4}, vm))["cpus"] == 9
+
+
 async def test_an_oversized_client_info_opens_no_legacy_session(
     demo: Callable[..., ServerProcess], store_url: str, http: httpx2.AsyncClient
 ) -> None:
@@ -173,6 +203,7 @@ async def test_ttl_seconds_only_shortens_the_idle_ttl(
         ("-1", "at least 1 second"),
         ("1e309", "whole number of seconds, not inf"),
         ("null", None),  # absent: the server's idle TTL
+        ("1" + "0" * 400, None),  # whole, only longer than the idle TTL
     ],
 )
 async def test_ttl_seconds_must_be_a_whole_number_of_seconds(

@@ -247,7 +247,8 @@ def validate_ttl_seconds(value: object) -> float:
         raise InvalidParams(f"ttlSeconds must be a whole number of seconds, not {value!r}")
     if value < 1:
         raise InvalidParams(f"ttlSeconds must be at least 1 second, not {value!r}")
-    return float(value)
+    # A huge integer is no error, only longer than any idle TTL (float() would overflow).
+    return float(value) if value < 2**53 else math.inf
 
 
 def json_preview(value: object) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from ..core.errors import LimitExceeded, SessionNotFound
+from ..core.errors import LimitExceeded, SessionError, SessionNotFound, StateTooLarge
 from ..core.handles import InvalidHandle, mint_handle, parse_handle, validate_kind
 from ..core.limits import json_size
 from ..core.records import JSONObject, Record
@@ -170,6 +170,14 @@ class HandleKind:
             updated, result = await scope.edit(record, edit)
         except SessionNotFound:
             raise self.unknown(value) from None  # revoked or expired meanwhile
+        except StateTooLarge as error:
+            # The handle's own data: a tool error that says why (issue #12 row 3), as at
+            # creation; nothing was stored.
+            raise HandleError(
+                f"The {self.kind} handle {value!r} was not changed: {error.message}"
+            ) from None
+        except SessionError as error:
+            raise self._engine.translate(error) from None
         scope.handles[(self.kind, value)] = updated
         return result
 
