@@ -24,6 +24,17 @@ def test_an_anonymous_caller_is_its_address() -> None:
     assert caller_key("anonymous", anonymous=True, peer=None) == "anonymous"
 
 
+def test_an_ipv6_caller_is_its_64_network() -> None:
+    # A client picks addresses in its /64 at will, so the /64 is one caller.
+    one = caller_key("anonymous", anonymous=True, peer="2001:db8:1:2::17")
+    other = caller_key("anonymous", anonymous=True, peer="2001:db8:1:2:ffff::1")
+    assert one == other == "anonymous@2001:db8:1:2::/64"
+    assert caller_key("anonymous", anonymous=True, peer="2001:db8:1:3::17") != one
+    # IPv4-mapped IPv6 is the IPv4 address; a name a proxy wrote is taken as is.
+    assert caller_key("anonymous", anonymous=True, peer="::ffff:192.0.2.5") == "anonymous@192.0.2.5"
+    assert caller_key("anonymous", anonymous=True, peer="unknown") == "anonymous@unknown"
+
+
 def test_forwarded_for_counts_only_as_far_as_proxies_are_trusted() -> None:
     forwarded = ["203.0.113.9, 198.51.100.7", "192.0.2.1"]  # two header lines
     # Untrusted (the default): the peer, whatever the client wrote.

@@ -15,6 +15,7 @@ claim a fresh address, so it is off by default.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 from collections.abc import Sequence
@@ -119,7 +120,22 @@ def caller_key(
         hops = [hop for hop in hops if hop]
         if len(hops) >= trusted_hops:
             address = hops[-trusted_hops]
-    return f"anonymous@{address}" if address else "anonymous"
+    return f"anonymous@{address_group(address)}" if address else "anonymous"
+
+
+def address_group(address: str) -> str:
+    """The address a quota counts: an IPv6 address by its /64 (one subscriber's network,
+    RFC 6177, in which a client picks addresses at will), IPv4 and IPv4-mapped IPv6 as is;
+    anything else (a name a proxy wrote) verbatim."""
+    try:
+        ip = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 @dataclass
@@ -200,6 +216,7 @@ __all__ = [
     "Counted",
     "Limits",
     "TokenBucket",
+    "address_group",
     "caller_key",
     "json_size",
     "too_fast",
