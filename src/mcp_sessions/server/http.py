@@ -143,17 +143,20 @@ async def _send_error(send: Send, status: int, error: SessionError, request_id: 
     )
 
 
-async def _send_retryable(send: Send, error: LimitExceeded, request_id: Any = None) -> None:
-    """A JSON-RPC error body with the error's HTTP status and ``Retry-After`` (RFC 9110
-    §10.2.3, whole seconds), e.g. 429 for a quota (issue #12)."""
+async def _send_retryable(send: Send, error: SessionError, request_id: Any = None) -> None:
+    """A JSON-RPC error body with the error's HTTP status and, when it has one, its
+    ``retry_after`` as ``Retry-After`` (RFC 9110 §10.2.3, whole seconds): 429 for a quota,
+    503 for a store outage (issue #12)."""
+    retry_after: float | None = getattr(error, "retry_after", None)
     payload = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error.to_jsonrpc()}).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
     ]
-    if error.retry_after is not None:
-        headers.append((b"retry-after", str(max(1, math.ceil(error.retry_after))).encode()))
-    await send({"type": "http.response.start", "status": error.http_status, "headers": headers})
+    if retry_after is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+    status = error.http_status or 500
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 
 
