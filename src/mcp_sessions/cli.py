@@ -12,6 +12,12 @@ import click
 
 from . import __version__
 from .core.errors import InvalidState
+from .core.limits import (
+    DEFAULT_CREATIONS_PER_MINUTE,
+    DEFAULT_MAX_HANDLES,
+    DEFAULT_MAX_LEGACY_SESSIONS,
+    DEFAULT_MAX_SESSIONS,
+)
 from .core.sealing import KeyRing, SealingKey, StateCodec, read_token_header
 
 
@@ -212,6 +218,41 @@ def token_inspect(
     help="Requests with more header fields get 431.",
 )
 @click.option(
+    "--max-sessions-per-principal",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_SESSIONS,
+    show_default=True,
+    help="Live sessions one caller may hold (anonymous callers: per client address).",
+)
+@click.option(
+    "--max-handles-per-principal",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_HANDLES,
+    show_default=True,
+    help="Live handles (all kinds) one caller may hold.",
+)
+@click.option(
+    "--max-legacy-sessions-per-principal",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_LEGACY_SESSIONS,
+    show_default=True,
+    help="Live Mcp-Session-Id sessions one caller may hold.",
+)
+@click.option(
+    "--max-creations-per-minute",
+    type=click.IntRange(min=1),
+    default=DEFAULT_CREATIONS_PER_MINUTE,
+    show_default=True,
+    help="Sessions and handles one caller may create per minute (bursts up to as many).",
+)
+@click.option(
+    "--trusted-proxy-hops",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Reverse proxies in front that append to X-Forwarded-For; 0 uses the peer address.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="warning",
@@ -231,6 +272,11 @@ def demo(
     keep_alive_timeout: float,
     max_header_bytes: int,
     max_headers: int,
+    max_sessions_per_principal: int,
+    max_handles_per_principal: int,
+    max_legacy_sessions_per_principal: int,
+    max_creations_per_minute: int,
+    trusted_proxy_hops: int,
     log_level: str,
 ) -> None:
     """Run the example server: a counter, a cart, progressive discovery and VM handles.
@@ -242,6 +288,7 @@ def demo(
     """
     import logging
 
+    from .core.limits import Limits
     from .demo import StaticTokens, build_demo, load_or_create_keys
     from .stores import StoreError, default_store_url, state_dir
 
@@ -254,7 +301,10 @@ def demo(
     if store_url.startswith("sqlite:///"):
         from urllib.parse import unquote
 
-        Path(unquote(store_url[len("sqlite:///") :])).parent.mkdir(parents=True, exist_ok=True)
+        # Session ids are bearer capabilities: the directory is the owner's alone (issue #12).
+        Path(unquote(store_url[len("sqlite:///") :])).parent.mkdir(
+            mode=0o700, parents=True, exist_ok=True
+        )
     try:
         keys = load_or_create_keys(key_file or Path(state_dir()) / "demo-keys.txt")
         tokens = StaticTokens.from_file(auth_tokens) if auth_tokens else None
@@ -267,6 +317,13 @@ def demo(
             auth_tokens=tokens,
             handle_fallback=handle_fallback,
             base_url=base_url,
+            limits=Limits(
+                max_sessions_per_principal=max_sessions_per_principal,
+                max_handles_per_principal=max_handles_per_principal,
+                max_legacy_sessions_per_principal=max_legacy_sessions_per_principal,
+                max_creations_per_minute=max_creations_per_minute,
+                trusted_proxy_hops=trusted_proxy_hops,
+            ),
         )
     except (ValueError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -304,7 +361,11 @@ def demo(
         max_header_bytes=max_header_bytes,
         max_headers=max_headers,
     )
-    if not serve(app, host=host, port=port, limits=limits, log_level=log_level):
+    # proxy_headers=False: uvicorn would otherwise take the client address from
+    # X-Forwarded-For of any local peer; --trusted-proxy-hops decides instead (issue #12).
+    if not serve(
+        app, host=host, port=port, limits=limits, log_level=log_level, proxy_headers=False
+    ):
         sys.exit(1)
 
 

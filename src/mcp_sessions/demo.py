@@ -18,6 +18,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import AnyHttpUrl
 
+from .core.limits import Limits
 from .core.records import JSONObject
 from .core.sealing import KeyRing, SealingKey
 from .server import CurrentSession, Sessions
@@ -74,7 +75,7 @@ def load_or_create_keys(path: Path) -> KeyRing:
     """The demo's sealing keys: read ``path``, or create it (0600) on first run so that
     sealed tokens survive a restart."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(SealingKey.generate().to_text() + "\n")
@@ -90,6 +91,7 @@ def build_demo(
     auth_tokens: StaticTokens | None = None,
     handle_fallback: bool = True,
     base_url: str = "http://127.0.0.1:8000",
+    limits: Limits | None = None,
 ) -> tuple[MCPServer, Sessions]:
     """The demo ``MCPServer`` and its :class:`Sessions`."""
     sessions = Sessions(
@@ -99,6 +101,7 @@ def build_demo(
         keys=keys,
         handle_fallback=handle_fallback,
         audience="mcp-sessions-demo",
+        limits=limits,
     )
     auth = None
     if auth_tokens is not None:

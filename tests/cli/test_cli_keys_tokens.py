@@ -47,6 +47,7 @@ def test_keys_new_writes_a_0600_file_and_refuses_to_overwrite(tmp_path: Path) ->
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "keys.txt"
     path.write_text(SealingKey.generate().to_text() + "\n")
+    path.chmod(0o600)
     return path
 
 
@@ -97,6 +98,7 @@ def test_inspect_says_why_it_cannot(key_file: Path, tmp_path: Path) -> None:
     token = seal_with(key_file)
     other = tmp_path / "other.txt"
     other.write_text(SealingKey.generate().to_text())
+    other.chmod(0o600)
     cases = {
         "garbage": "not a state token: malformed",
         token[:-3] + ("A" if token[-3] != "A" else "B") + token[-2:]: "tampered",

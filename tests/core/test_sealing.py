@@ -201,6 +201,7 @@ def test_key_text_round_trip_and_errors(tmp_path: Any) -> None:
     assert SealingKey.from_text(key.to_text()) == key
     path = tmp_path / "keys"
     path.write_text(f"# newest first\n{key.to_text()}\n\n{SealingKey.generate().to_text()}\n")
+    path.chmod(0o600)
     ring = KeyRing.from_file(path)
     assert len(ring.keys) == 2 and ring.sealing_kid == key.kid
     with pytest.raises(ValueError, match="line 1"):

@@ -49,6 +49,7 @@ def tokens_file(tmp_path: Path) -> Path:
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "keys.txt"
     path.write_text(SealingKey.generate().to_text() + "\n", encoding="utf-8")
+    path.chmod(0o600)
     return path
 
 
@@ -120,6 +121,7 @@ def _cli_args(tmp_path: Path, options: dict[str, Any]) -> list[str]:
             assert isinstance(value, KeyRing)
             path = tmp_path / f"stdio-keys-{id(value)}.txt"
             path.write_text("\n".join(key.to_text() for key in value.keys) + "\n", encoding="utf-8")
+            path.chmod(0o600)
             args += ["--key-file", str(path)]
         elif name == "auth_tokens":
             raise ValueError("stdio has no bearer tokens")

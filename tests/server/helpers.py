@@ -365,6 +365,7 @@ def start_demo(directory: Path, *args: str, name: str = "demo") -> ServerProcess
     key_file = directory / "keys.txt"
     if not key_file.exists():
         key_file.write_text(SealingKey.generate().to_text() + "\n", encoding="utf-8")
+        key_file.chmod(0o600)
     argv = [str(MCP_SESSIONS_CLI), "demo", *args, "--key-file", str(key_file)]
     return start_process(argv, directory / f"{name}.log")
 

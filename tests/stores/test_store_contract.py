@@ -488,6 +488,26 @@ async def test_list_returns_own_live_records_oldest_first(store: Store, t0: floa
     assert await store.list("principal:nobody", now=t0) == []
 
 
+async def test_count_is_the_length_of_list(store: Store, t0: float) -> None:
+    s1 = session(t0, "s-1111111111111111", idle_ttl=10)
+    h1 = session(t0 + 1, "vm-2222222222222222", kind="vm", idle_ttl=600)
+    s2 = session(t0 + 2, "s-3333333333333333", idle_ttl=600)
+    b1 = session(t0 + 3, "s-4444444444444444", principal=BOB, idle_ttl=600)
+    for record in (s2, b1, h1, s1):
+        await store.create(record)
+    assert await store.count(ALICE, now=t0 + 5) == 3
+    assert await store.count(ALICE, kind="session", now=t0 + 5) == 2
+    assert await store.count(ALICE, kind="vm", now=t0 + 5) == 1
+    assert await store.count(BOB, now=t0 + 5) == 1
+    assert await store.count("principal:nobody", now=t0) == 0
+    assert await store.delete("session", s2.id, ALICE) is True
+    assert await store.count(ALICE, kind="session", now=t0 + 5) == 1
+    assert await store.count(ALICE, now=t0 + 20) == 1  # s1 expired: h1 is left
+    # Replacing an expired record under the same key counts it once.
+    await store.create(session(t0 + 30, s1.id, idle_ttl=600))
+    assert await store.count(ALICE, kind="session", now=t0 + 31) == 1
+
+
 async def test_list_reflects_updates_and_deletes(store: Store, t0: float) -> None:
     await store.create(session(t0, "s-1111111111111111"))
     await store.create(session(t0 + 1, "s-2222222222222222"))

@@ -18,6 +18,7 @@ from .carriers import (
 from .errors import (
     CarrierConflict,
     HeaderMismatch,
+    InvalidParams,
     InvalidSessionId,
     InvalidState,
     MalformedHandle,
@@ -29,6 +30,7 @@ from .errors import (
 )
 from .handles import Handle, InvalidHandle, mint_handle, parse_handle, validate_kind
 from .ids import new_session_id, validate_session_id
+from .limits import Limits
 from .principal import ANONYMOUS, Principal
 from .records import Record
 from .sealing import (
@@ -50,9 +52,11 @@ __all__ = [
     "Handle",
     "HeaderMismatch",
     "InvalidHandle",
+    "InvalidParams",
     "InvalidSessionId",
     "InvalidState",
     "KeyRing",
+    "Limits",
     "MalformedHandle",
     "Principal",
     "Record",

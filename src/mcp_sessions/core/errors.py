@@ -176,3 +176,14 @@ class CarrierConflict(SessionError):
     code = INVALID_PARAMS
     http_status = 400
     default_message = "The request names two different sessions"
+
+
+class InvalidParams(SessionError):
+    """A request parameter of ours (e.g. ``session/create``'s ``ttlSeconds``) is malformed.
+
+    The message names the parameter and what it must be.
+    """
+
+    code = INVALID_PARAMS
+    http_status = 400
+    default_message = "Invalid params"

@@ -30,7 +30,6 @@ import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidTag
@@ -147,8 +146,19 @@ class KeyRing:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> KeyRing:
+        """The keys of a key file, which only its owner may read (issue #12): a file that
+        group or others can access is refused, before its keys are read."""
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            with open(path, encoding="utf-8") as handle:
+                mode = os.fstat(handle.fileno()).st_mode
+                if os.name == "posix" and mode & 0o077:
+                    shown = os.fspath(path)
+                    raise ValueError(
+                        f"key file {shown!r} is open to group or others (mode "
+                        f"{mode & 0o777:04o}); sealing keys must be secret: run "
+                        f"chmod 600 {shown}"
+                    )
+                text = handle.read()
         except OSError as exc:
             raise ValueError(f"cannot read key file {os.fspath(path)!r}: {exc.strerror}") from None
         return cls.from_text(text, where=f"key file {os.fspath(path)!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..core.limits import Limits
 from ..serving import HTTPLimits, serve, uvicorn_config
 from .engine import SessionEngine, SessionsConfig
 from .handles import HandleError, HandleKind
@@ -20,6 +21,7 @@ __all__ = [
     "HTTPLimits",
     "HandleError",
     "HandleKind",
+    "Limits",
     "OptionalSession",
     "Session",
     "SessionEngine",

@@ -15,7 +15,12 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..core.names import BAGGAGE_CONVERSATION_ID
+from opentelemetry import propagate
+from opentelemetry.propagators.textmap import TextMapPropagator
+
+from ..core.names import BAGGAGE_CONVERSATION_ID, META_BAGGAGE
+
+logger = logging.getLogger("mcp_sessions")
 
 
 class Correlated(Protocol):
@@ -65,7 +70,10 @@ def install_log_record_factory(current: Callable[[], Correlated | None]) -> None
 
 def conversation_id_from_baggage(baggage: object) -> str | None:
     """The ``gen_ai.conversation.id`` member of a W3C baggage string, if well-formed."""
-    if not isinstance(baggage, str) or len(baggage) > _MAX_BAGGAGE:
+    if not isinstance(baggage, str):
+        logger.debug("ignoring _meta.baggage: a %s, not a string", type(baggage).__name__)
+        return None
+    if len(baggage) > _MAX_BAGGAGE:
         return None
     for member in baggage.split(","):
         key, sep, rest = member.partition("=")
@@ -84,3 +92,52 @@ def baggage_with_conversation(baggage: str | None, conversation_id: str) -> str:
         return member
     kept = [m for m in baggage.split(",") if m.partition("=")[0].strip() != BAGGAGE_CONVERSATION_ID]
     return ",".join([*kept, member])
+
+
+_propagator_installed = False
+
+
+def install_tolerant_propagator() -> None:
+    """Make OpenTelemetry's trace-context extraction ignore a malformed ``_meta.baggage``.
+
+    The SDK extracts W3C context from every request's ``_meta`` before any middleware of
+    ours runs, and OpenTelemetry's baggage propagator fails on a baggage that is not a string
+    (a number, a list), which the SDK then answers with -32603 and a logged traceback
+    (issue #12 row 9). Wrapped once per process: on such a failure the request's context is
+    extracted again without the baggage, which is logged at debug and otherwise ignored.
+    """
+    global _propagator_installed
+    with _install_lock:
+        if _propagator_installed:
+            return
+        inner = propagate.get_global_textmap()
+        if not isinstance(inner, _TolerantPropagator):
+            propagate.set_global_textmap(_TolerantPropagator(inner))
+        _propagator_installed = True
+
+
+class _TolerantPropagator(TextMapPropagator):
+    """A TextMap propagator that retries extraction without a malformed baggage."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def extract(self, carrier: Any, context: Any = None, getter: Any = None) -> Any:
+        kwargs = {} if getter is None else {"getter": getter}
+        try:
+            return self._inner.extract(carrier, context, **kwargs)
+        except (AttributeError, TypeError, ValueError):
+            if not (hasattr(carrier, "items") and META_BAGGAGE in carrier):
+                raise
+            logger.debug("ignoring a malformed _meta.baggage for trace-context extraction")
+            kept = {key: value for key, value in carrier.items() if key != META_BAGGAGE}
+            return self._inner.extract(kept, context, **kwargs)
+
+    def inject(self, carrier: Any, context: Any = None, setter: Any = None) -> None:
+        kwargs = {} if setter is None else {"setter": setter}
+        self._inner.inject(carrier, context, **kwargs)
+
+    @property
+    def fields(self) -> set[str]:
+        fields: set[str] = self._inner.fields
+        return fields

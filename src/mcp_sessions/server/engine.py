@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from ..core.carriers import Carrier, CarrierPolicy, Resolution
 from ..core.errors import (
+    InvalidParams,
     InvalidSessionId,
     InvalidState,
     SessionError,
@@ -26,6 +27,7 @@ from ..core.errors import (
     StateTooLarge,
 )
 from ..core.ids import new_session_id, validate_session_id
+from ..core.limits import Limits
 from ..core.names import (
     LIFECYCLE_EXPLICIT,
     LIFECYCLE_IMPLICIT,
@@ -39,6 +41,7 @@ from ..core.records import JSONObject, Record, copy_json
 from ..core.sealing import KeyRing, StateCodec
 from ..stores import AlreadyExists, NotFound, Store, VersionConflict
 from ..stores import StateTooLarge as StoreStateTooLarge
+from .quotas import Quotas
 from .session import Edit, Session, rfc3339
 
 Lifecycle = Literal["implicit", "explicit"]
@@ -103,6 +106,7 @@ class SessionEngine:
         *,
         store: Store | str | None = None,
         keys: KeyRing | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.config = config
         #: Turns a session error raised inside a tool body into what the adapter needs.
@@ -122,6 +126,8 @@ class SessionEngine:
         self.codec = StateCodec(
             ring, audience=config.audience, ttl=config.idle_ttl, max_bytes=config.max_state_bytes
         )
+        #: Per-caller quotas and creation rate (issue #12), counted in :attr:`store`.
+        self.quotas = Quotas(limits if limits is not None else Limits(), self)
 
     @property
     def store_url(self) -> str:
@@ -142,23 +148,19 @@ class SessionEngine:
         fork_from: str | None = None,
         fork_token: str | None = None,
         now: float | None = None,
+        caller: str | None = None,
     ) -> tuple[Record, str | None]:
         """Create a session; returns the record and, in sealed mode, its first state token.
 
         ``fork_from`` copies the state of a session of the same principal (server mode from
         the store, sealed mode from ``fork_token``, which must be sealed for that session).
+        ``caller`` is the quota key (:meth:`Quotas.caller`); by default the principal's.
         """
         now = time.time() if now is None else now
         if session_id is not None:
             validate_session_id(session_id, source="sessionId")
-        idle_ttl = self.config.idle_ttl
-        if ttl_seconds is not None:
-            if not (isinstance(ttl_seconds, int | float) and 0 < ttl_seconds < math.inf):
-                raise InvalidSessionId("ttlSeconds must be a positive number of seconds")
-            idle_ttl = min(
-                float(ttl_seconds),
-                idle_ttl if self.config.max_lifetime is None else self.config.max_lifetime,
-            )
+        # ttlSeconds only ever shortens the idle TTL (DESIGN §3, issue #12 row 4).
+        idle_ttl = min(self.config.idle_ttl, validate_ttl_seconds(ttl_seconds))
         state: JSONObject = {}
         origin = "create"
         parent_seq = 0
@@ -201,6 +203,8 @@ class SessionEngine:
                 now=now,
             )
             return record, token
+        caller = principal.key if caller is None else caller
+        await self.quotas.admit(caller, "sessions", now=now)
         try:
             # Ids are per principal (the store keys records by kind, id and principal), so
             # only the caller's own live session can make this fail: another principal's
@@ -211,15 +215,48 @@ class SessionEngine:
                 "sessionId is already in use by a live session of yours; omit it to get a "
                 "fresh id from the server"
             ) from None
+        await self.quotas.note(caller, "sessions", record)
         return record, None
 
-    async def destroy(self, principal: Principal, session_id: str) -> None:
+    async def destroy(
+        self, principal: Principal, session_id: str, *, caller: str | None = None
+    ) -> None:
         """Delete a session; unknown, expired and foreign ids all get SessionNotFound."""
         validate_session_id(session_id, source="sessionId")
         removed = await self.store.delete(SESSION_KIND, session_id, principal.key)
+        if removed:
+            caller = principal.key if caller is None else caller
+            await self.quotas.release(caller, "sessions", session_id)
         # Sealed sessions are not stored: their tokens simply expire (documented).
         if not removed and self.config.state == "server":
             raise SessionNotFound()
+
+
+def validate_ttl_seconds(value: object) -> float:
+    """``session/create``'s ``ttlSeconds``: a whole number of seconds, at least 1.
+
+    Refused (-32602): strings (``"10"``), booleans, fractions (``1.5``; a float with a whole
+    value such as ``10.0`` is taken, as JSON does not tell 10 from 10.0), zero, negatives and
+    anything not finite. ``None`` (absent) is no limit: ``math.inf``.
+    """
+    if value is None:
+        return math.inf
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidParams(
+            f"ttlSeconds must be a whole number of seconds, not {type(value).__name__} "
+            f"{json_preview(value)}"
+        )
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        raise InvalidParams(f"ttlSeconds must be a whole number of seconds, not {value!r}")
+    if value < 1:
+        raise InvalidParams(f"ttlSeconds must be at least 1 second, not {value!r}")
+    # A huge integer is no error, only longer than any idle TTL (float() would overflow).
+    return float(value) if value < 2**53 else math.inf
+
+
+def json_preview(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class RequestScope:
@@ -249,6 +286,13 @@ class RequestScope:
         self._conflict_current: Record | None = None
         #: A tool error to answer instead of running the tool (a malformed handle argument).
         self.refusal: str | None = None
+        #: The transport's request (the SDK's Starlette request over HTTP, else ``None``):
+        #: quotas tell anonymous callers apart by its client address.
+        self.request: Any = None
+
+    def caller(self) -> str:
+        """This request's quota key (the principal, or an anonymous caller's address)."""
+        return self.engine.quotas.caller(self.principal, self.request)
 
     @property
     def carrier(self) -> Carrier:
@@ -344,9 +388,12 @@ class RequestScope:
                 idle_ttl=config.idle_ttl,
                 max_lifetime=config.max_lifetime,
             )
+            caller = self.caller()
+            await self.engine.quotas.admit(caller, "sessions")
             try:
                 await store.create(record)
                 created = True
+                await self.engine.quotas.note(caller, "sessions", record)
             except AlreadyExists:
                 # A parallel first request of this principal won the race: use its session.
                 record = await store.get(SESSION_KIND, session_id, key)

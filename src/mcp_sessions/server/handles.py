@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from ..core.errors import SessionNotFound
+from ..core.errors import LimitExceeded, SessionError, SessionNotFound, StateTooLarge
 from ..core.handles import InvalidHandle, mint_handle, parse_handle, validate_kind
+from ..core.limits import json_size
 from ..core.records import JSONObject, Record
 from ..stores import NotFound
 from .session import Edit
@@ -95,8 +96,25 @@ class HandleKind:
         )
 
     async def create(self, state: JSONObject | None = None) -> str:
-        """Mint a handle bound to the caller's principal, holding ``state``."""
+        """Mint a handle bound to the caller's principal, holding ``state``.
+
+        Refused whole, nothing stored (issue #12): a ``state`` over the server's state size
+        limit (:class:`HandleError`, a tool error), and a caller at its handle quota or
+        creation rate (-31005, :class:`~mcp_sessions.core.errors.LimitExceeded`).
+        """
         scope = self._current()
+        limit = self._engine.config.max_server_state_bytes
+        try:
+            size = json_size(state or {})
+        except ValueError as exc:
+            raise HandleError(f"The {self.kind} handle's data is not JSON: {exc}") from None
+        if size > limit:
+            # The same limit every later edit of the handle meets, so a handle that could be
+            # made can always be used (issue #12 row 3).
+            raise HandleError(
+                f"The {self.kind} handle's data would be {size} bytes of JSON, over this "
+                f"server's limit of {limit}; nothing was created. Use smaller values."
+            )
         attributes = {"session": scope.session_id} if scope.session_id else {}
         record = Record.new(
             kind=self.kind,
@@ -108,7 +126,14 @@ class HandleKind:
             state=state or {},
             attributes=attributes,
         )
+        caller = scope.caller()
+        quotas = self._engine.quotas
+        try:
+            await quotas.admit(caller, "handles", now=record.created_at)
+        except LimitExceeded as error:
+            raise self._engine.translate(error) from None
         await self._engine.store.create(record)
+        await quotas.note(caller, "handles", record)
         scope.handles[(self.kind, record.id)] = record
         scope.minted.append((self.kind, record.id))
         return record.id
@@ -146,6 +171,14 @@ class HandleKind:
             updated, result = await scope.edit(record, edit)
         except SessionNotFound:
             raise self.unknown(value) from None  # revoked or expired meanwhile
+        except StateTooLarge as error:
+            # The handle's own data: a tool error that says why (issue #12 row 3), as at
+            # creation; nothing was stored.
+            raise HandleError(
+                f"The {self.kind} handle {value!r} was not changed: {error.message}"
+            ) from None
+        except SessionError as error:
+            raise self._engine.translate(error) from None
         scope.handles[(self.kind, value)] = updated
         return result
 
@@ -164,5 +197,6 @@ class HandleKind:
         """End the handle now; later use gets the unknown-or-expired tool error."""
         scope = self._current()
         await self.load(value)
-        await self._engine.store.delete(self.kind, value, scope.principal.key)
+        if await self._engine.store.delete(self.kind, value, scope.principal.key):
+            await self._engine.quotas.release(scope.caller(), "handles", value)
         scope.handles.pop((self.kind, value), None)

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
+import uuid
 from collections.abc import AsyncIterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +33,15 @@ from starlette.routing import Route
 
 from ..core.bodies import MalformedBody, NotAMessage, parse_message
 from ..core.carriers import RequestView, resolve_carrier
-from ..core.errors import HeaderMismatch, InvalidSessionId, SessionError, SessionNotFound
+from ..core.errors import (
+    HeaderMismatch,
+    InvalidParams,
+    InvalidSessionId,
+    LimitExceeded,
+    SessionError,
+    SessionNotFound,
+)
+from ..core.limits import json_size
 from ..core.names import LEGACY_PROTOCOL_VERSIONS, SESSION_KIND
 from ..core.records import Record
 from ..stores import AlreadyExists, NotFound
@@ -132,6 +142,23 @@ async def _send_error(send: Send, status: int, error: SessionError, request_id: 
     await _send_json(
         send, status, {"jsonrpc": "2.0", "id": request_id, "error": error.to_jsonrpc()}
     )
+
+
+async def _send_retryable(send: Send, error: SessionError, request_id: Any = None) -> None:
+    """A JSON-RPC error body with the error's HTTP status and, when it has one, its
+    ``retry_after`` as ``Retry-After`` (RFC 9110 §10.2.3, whole seconds): 429 for a quota,
+    503 for a store outage (issue #12)."""
+    retry_after: float | None = getattr(error, "retry_after", None)
+    payload = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error.to_jsonrpc()}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+    status = error.http_status or 500
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 class _BodyTooLarge(Exception):
@@ -295,7 +322,7 @@ class LegacyGate:
             await _send_error(send, 400, error, request_id)
             return
         if rpc_method == "initialize":
-            await self._initialize(scope, replay, send, params)
+            await self._initialize(scope, replay, send, params, request_id, body, receive)
             return
         send = _without_session_id(send)
         if session_id is None:
@@ -340,37 +367,98 @@ class LegacyGate:
             self.local.discard(session_id)
             await self.stateless(scope, _replay(body, receive), send)
 
-    async def _initialize(self, scope: Scope, receive: Receive, send: Send, params: object) -> None:
+    async def _initialize(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        params: object,
+        request_id: Any,
+        body: bytes,
+        raw_receive: Receive,
+    ) -> None:
         principal = current_principal()
-        store = self.sessions.engine.store
+        engine = self.sessions.engine
+        store = engine.store
         config = self.sessions.config
         client = params if isinstance(params, dict) else {}
         attributes = {
             "protocolVersion": client.get("protocolVersion"),
             "clientInfo": client.get("clientInfo"),
         }
+        # What is stored is bounded, and refused whole before anything is (issue #12 row 3).
+        limit = engine.quotas.limits.max_initialize_bytes
+        try:
+            size: float = json_size(attributes)
+        except ValueError:  # NaN or Infinity: JSON has no such numbers to store
+            size = math.inf
+        if size > limit:
+            refusal = InvalidParams(
+                f"initialize: clientInfo and protocolVersion are {size} bytes of JSON, over "
+                f"this server's limit of {limit}; no session was opened. Send a shorter "
+                "clientInfo."
+                if math.isfinite(size)
+                else "initialize: clientInfo holds a number JSON cannot store (NaN or "
+                "Infinity); no session was opened."
+            )
+            await _send_error(send, 400, refusal, request_id)
+            return
+        caller = engine.quotas.caller_of_scope(principal, scope)
+        try:
+            await engine.quotas.admit(caller, "legacy")
+        except LimitExceeded as error:
+            await _send_retryable(send, error, request_id)
+            return
+
+        async def remember(minted: str) -> None:
+            record = Record.new(
+                kind=SESSION_KIND,
+                id=minted,
+                principal=principal.key,
+                origin="legacy",
+                now=time.time(),
+                idle_ttl=config.idle_ttl,
+                max_lifetime=config.max_lifetime,
+                attributes=attributes,
+            )
+            # Stored before the client can see the id, so its next request finds it.
+            with contextlib.suppress(AlreadyExists):
+                await store.create(record)
+            await engine.quotas.note(caller, "legacy", record)
+
+        #: The SDK's manager refused (503 "Too many open sessions": its cap on live
+        #: connections, shared by every caller); its answer is held back.
+        full = False
 
         async def record_session(message: Message) -> None:
+            nonlocal full
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                full = True
+            if full:
+                return
             if message["type"] == "http.response.start" and message["status"] < 400:
                 minted = Headers(raw=message.get("headers", [])).get("mcp-session-id")
                 if minted is not None:
-                    record = Record.new(
-                        kind=SESSION_KIND,
-                        id=minted,
-                        principal=principal.key,
-                        origin="legacy",
-                        now=time.time(),
-                        idle_ttl=config.idle_ttl,
-                        max_lifetime=config.max_lifetime,
-                        attributes=attributes,
-                    )
-                    # Stored before the client can see the id, so its next request finds it.
-                    with contextlib.suppress(AlreadyExists):
-                        await store.create(record)
+                    await remember(minted)
                     self.local.add(minted)
             await send(message)
 
         await self.stateful(scope, receive, record_session)
+        if not full:
+            return
+        # No caller may use up a cap others need (issue #12 row 2): the session is opened
+        # without a live connection here and served statelessly from the store, as a replica
+        # that does not hold its connection serves it.
+        minted = uuid.uuid4().hex
+
+        async def add_session_id(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                await remember(minted)
+                headers = [*message.get("headers", []), (b"mcp-session-id", minted.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.stateless(scope, _replay(body, raw_receive), add_session_id)
 
     async def _delete(self, scope: Scope, receive: Receive, send: Send, session_id: str) -> None:
         store = self.sessions.engine.store
@@ -378,7 +466,10 @@ class LegacyGate:
         if record is None:
             await _send_error(send, 404, SessionNotFound())
             return
-        await store.delete(SESSION_KIND, session_id, current_principal().key)
+        principal = current_principal()
+        if await store.delete(SESSION_KIND, session_id, principal.key):
+            quotas = self.sessions.engine.quotas
+            await quotas.release(quotas.caller_of_scope(principal, scope), "legacy", session_id)
         if session_id in self.local:
             self.local.discard(session_id)
 

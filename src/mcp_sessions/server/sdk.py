@@ -36,6 +36,7 @@ from ..core.carriers import NO_SESSION, Carrier, CarrierPolicy, RequestView, res
 from ..core.errors import MalformedHandle, SessionError, SessionNotFound
 from ..core.handles import parse_handle
 from ..core.ids import new_session_id
+from ..core.limits import Limits
 from ..core.names import (
     EXTENSION_ID,
     HEADER_CLIENT_SESSION_ID,
@@ -52,7 +53,11 @@ from ..core.principal import ANONYMOUS, Principal
 from ..core.records import Record
 from ..core.sealing import KeyRing
 from ..stores import Store
-from .correlation import conversation_id_from_baggage, install_log_record_factory
+from .correlation import (
+    conversation_id_from_baggage,
+    install_log_record_factory,
+    install_tolerant_propagator,
+)
 from .engine import Lifecycle, RequestScope, SessionEngine, SessionsConfig, StateMode
 from .handles import HandleError, HandleKind
 from .session import Session, rfc3339
@@ -170,7 +175,8 @@ class SessionCreateParams(RequestParams):
 
     model_config = ConfigDict(populate_by_name=True, extra="allow")
     session_id: str | None = Field(default=None, alias="sessionId")
-    ttl_seconds: float | None = Field(default=None, alias="ttlSeconds")
+    # Any: the engine checks it (pydantic's lax mode would take "10" and true, issue #12).
+    ttl_seconds: Any = Field(default=None, alias="ttlSeconds")
     fork_from: str | None = Field(default=None, alias="forkFrom")
 
 
@@ -210,6 +216,7 @@ class Sessions(Extension):
         audience: str = "mcp-sessions",
         legacy_sessions_required: bool = True,
         max_server_state_bytes: int = 1 << 20,
+        limits: Limits | None = None,
     ) -> None:
         policy = carriers or CarrierPolicy()
         if handle_fallback and policy.handle_argument is None:
@@ -224,7 +231,9 @@ class Sessions(Extension):
             legacy_sessions_required=legacy_sessions_required,
             max_server_state_bytes=max_server_state_bytes,
         )
-        self.engine = SessionEngine(self.config, store=store, keys=keys)
+        #: Per-caller quotas, creation rate and creation sizes (issue #12, docs/security.md).
+        self.limits = limits if limits is not None else Limits()
+        self.engine = SessionEngine(self.config, store=store, keys=keys, limits=self.limits)
         # Errors raised inside tool bodies (Session.update) must reach the client as the
         # JSON-RPC errors of DESIGN §3, which the SDK passes through only as MCPError.
         self.engine.translate = to_mcp_error
@@ -234,6 +243,7 @@ class Sessions(Extension):
         self.middleware = SessionMiddleware(self)
         self._kinds: dict[str, HandleKind] = {}
         install_log_record_factory(_scope_var.get)
+        install_tolerant_propagator()
 
     # -- Extension surface ----------------------------------------------------------------
 
@@ -353,6 +363,7 @@ class Sessions(Extension):
         principal = current_principal()
         meta = ctx.meta or {}
         parent_token = meta.get(META_STATE) if params.fork_from else None
+        scope = _scope_var.get()
         try:
             record, token = await self.engine.create(
                 principal,
@@ -360,6 +371,7 @@ class Sessions(Extension):
                 ttl_seconds=params.ttl_seconds,
                 fork_from=params.fork_from,
                 fork_token=parent_token if isinstance(parent_token, str) else None,
+                caller=None if scope is None else scope.caller(),
             )
         except SessionError as error:
             raise to_mcp_error(error) from None
@@ -386,8 +398,11 @@ class Sessions(Extension):
                     "in _meta"
                 )
             )
+        scope = _scope_var.get()
         try:
-            await self.engine.destroy(current_principal(), session_id)
+            await self.engine.destroy(
+                current_principal(), session_id, caller=None if scope is None else scope.caller()
+            )
         except SessionError as error:
             raise to_mcp_error(error) from None
         return {}
@@ -405,8 +420,15 @@ class Sessions(Extension):
             idle_ttl=config.idle_ttl,
             max_lifetime=config.max_lifetime,
         )
+        caller = scope.caller()
+        quotas = self.engine.quotas
+        try:
+            await quotas.admit(caller, "sessions", now=record.created_at)
+        except SessionError as error:
+            raise to_mcp_error(error) from None
         await self.engine.store.create(record)
         scope.minted.append((SESSION_KIND, record.id))
+        await quotas.note(caller, "sessions", record)
         return record.id
 
 
@@ -492,6 +514,7 @@ class SessionMiddleware:
             None if baggage is None else conversation_id_from_baggage(baggage),
         )
         scope.refusal = refusal
+        scope.request = request
         token = _scope_var.set(scope)
         try:
             result = await call_next(ctx)

@@ -140,6 +140,13 @@ class Store(Protocol):
         """The live records of ``principal`` (of one kind, or all), oldest first."""
         ...
 
+    async def count(
+        self, principal: str, *, kind: str | None = None, now: float | None = None
+    ) -> int:
+        """How many live records ``principal`` has (of one kind, or all): what ``len(list(…))``
+        returns, without building the records. Quotas count with it (issue #12)."""
+        ...
+
     async def sweep(self, *, now: float | None = None, limit: int = 1000) -> int:
         """Remove up to ``limit`` expired records; returns how many. Cost grows with that
         number, not with how many records are stored."""

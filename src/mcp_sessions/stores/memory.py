@@ -218,6 +218,18 @@ class MemoryStore:
         found.sort(key=lambda r: (r.created_at, r.kind, r.id))
         return found
 
+    async def count(
+        self, principal: str, *, kind: str | None = None, now: float | None = None
+    ) -> int:
+        self._check_open()
+        t = clock(now)
+        found = 0
+        for key in self._by_principal.get(principal, {}):
+            record = self._records[key].record
+            if (kind is None or record.kind == kind) and not record.is_expired(t):
+                found += 1
+        return found
+
     async def sweep(self, *, now: float | None = None, limit: int = 1000) -> int:
         self._check_open()
         t = clock(now)

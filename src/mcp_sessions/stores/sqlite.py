@@ -204,6 +204,11 @@ WHERE principal = :principal AND expires_at > :now AND (:kind IS NULL OR kind = 
 ORDER BY created_at, kind, id
 """
 
+_COUNT = """
+SELECT COUNT(*) FROM mcps_records
+WHERE principal = :principal AND expires_at > :now AND (:kind IS NULL OR kind = :kind)
+"""
+
 #: The subquery walks the expiry index from its start and stops after ``limit`` rows.
 SWEEP = """
 DELETE FROM mcps_records WHERE rowid IN (
@@ -451,7 +456,16 @@ class SQLiteStore:
             if stat.S_ISDIR(os.stat(self.path).st_mode):
                 raise StoreError(f"SQLite store {self.path}: the path is a directory, not a file")
         except FileNotFoundError:
-            pass
+            # Session ids are bearer capabilities: a database made here is its owner's alone
+            # (0600; SQLite gives the -wal and -shm files the database's mode; issue #12).
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                pass  # another process made it meanwhile
+            except OSError as exc:
+                raise StoreError(
+                    f"SQLite store {self.path}: cannot create the file: {exc.strerror}"
+                ) from exc
         writer: sqlite3.Connection | None = None
         reader: sqlite3.Connection | None = None
         inline: sqlite3.Connection | None = None
@@ -772,6 +786,13 @@ class SQLiteStore:
         params = {"principal": principal, "kind": kind, "now": clock(now)}
         rows = await self._run(lambda conn: conn.execute(_LIST, params).fetchall())
         return [_record(row) for row in rows]
+
+    async def count(
+        self, principal: str, *, kind: str | None = None, now: float | None = None
+    ) -> int:
+        params = {"principal": principal, "kind": kind, "now": clock(now)}
+        rows = await self._run(lambda conn: conn.execute(_COUNT, params).fetchall())
+        return int(rows[0][0])
 
     async def sweep(self, *, now: float | None = None, limit: int = 1000) -> int:
         params = {"now": clock(now), "limit": int(limit)}
