@@ -189,6 +189,9 @@ def test_cap_and_idle_reaping(tmp_path_factory: pytest.TempPathFactory) -> None:
         "0",
         "--max-processes",
         "2",
+        # The whole pool for one caller: this test is about the global cap.
+        "--max-processes-per-principal",
+        "2",
         "--idle-timeout",
         "3",
     )

@@ -134,7 +134,8 @@ class Incoming:
             self.parsed = True
             try:
                 self.message = json.loads(self.body or b"")
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                # RecursionError: nesting deeper than the decoder goes (issue #12)
                 self.message = None
         return self.message
 

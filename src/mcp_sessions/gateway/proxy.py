@@ -30,12 +30,21 @@ from ..core.errors import SessionError
 from ..core.names import HEADER_LEGACY_SESSION_ID
 from ..stores import Store
 from . import routing
-from .asgi import HOP_BY_HOP, BodyTooLarge, Incoming, Send, send_error, send_plain_error
+from .asgi import (
+    HOP_BY_HOP,
+    BodyTooLarge,
+    Incoming,
+    Message,
+    Send,
+    send_error,
+    send_plain_error,
+)
 from .config import GatewayConfig
-from .errors import NoUpstream, UpstreamFailed, session_lost
-from .http1 import Connection, ResponseHead, StaleConnection, UpstreamError
+from .errors import NoUpstream, ParseError, UpstreamFailed, session_lost
+from .http1 import Connection, MalformedResponse, ResponseHead, StaleConnection, UpstreamError
 from .metrics import GatewayMetrics
 from .pins import PinTable
+from .trust import FORWARDED_FIELDS, TrustPolicy, refuse
 from .upstreams import Upstream, UpstreamSet
 
 logger = logging.getLogger("mcp_sessions.gateway")
@@ -69,6 +78,9 @@ class HTTPBackend:
             connect_timeout=config.connect_timeout,
         )
         self.pins = PinTable(store, ttl=config.session_idle)
+        self.trust = TrustPolicy(
+            config.auth, trust_forwarded=config.trust_forwarded, unverified_claims=True
+        )
         self._tiebreak = itertools.count()
         self._decisions = {d: metrics.routing.labels(d) for d in routing.DECISIONS}
         metrics.on_scrape(self._refresh_gauges)
@@ -117,7 +129,9 @@ class HTTPBackend:
                 return await send_plain_error(
                     send, 413, f"request body over {config.max_body_bytes} bytes"
                 )
-            request.parse()
+            if request.parse() is None and request.path == config.path:
+                # The server would refuse it too; nothing is sent on (issue #12).
+                return await send_error(send, ParseError(), None, status=400)
             method = request.rpc_method or "POST"
             meta = request.meta
         else:
@@ -190,11 +204,16 @@ class HTTPBackend:
                 target = self.upstreams.by_name.get(moved)
                 return _Choice(target) if target is not None else NoUpstream()
             self.metrics.pins.labels("lost").inc()
+            # Upstream addresses go to the log only, never to a client (issue #12).
+            logger.warning(
+                "session pinned to %s: %s",
+                pinned,
+                "no longer configured" if upstream is None else upstream.last_error or "down",
+            )
             reason = (
                 "its upstream is no longer configured"
                 if upstream is None
-                else f"its upstream {upstream.name} is unavailable"
-                + (f" ({upstream.last_error})" if upstream.last_error else "")
+                else "its upstream is unavailable"
             )
             return session_lost(reason)
         return _Choice(upstream)
@@ -206,7 +225,10 @@ class HTTPBackend:
         if isinstance(route, int):
             return route
         self._decisions[route.decision].inc()
-        principal = routing.principal_key(request.headers)
+        principal = await self.trust.principal(request)
+        if not isinstance(principal, str):
+            return await refuse(send, principal, self._request_id(request))
+        watched = _WatchedSend(send)
         exclude: set[str] = set()
         streaming = False
         if request.body is None and request.method not in ("GET", "HEAD", "DELETE"):
@@ -225,21 +247,26 @@ class HTTPBackend:
                 return await send_error(send, choice, self._request_id(request))
             upstream = choice.upstream
             try:
-                return await self._exchange(upstream, request, route, principal, send, streaming)
+                return await self._exchange(upstream, request, route, principal, watched, streaming)
             except UpstreamError as error:
                 self.metrics.upstream_errors.labels(upstream.name, str(error.sent).lower()).inc()
-                if not error.timed_out:
+                if not error.timed_out and not isinstance(error, MalformedResponse):
+                    # A broken response is not a dead upstream: it stays in the rotation.
                     self.upstreams.mark_failed(upstream, str(error))
                 if error.sent:
-                    if error.responded:
-                        return 502  # the response had started: it was cut, nothing to add
                     logger.warning("request to %s failed: %s", upstream.name, error)
-                    failure = UpstreamFailed(
-                        f"The upstream {upstream.name} failed while handling this request "
-                        f"({error}); the request may or may not have been applied. Check "
-                        "before retrying anything that is not idempotent."
-                    )
+                    if error.responded or watched.started:
+                        return 502  # the response had started: it was cut, nothing to add
+                    failure = UpstreamFailed(_public_failure(error, "while handling this request"))
                     return await send_error(send, failure, self._request_id(request))
+            except Exception:
+                # Nothing may escape to the server (a traceback and a dropped connection):
+                # whatever broke, the client gets a JSON-RPC answer (issue #12).
+                logger.exception("request to %s failed unexpectedly", upstream.name)
+                if watched.started:
+                    return 502
+                failure = UpstreamFailed()
+                return await send_error(send, failure, self._request_id(request))
                 exclude.add(upstream.name)
                 if choice.new_pin and route.key is not None:
                     # Nothing of this new session reached an upstream: place it afresh.
@@ -282,6 +309,11 @@ class HTTPBackend:
             dropped = _REPLACED | {
                 token.strip().lower().encode() for token in connection_field.split(",")
             }
+        trusted = self.config.trust_forwarded
+        if not trusted:
+            # A client's own X-Forwarded-* (and Forwarded) would let it claim any address or
+            # host to the upstream: replaced by the gateway's own view (issue #12).
+            dropped = dropped | FORWARDED_FIELDS
         forwarded_for = None
         forwarded_proto = forwarded_host = False
         for name, value in request.raw_headers:
@@ -411,7 +443,11 @@ class HTTPBackend:
         minted: str | None = None
         event_stream = False
         for name, value in head.headers:
-            if name in HOP_BY_HOP or (name == b"content-length" and head.framing != "length"):
+            if (
+                name in HOP_BY_HOP
+                or name in head.connection_fields  # hop-by-hop too (RFC 9110 §7.6.1)
+                or (name == b"content-length" and head.framing != "length")
+            ):
                 continue
             if name == _LEGACY:
                 minted = value.decode("latin-1")
@@ -497,10 +533,7 @@ class HTTPBackend:
     async def _send_stream_error(
         self, upstream: Upstream, request: Incoming, send: Send, error: UpstreamError
     ) -> None:
-        failure = UpstreamFailed(
-            f"The upstream {upstream.name} failed mid-response ({error}); the request may or "
-            "may not have been applied."
-        )
+        failure = UpstreamFailed(_public_failure(error, "mid-response"))
         payload = {"jsonrpc": "2.0", "id": self._request_id(request), "error": failure.to_jsonrpc()}
         event = b"event: message\ndata: " + json.dumps(payload).encode() + b"\n\n"
         with contextlib.suppress(Exception):
@@ -520,3 +553,34 @@ async def _wait_disconnect(request: Incoming) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+class _WatchedSend:
+    """``send``, remembering whether the response has started (after that, a failure can
+    only cut the stream: no second status line)."""
+
+    __slots__ = ("_send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
+def _public_failure(error: UpstreamError, when: str) -> str:
+    """What a client is told about a failed hop: the kind of failure, never the upstream's
+    address or its own words (those go to the log; issue #12)."""
+    if isinstance(error, MalformedResponse):
+        what = "sent a response that breaks HTTP/1.1 framing"
+    elif error.timed_out:
+        what = "sent nothing within the gateway's --upstream-timeout"
+    else:
+        what = "lost the connection"
+    return (
+        f"The upstream server {what} {when}; the request may or may not have been applied. "
+        "Check before retrying anything that is not idempotent."
+    )
