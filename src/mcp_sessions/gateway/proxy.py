@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -472,6 +473,13 @@ class HTTPBackend:
             await send({"type": "http.response.body", "body": body})
             self._finish(upstream, connection, head)
             return head.status
+        chunks: AsyncIterator[bytes] | None = None
+        first = b""
+        if head.framing == "chunked" and not event_stream:
+            # The first chunk is read before the status goes out, so that broken framing in
+            # it still gets a clean 502 rather than a cut 200 (issue #12).
+            chunks = connection.body(head, self.config.upstream_timeout)
+            first = await anext(chunks, b"")
         await send({"type": "http.response.start", "status": head.status, "headers": headers})
         if head.framing == "none":
             await send({"type": "http.response.body", "body": b""})
@@ -480,7 +488,7 @@ class HTTPBackend:
         if event_stream or head.framing == "close":
             await self._pump_watched(upstream, request, send, connection, head)
         else:
-            await self._pump(upstream, request, send, connection, head)
+            await self._pump(upstream, request, send, connection, head, chunks, first)
         return head.status
 
     async def _pump(
@@ -490,9 +498,16 @@ class HTTPBackend:
         send: Send,
         connection: Connection,
         head: ResponseHead,
+        chunks: AsyncIterator[bytes] | None = None,
+        first: bytes = b"",
     ) -> None:
+        """Stream the body through; ``chunks`` and ``first``: a body already begun."""
         try:
-            async for chunk in connection.body(head, self.config.upstream_timeout):
+            if first:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+            if chunks is None:
+                chunks = connection.body(head, self.config.upstream_timeout)
+            async for chunk in chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as error:
             error.responded = True
