@@ -6,6 +6,7 @@ upstream or a process, and the gateway serves the next request as before."""
 
 from __future__ import annotations
 
+import base64
 import shlex
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from tests.gateway.helpers import (
     Proc,
     call,
     metrics,
+    modern,
     new_id,
     start_gateway,
     start_upstream,
@@ -92,3 +94,26 @@ def test_spawn_refuses_a_body_it_cannot_decode(spawn_gateway: Proc, name: str) -
     assert not any(
         key.startswith("mcp_gateway_requests_total") and 'status="500"' in key for key in samples
     )
+
+
+def _deep_token() -> str:
+    """A bearer JWT whose payload is 3,000 nested lists: within the gateway's 8 KiB claim
+    window, far past the JSON decoder's recursion limit."""
+    payload = base64.urlsafe_b64encode(b"[" * 3000 + b"]" * 3000).rstrip(b"=").decode()
+    return f"eyJhbGciOiJIUzI1NiJ9.{payload}.c2ln"
+
+
+def test_a_deeply_nested_token_is_no_500(http_gateway: Proc, spawn_gateway: Proc) -> None:
+    """The principal is read from ``Authorization`` on every keyless request: a token whose
+    claims nest too deeply is a credential like any other (its digest), never a crash."""
+    request = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    headers = {**LEGACY_HEADERS, "authorization": f"Bearer {_deep_token()}"}
+    with httpx2.Client(timeout=30) as client:
+        for gateway in (http_gateway, spawn_gateway):
+            body, modern_headers = modern("tools/list")
+            modern_headers["authorization"] = headers["authorization"]
+            reply = client.post(gateway.url, json=body, headers=modern_headers)
+            assert reply.status_code == 200, reply.text[:300]
+            assert "tools" in reply.json()["result"]
+        legacy = client.post(http_gateway.url, json=request, headers=headers)
+        assert legacy.status_code < 500, legacy.text[:300]

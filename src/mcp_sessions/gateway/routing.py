@@ -212,7 +212,7 @@ def _jwt_claims(token: str) -> dict[str, Any] | None:
     payload = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
         claims = json.loads(base64.urlsafe_b64decode(payload))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):  # RecursionError: nesting (#12)
         return None
     return claims if isinstance(claims, dict) else None
 

@@ -156,7 +156,10 @@ class TokenVerifier:
                 leeway=self.settings.leeway,
                 options={"require": ["exp"], "verify_aud": self.settings.audience is not None},
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError, RecursionError) as exc:
+            # ValueError, RecursionError: a payload no JSON decoder takes (issue #12).
+            if not isinstance(exc, jwt.PyJWTError):
+                exc = jwt.DecodeError("its payload is not JSON the gateway can decode")
             raise Unauthenticated(
                 f"Unauthorized: the bearer token does not verify ({exc})."
             ) from None
