@@ -156,6 +156,8 @@ def secret_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
         str(secret_file),
         "--jwt-issuer",
         ISSUER,
+        "--max-processes-per-principal",
+        "1",
     )
     yield gateway
     stop(gateway)
@@ -269,7 +271,16 @@ def test_a_jwks_url_on_loopback_verifies_and_refuses(
 # -- row 9: one caller cannot take the pool ------------------------------------------------------
 
 
+def count_from(gateway: Proc, address: str, token: str | None, sid: str) -> Reply:
+    """``count`` sent from ``address`` (a loopback address of its own: another caller)."""
+    transport = httpx2.HTTPTransport(local_address=address)
+    with httpx2.Client(timeout=30, transport=transport) as client:
+        return call(client, gateway.url, "count", sid=sid, headers=bearer(token) if token else {})
+
+
 def test_one_caller_cannot_take_the_pool(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Without verification a credential proves nothing (one is free to mint per session),
+    so the cap counts the caller's address; a greedy caller rotating tokens is still one."""
     logs = tmp_path_factory.mktemp("spawn-per-principal")
     gateway = start_gateway(
         logs,
@@ -284,11 +295,13 @@ def test_one_caller_cannot_take_the_pool(tmp_path_factory: pytest.TempPathFactor
         "--idle-timeout",
         "600",
     )
+    greedy = "127.0.0.2"
     try:
-        greedy = "opaque-token-of-mallory"
         sids = [new_id() for _ in range(8)]
         with ThreadPoolExecutor(len(sids)) as pool:
-            replies = list(pool.map(lambda sid: count(gateway, greedy, sid), sids))
+            replies = list(
+                pool.map(lambda sid: count_from(gateway, greedy, f"token-{sid}", sid), sids)
+            )
         served = [r for r in replies if r.status == 200]
         refused = [r for r in replies if r.status != 200]
         assert len(served) == 2, [r.text for r in replies]
@@ -298,16 +311,31 @@ def test_one_caller_cannot_take_the_pool(tmp_path_factory: pytest.TempPathFactor
             assert "--max-processes-per-principal 2" in reply.error["message"]
             assert int(reply.headers["retry-after"]) >= 1
         # Everyone else is still served, with sessions of their own.
-        for other in ("opaque-token-of-carol", "opaque-token-of-dave"):
-            assert count(gateway, other, new_id()).value == 1
+        for address, other in (("127.0.0.3", "token-of-carol"), ("127.0.0.4", None)):
+            assert count_from(gateway, address, other, new_id()).value == 1
         # The greedy caller's own sessions still work; ending one makes room for a new one.
         kept = [sid for sid, r in zip(sids, replies, strict=True) if r.status == 200]
-        assert count(gateway, greedy, kept[0]).value == 2
-        with httpx2.Client(timeout=30) as client:
+        assert count_from(gateway, greedy, f"token-{kept[0]}", kept[0]).value == 2
+        transport = httpx2.HTTPTransport(local_address=greedy)
+        with httpx2.Client(timeout=30, transport=transport) as client:
             ended = client.delete(
-                gateway.url, headers={**bearer(greedy), "mcp-client-session-id": kept[0]}
+                gateway.url,
+                headers={**bearer(f"token-{kept[0]}"), "mcp-client-session-id": kept[0]},
             )
         assert ended.status_code == 204
-        assert count(gateway, greedy, new_id()).value == 1
+        fresh = new_id()
+        assert count_from(gateway, greedy, f"token-{fresh}", fresh).value == 1
     finally:
         stop(gateway)
+
+
+def test_verified_callers_are_counted_by_principal(secret_gateway: Proc) -> None:
+    """With verification, the cap (here 1) counts the verified principal: two users behind
+    one address are two callers, and one user's second session is over the cap."""
+    bob = jwt.encode(claims("bob"), SECRET, algorithm="HS256")
+    carol = jwt.encode(claims("carol"), SECRET, algorithm="HS256")
+    assert count(secret_gateway, bob, new_id()).value == 1
+    assert count(secret_gateway, carol, new_id()).value == 1
+    over = count(secret_gateway, bob, new_id())
+    assert over.status == 429, over.text
+    assert over.error["code"] == -31005

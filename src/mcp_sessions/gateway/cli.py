@@ -131,8 +131,9 @@ _CARRIERS = ("sep2822", "openai", "bedrock", "legacy", "principal")
     default=None,
     type=click.IntRange(min=1),
     metavar="N",
-    help="--spawn: most session processes one caller may hold (anonymous callers: per "
-    "client address); beyond it the caller gets 429, others are still served. "
+    help="--spawn: most session processes one caller may hold (a verified principal; "
+    "without --jwks/--jwt-secret-file, a client address); beyond it the caller gets 429, "
+    "others are still served. "
     "[default: half of --max-processes]",
 )
 @click.option(

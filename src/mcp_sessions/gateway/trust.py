@@ -14,6 +14,9 @@ one the gateway can *verify*:
   claim (another user's ``sub`` under a bad signature) is a different credential, hence a
   different principal: it never reaches the other user's process (row 8 of issue #12).
 
+Quotas (``--max-processes-per-principal``) count a verified principal, or else the caller's
+address: an unverified credential is free to mint, so it is no identity to count by.
+
 In HTTP mode without verification, pins keep the claims read *unverified* (as before): every
 upstream verifies every request itself (spec §5.1 item 16), so a forged claim only steers a
 request to an upstream that refuses it, while a user's pins survive a token refresh.
@@ -227,9 +230,11 @@ class TrustPolicy:
         return credential_principal(value).key
 
     def quota_key(self, principal: str, request: Incoming) -> str:
-        """Who a per-principal quota counts: the principal, or an anonymous caller's address
-        (the gateway's peer, or the address the trusted proxy in front saw)."""
-        if principal != ANONYMOUS.key:
+        """Who a per-principal quota counts: a verified principal; otherwise the caller's
+        address (the gateway's peer, or the address the trusted proxy in front saw) — an
+        unverified credential costs nothing to mint, so counting per credential would let
+        one caller take the pool with a fresh one per session (issue #12, row 9)."""
+        if self.verifier is not None:
             return principal
         address = ""
         client = request.scope.get("client")
@@ -239,7 +244,7 @@ class TrustPolicy:
             forwarded = request.headers.get("x-forwarded-for")
             if forwarded and forwarded.split(",")[-1].strip():
                 address = forwarded.split(",")[-1].strip()
-        return f"anonymous@{address}"
+        return f"address:{address}"
 
 
 def credential_principal(authorization: str) -> Principal:
