@@ -130,7 +130,8 @@ class HTTPBackend:
                 return await send_plain_error(
                     send, 413, f"request body over {config.max_body_bytes} bytes"
                 )
-            if request.parse() is None and request.path == config.path:
+            request.parse()
+            if request.unparsable and request.path == config.path:
                 # The server would refuse it too; nothing is sent on (issue #12).
                 return await send_error(send, ParseError(), None, status=400)
             method = request.rpc_method or "POST"
@@ -260,20 +261,21 @@ class HTTPBackend:
                         return 502  # the response had started: it was cut, nothing to add
                     failure = UpstreamFailed(_public_failure(error, "while handling this request"))
                     return await send_error(send, failure, self._request_id(request))
-            except Exception:
-                # Nothing may escape to the server (a traceback and a dropped connection):
-                # whatever broke, the client gets a JSON-RPC answer (issue #12).
-                logger.exception("request to %s failed unexpectedly", upstream.name)
-                if watched.started:
-                    return 502
-                failure = UpstreamFailed()
-                return await send_error(send, failure, self._request_id(request))
                 exclude.add(upstream.name)
                 if choice.new_pin and route.key is not None:
                     # Nothing of this new session reached an upstream: place it afresh.
                     target = self._hashed(route.key, exclude)
                     if target is not None:
                         await self.pins.move(route.key, principal, target.name)
+            except Exception:
+                # Nothing may escape to the server (a traceback and a dropped connection):
+                # whatever broke, the client gets a JSON-RPC answer (issue #12).
+                logger.exception("request to %s failed unexpectedly", upstream.name)
+                if watched.started:
+                    return 502
+                with contextlib.suppress(Exception):  # the client may be gone too
+                    await send_error(send, UpstreamFailed(), self._request_id(request))
+                return 502
         return await send_error(send, NoUpstream(), self._request_id(request))
 
     @staticmethod
