@@ -241,8 +241,11 @@ def test_a_jwks_url_on_loopback_verifies_and_refuses(
     key, public_pem = _rsa_pem()
     document = json.dumps(_jwks(key)).encode()
 
+    fetches: list[str] = []
+
     class Keys(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            fetches.append(self.path)
             self.send_response(200)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(document)))
@@ -261,6 +264,14 @@ def test_a_jwks_url_on_loopback_verifies_and_refuses(
         )
         try:
             _check_jwks_gateway(gateway, key, public_pem)
+            # Made-up kids do not become one fetch each (at most one per 30 s).
+            other, _ = _rsa_pem()
+            for n in range(5):
+                made_up = jwt.encode(
+                    claims("alice"), other, algorithm="RS256", headers={"kid": f"made-up-{n}"}
+                )
+                assert_refused(count(gateway, made_up, new_id()))
+            assert len(fetches) <= 2, fetches
         finally:
             stop(gateway)
     finally:

@@ -33,6 +33,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,11 @@ ASYMMETRIC_ALGORITHMS = (
 )
 #: Shortest HS256 secret accepted (RFC 7518 §3.2: a key of at least the hash's size).
 MIN_SECRET_BYTES = 32
+#: How long a fetched JWK set is used before it is fetched again.
+JWKS_LIFESPAN = 300.0
+#: Shortest time between two fetches for an unknown ``kid`` (a key rotation shows up within
+#: it; a flood of made-up kids costs one fetch per interval).
+JWKS_REFETCH_INTERVAL = 30.0
 _CHALLENGE = [(b"www-authenticate", b'Bearer error="invalid_token"')]
 
 
@@ -118,6 +124,9 @@ class TokenVerifier:
         self._secret: bytes | None = None
         self._keys: Any = None  # PyJWKSet for a file
         self._client: Any = None  # PyJWKClient for a URL
+        self._url_keys: Any = []  # its keys, as last fetched
+        self._fetched_at = -JWKS_LIFESPAN
+        self._fetching = asyncio.Lock()
         if settings.secret_file is not None:
             try:
                 secret = Path(settings.secret_file).read_bytes().strip()
@@ -130,7 +139,10 @@ class TokenVerifier:
                 )
             self._secret = secret
         elif settings.jwks is not None and "://" in settings.jwks:
-            self._client = jwt.PyJWKClient(settings.jwks, cache_keys=True, lifespan=300, timeout=5)
+            # Caching is ours (_fetch_keys): the client only fetches and parses.
+            self._client = jwt.PyJWKClient(
+                settings.jwks, cache_keys=False, cache_jwk_set=False, timeout=5
+            )
         elif settings.jwks is not None:
             try:
                 data = json.loads(Path(settings.jwks).read_text())
@@ -179,22 +191,42 @@ class TokenVerifier:
 
     async def _signing_key(self, token: str) -> Any:
         jwt = self._jwt
-        if self._client is not None:
-            # PyJWKClient caches the set and refetches on an unknown kid; a fetch blocks, so
-            # it runs off the event loop.
-            try:
-                return await asyncio.to_thread(self._client.get_signing_key_from_jwt, token)
-            except jwt.PyJWKClientError as exc:
-                logger.warning("no signing key for a token: %s", exc)
-                raise jwt.InvalidTokenError("no signing key matches it") from None
         kid = jwt.get_unverified_header(token).get("kid")
-        keys = self._keys.keys
-        if kid is None and len(keys) == 1:
-            return keys[0]
-        for candidate in keys:
-            if candidate.key_id == kid:
-                return candidate
-        raise jwt.InvalidTokenError("no signing key matches its kid")
+        if self._client is None:
+            found = _match(self._keys.keys, kid)
+        else:
+            found = _match(self._url_keys, kid)
+            stale = time.monotonic() - self._fetched_at >= JWKS_LIFESPAN
+            if found is None or stale:
+                await self._fetch_keys(force=stale or not self._url_keys)
+                found = _match(self._url_keys, kid)
+        if found is None:
+            raise jwt.InvalidTokenError("no signing key matches its kid")
+        return found
+
+    async def _fetch_keys(self, *, force: bool) -> None:
+        """Fetch the JWK set again: when it is stale, or for an unknown ``kid`` at most once
+        per :data:`JWKS_REFETCH_INTERVAL` — tokens with made-up kids must not turn into one
+        fetch each. A fetch blocks, so it runs off the event loop; a failed one keeps the keys
+        already known."""
+        async with self._fetching:
+            now = time.monotonic()
+            if not force and now - self._fetched_at < JWKS_REFETCH_INTERVAL:
+                return
+            if force and now - self._fetched_at < 1.0:
+                return  # another request just fetched it (or tried: at most once a second)
+            self._fetched_at = now
+            try:
+                self._url_keys = await asyncio.to_thread(self._client.get_signing_keys, True)
+            except Exception as exc:  # unreachable, not JSON, no usable key: logged, kept
+                logger.warning("fetching the JWK set %s failed: %s", self.settings.jwks, exc)
+
+
+def _match(keys: Any, kid: Any) -> Any:
+    """The key of ``kid`` in ``keys``; a token without a kid matches a set of one key."""
+    if kid is None:
+        return keys[0] if len(keys) == 1 else None
+    return next((key for key in keys if key.key_id == kid), None)
 
 
 class TrustPolicy:
