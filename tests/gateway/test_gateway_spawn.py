@@ -67,6 +67,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
         "1",
         "--max-processes",
         "12",
+        # One test client opens every session here: the whole pool is its to use.
+        "--max-processes-per-principal",
+        "12",
         "--idle-timeout",
         "120",
     )
