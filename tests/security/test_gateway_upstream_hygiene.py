@@ -60,6 +60,11 @@ RESPONSES: dict[str, bytes] = {
     "te-and-length": b"HTTP/1.1 200 OK\r\n" + _JSON + b"content-length: 3\r\n"
     b"transfer-encoding: chunked\r\n\r\n"
     + hex(len(BODY))[2:].encode() + b"\r\n" + BODY + b"\r\n0\r\n\r\n",
+    # An event stream whose second chunk breaks the framing, after the status went out.
+    "sse-then-negative": b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+    b"transfer-encoding: chunked\r\n\r\n"
+    + hex(len(b"event: message\ndata: {}\n\n"))[2:].encode() + b"\r\n"
+    + b"event: message\ndata: {}\n\n\r\n-3\r\nabc\r\n0\r\n\r\n",
     # A field named in Connection is hop-by-hop (RFC 9110 §7.6.1).
     "connection-named": b"HTTP/1.1 200 OK\r\n" + _JSON + b"connection: X-Secret, keep-alive\r\n"
     b"x-secret: upstream-internal-token\r\nx-visible: yes\r\n"
@@ -208,6 +213,25 @@ def test_broken_framing_is_a_502_and_the_connection_is_dropped(
         after = post(client, gateway, "good")
         assert (after.status_code, after.content) == (200, BODY)
         assert raw.last("good").connection != broken
+
+
+def test_broken_framing_mid_stream_ends_the_stream_with_an_error(
+    raw: RawUpstream, gateway: Proc
+) -> None:
+    """The status went out with the first event: the stream ends with the error the request
+    is owed, and the upstream connection goes."""
+    with httpx2.Client(timeout=20) as client:
+        reply = post(client, gateway, "sse-then-negative")
+        assert reply.status_code == 200
+        events = [
+            json.loads(line[5:]) for line in reply.text.splitlines() if line.startswith("data:")
+        ]
+        assert events[0] == {}
+        assert events[-1]["error"]["code"] == -31010
+        assert "breaks HTTP/1.1 framing" in events[-1]["error"]["message"]
+        assert str(raw.port) not in reply.text
+        broken = raw.last("sse-then-negative").connection
+        wait_until(lambda: broken in raw.closed, timeout=10, what="the connection to close")
 
 
 def test_transfer_encoding_with_content_length_closes_the_connection(
