@@ -750,12 +750,12 @@ class SpawnBackend:
                 send, 413, f"request body over {self.config.max_body_bytes} bytes"
             )
         message = request.parse()
+        if request.unparsable:
+            return await send_error(send, ParseError())
         if not isinstance(message, dict):
             error = {
-                "code": -32700 if message is None else -32600,
-                "message": "Parse error: the body is not JSON"
-                if message is None
-                else "Invalid request: send one JSON-RPC message per POST",
+                "code": -32600,
+                "message": "Invalid request: send one JSON-RPC message per POST",
             }
             body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
             await send_bytes(send, 400, body)
