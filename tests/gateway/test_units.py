@@ -156,6 +156,11 @@ def test_configuration_is_checked() -> None:
         (["--upstream", "http://a:1/mcp", "--spawn", "x"], "not both"),
         (["--spawn", "x", "--warm", "40"], "exceed"),
         (["--emit-config", "nginx"], "needs the --upstream"),
+        (["--spawn", "x", "--jwks", "http://10.0.0.1/jwks.json"], "plain http only"),
+        (["--spawn", "x", "--jwks", "ftp://idp/jwks.json"], "https:// URL"),
+        (["--spawn", "x", "--jwks", "/nonexistent/jwks.json"], "No such file"),
+        (["--spawn", "x", "--jwt-audience", "a"], "need --jwks or --jwt-secret-file"),
+        (["--spawn", "x", "--max-processes-per-principal", "0"], "x>=1"),
     ],
 )
 def test_the_command_refuses_clearly(arguments: list[str], message: str) -> None:

@@ -178,7 +178,8 @@ _CARRIERS = ("sep2822", "openai", "bedrock", "legacy", "principal")
     "--jwt-secret-file",
     metavar="FILE",
     help="Verify bearer JWTs (HS256/384/512) with the shared secret in FILE (32+ bytes). "
-    "Without --jwks or this, a principal is a digest of the whole Authorization value.",
+    "Without --jwks or this, --spawn keys processes by a digest of the whole "
+    "Authorization value (HTTP mode routes on its unverified claims).",
 )
 @click.option("--jwt-issuer", metavar="ISS", help="With --jwks/--jwt-secret-file: required iss.")
 @click.option("--jwt-audience", metavar="AUD", help="With --jwks/--jwt-secret-file: required aud.")
