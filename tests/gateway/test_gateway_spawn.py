@@ -67,6 +67,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
         "1",
         "--max-processes",
         "12",
+        # One test client opens every session here: the whole pool is its to use.
+        "--max-processes-per-principal",
+        "12",
         "--idle-timeout",
         "120",
     )
@@ -188,6 +191,9 @@ def test_cap_and_idle_reaping(tmp_path_factory: pytest.TempPathFactory) -> None:
         "--warm-legacy",
         "0",
         "--max-processes",
+        "2",
+        # The whole pool for one caller: this test is about the global cap.
+        "--max-processes-per-principal",
         "2",
         "--idle-timeout",
         "3",

@@ -9,7 +9,13 @@ import pytest
 
 from mcp_sessions.gateway.app import Gateway
 from mcp_sessions.gateway.config import GatewayConfig, SpawnSettings
-from mcp_sessions.gateway.http1 import Connection, ResponseHead, UpstreamError, parse_head
+from mcp_sessions.gateway.http1 import (
+    Connection,
+    MalformedResponse,
+    ResponseHead,
+    UpstreamError,
+    parse_head,
+)
 from mcp_sessions.gateway.proxy import HTTPBackend
 from mcp_sessions.gateway.upstreams import UpstreamAddress
 
@@ -41,6 +47,55 @@ def test_response_framing_follows_rfc_9112() -> None:
     ):
         with pytest.raises(UpstreamError):
             head(broken)
+
+
+def test_framing_is_strict() -> None:
+    """RFC 9112 §6 leaves a recipient nothing to guess (issue #12, row 15)."""
+    both = head("HTTP/1.1 200 OK\ncontent-length: 5\ntransfer-encoding: chunked\n")
+    assert (both.framing, both.keep_alive) == ("chunked", False)
+    assert all(name != b"content-length" for name, _ in both.headers)
+    same = head("HTTP/1.1 200 OK\ncontent-length: 7\ncontent-length: 7, 007\n")
+    assert (same.framing, same.length, same.keep_alive) == ("length", 7, True)
+    not_last = head("HTTP/1.1 200 OK\ntransfer-encoding: gzip\n")
+    assert (not_last.framing, not_last.keep_alive) == ("close", False)
+    named = head("HTTP/1.1 200 OK\nconnection: X-Secret, keep-alive\ncontent-length: 0\n")
+    assert b"x-secret" in named.connection_fields
+    for broken in (
+        "HTTP/1.1 200 OK\ncontent-length: 5\ncontent-length: 6\n",
+        "HTTP/1.1 200 OK\ncontent-length: 5, 6\n",
+        "HTTP/1.1 200 OK\ncontent-length: +5\n",
+        "HTTP/1.1 200 OK\ncontent-length: 1_0\n",
+        "HTTP/1.1 200 OK\ncontent-length: -1\n",
+        "HTTP/1.1 200 OK\ntransfer-encoding: chunked, gzip\n",
+        "HTTP/1.1 200 OK\ntransfer-encoding: chunked\ntransfer-encoding: chunked\n",
+        "HTTP/1.0 200 OK\ntransfer-encoding: chunked\n",
+        "HTTP/1.1 +20 OK\n",
+        "HTTP/1.1 200 OK\nx-bad\x00: 1\n",
+        "HTTP/1.1 200 OK\nx-bad: a\rb\n",
+        "HTTP/1.1 200 OK\nbad name: 1\n",
+    ):
+        with pytest.raises(MalformedResponse):
+            head(broken)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"-3\r\nabc\r\n0\r\n\r\n", b"0x3\r\nabc\r\n0\r\n\r\n", b"1_0\r\n", b"+3\r\nabc\r\n",
+     b"3\r\nabcXY0\r\n\r\n", b" 3\r\nabc\r\n", b"\r\n"],
+)  # fmt: skip
+def test_chunk_sizes_are_hex_digits_only(body: bytes) -> None:
+    async def run() -> None:
+        reader = asyncio.StreamReader()
+        reader.feed_data(body)
+        reader.feed_eof()
+        connection = Connection(reader, None)  # type: ignore[arg-type]
+        async for _chunk in connection.body(
+            head("HTTP/1.1 200 OK\ntransfer-encoding: chunked\n"), 5
+        ):
+            pass
+
+    with pytest.raises(MalformedResponse):
+        asyncio.run(run())
 
 
 def test_chunked_bodies_are_decoded_piece_by_piece() -> None:
@@ -101,6 +156,11 @@ def test_configuration_is_checked() -> None:
         (["--upstream", "http://a:1/mcp", "--spawn", "x"], "not both"),
         (["--spawn", "x", "--warm", "40"], "exceed"),
         (["--emit-config", "nginx"], "needs the --upstream"),
+        (["--spawn", "x", "--jwks", "http://10.0.0.1/jwks.json"], "plain http only"),
+        (["--spawn", "x", "--jwks", "ftp://idp/jwks.json"], "https:// URL"),
+        (["--spawn", "x", "--jwks", "/nonexistent/jwks.json"], "No such file"),
+        (["--spawn", "x", "--jwt-audience", "a"], "need --jwks or --jwt-secret-file"),
+        (["--spawn", "x", "--max-processes-per-principal", "0"], "x>=1"),
     ],
 )
 def test_the_command_refuses_clearly(arguments: list[str], message: str) -> None:

@@ -80,6 +80,8 @@ class Incoming:
     #: The parsed JSON-RPC message, when the body was parsed (routing needed it).
     message: Any = None
     parsed: bool = False
+    #: The body was parsed and is not JSON (``message`` is then ``None``, as for ``null``).
+    unparsable: bool = False
 
     @classmethod
     def from_scope(cls, scope: Scope, receive: Receive) -> Incoming:
@@ -134,8 +136,10 @@ class Incoming:
             self.parsed = True
             try:
                 self.message = json.loads(self.body or b"")
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                # RecursionError: nesting deeper than the decoder goes (issue #12)
                 self.message = None
+                self.unparsable = True
         return self.message
 
     @property

@@ -127,6 +127,16 @@ _CARRIERS = ("sep2822", "openai", "bedrock", "legacy", "principal")
     help="--spawn: most processes alive at once; then new sessions get 503.",
 )
 @click.option(
+    "--max-processes-per-principal",
+    default=None,
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="--spawn: most session processes one caller may hold (a verified principal; "
+    "without --jwks/--jwt-secret-file, a client address); beyond it the caller gets 429, "
+    "others are still served. "
+    "[default: half of --max-processes]",
+)
+@click.option(
     "--idle-timeout",
     default=600.0,
     type=click.FloatRange(min=0.05),
@@ -156,6 +166,28 @@ _CARRIERS = ("sep2822", "openai", "bedrock", "legacy", "principal")
     'once before a session\'s first call, e.g. \'{"method": "tools/call", "params": '
     '{"name": "ping", "arguments": {}}}\'. Pick one without side effects; {random} '
     "becomes a fresh id per process.",
+)
+@click.option(
+    "--jwks",
+    metavar="FILE|URL",
+    help="Verify bearer JWTs against this JWK set (asymmetric algorithms; a URL is https, or "
+    "http on loopback); the verified iss/sub/client id is the principal. Requests without a "
+    "valid token get 401.",
+)
+@click.option(
+    "--jwt-secret-file",
+    metavar="FILE",
+    help="Verify bearer JWTs (HS256/384/512) with the shared secret in FILE (32+ bytes). "
+    "Without --jwks or this, --spawn keys processes by a digest of the whole "
+    "Authorization value (HTTP mode routes on its unverified claims).",
+)
+@click.option("--jwt-issuer", metavar="ISS", help="With --jwks/--jwt-secret-file: required iss.")
+@click.option("--jwt-audience", metavar="AUD", help="With --jwks/--jwt-secret-file: required aud.")
+@click.option(
+    "--trust-forwarded",
+    is_flag=True,
+    help="Keep the client's X-Forwarded-For/-Host/-Proto (and Forwarded, X-Real-IP): only "
+    "behind a proxy that sets them. Otherwise they are replaced by the gateway's own view.",
 )
 @click.option(
     "--emit-config",
@@ -226,8 +258,22 @@ def _config(options: dict[str, Any]) -> Any:
     from ..core.carriers import CarrierPolicy
     from .config import GatewayConfig, SpawnSettings
     from .routing import RoutingPolicy
+    from .trust import AuthSettings
     from .upstreams import HealthSettings
 
+    auth = None
+    if options["jwks"] or options["jwt_secret_file"]:
+        try:
+            auth = AuthSettings(
+                jwks=options["jwks"],
+                secret_file=options["jwt_secret_file"],
+                issuer=options["jwt_issuer"],
+                audience=options["jwt_audience"],
+            )
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    elif options["jwt_issuer"] or options["jwt_audience"]:
+        raise click.ClickException("--jwt-issuer/--jwt-audience need --jwks or --jwt-secret-file")
     disabled = set(options["disabled"])
     spawn = None
     if options["spawn"]:
@@ -243,6 +289,7 @@ def _config(options: dict[str, Any]) -> Any:
                 warm=options["warm"],
                 warm_legacy=options["warm_legacy"],
                 max_processes=options["max_processes"],
+                max_processes_per_principal=options["max_processes_per_principal"],
                 idle_timeout=options["idle_timeout"],
                 startup_timeout=options["startup_timeout"],
                 probe=options["spawn_probe"],
@@ -279,6 +326,8 @@ def _config(options: dict[str, Any]) -> Any:
                 rise=options["health_rise"],
                 path=options["health_path"],
             ),
+            auth=auth,
+            trust_forwarded=options["trust_forwarded"],
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .routing import RoutingPolicy
+from .trust import AuthSettings
 from .upstreams import HealthSettings
 
 Failover = Literal["error", "move"]
@@ -39,6 +40,15 @@ class SpawnSettings:
     #: sent to each warm process after the probe. ``{random}`` in the text becomes a fresh
     #: random id per process (for a throwaway session id).
     warmup: tuple[str, ...] = ()
+    #: ``--max-processes-per-principal``: most sessions (processes) one caller may hold, so
+    #: that one caller cannot take the pool (issue #12); ``None``: half of ``max_processes``.
+    max_processes_per_principal: int | None = None
+
+    @property
+    def per_principal_cap(self) -> int:
+        if self.max_processes_per_principal is not None:
+            return self.max_processes_per_principal
+        return max(1, self.max_processes // 2)
 
     def warmup_requests(self) -> tuple[dict[str, Any], ...]:
         out = []
@@ -61,6 +71,8 @@ class SpawnSettings:
             )
         if not self.idle_timeout > 0:
             raise ValueError("--idle-timeout must be positive")
+        if self.max_processes_per_principal is not None and self.max_processes_per_principal < 1:
+            raise ValueError("--max-processes-per-principal must be at least 1")
         for text in self.warmup:
             try:
                 request = json.loads(text.replace("{random}", "0" * 32))
@@ -98,6 +110,10 @@ class GatewayConfig:
     #: Longest wait for an upstream's response head, and between two chunks of its body.
     upstream_timeout: float = 300.0
     health: HealthSettings = field(default_factory=HealthSettings)
+    #: ``--jwks`` / ``--jwt-secret-file``: verify bearer tokens (see :mod:`.trust`).
+    auth: AuthSettings | None = None
+    #: ``--trust-forwarded``: keep a client's X-Forwarded-* (a trusted proxy sets them).
+    trust_forwarded: bool = False
 
     def __post_init__(self) -> None:
         if bool(self.upstreams) == (self.spawn is not None):

@@ -18,6 +18,8 @@ from ..core.errors import SessionError, SessionNotFound
 UPSTREAM_FAILED = -31010
 GATEWAY_AT_CAPACITY = -31011
 NO_UPSTREAM = -31012
+UNAUTHENTICATED = -31013
+PARSE_ERROR = -32700
 
 
 class UpstreamFailed(SessionError):
@@ -50,6 +52,29 @@ class NoUpstream(SessionError):
     http_status = 503
     default_message = (
         "No upstream server is available: every upstream failed its health checks. Retry shortly."
+    )
+
+
+class ParseError(SessionError):
+    """The request body is not JSON the decoder accepts (JSON-RPC 2.0 §5.1), nesting too
+    deep for it included: refused before anything is sent on (issue #12)."""
+
+    code = PARSE_ERROR
+    http_status = 400
+    default_message = "Parse error: the request body is not valid JSON (or is nested too deeply)."
+
+
+class Unauthenticated(SessionError):
+    """A credential the gateway was configured to verify failed verification (or is missing).
+
+    Answered with 401 and ``WWW-Authenticate: Bearer error="invalid_token"`` (RFC 6750 §3).
+    """
+
+    code = UNAUTHENTICATED
+    http_status = 401
+    default_message = (
+        "Unauthorized: send a valid bearer token (Authorization: Bearer ...) that this gateway "
+        "can verify."
     )
 
 

@@ -6,17 +6,29 @@ elsewhere) and "the upstream may have acted" (never retried), and little overhea
 (issue #7 budgets 1 ms of added latency). The framing rules are RFC 9112's:
 
 * a response to HEAD, and 1xx/204/304 responses, have no body (§6.3 items 1-2);
-* ``Transfer-Encoding: chunked`` wins over ``Content-Length`` (§6.3 item 3-4);
-* ``Content-Length`` gives the length (§6.3 item 5); otherwise the body runs to close
+* ``Transfer-Encoding`` wins over ``Content-Length`` (§6.3 item 3), which is then dropped,
+  and the connection is closed after the response: such a message "ought to be handled as an
+  error" (a smuggling attempt, or a broken upstream), so nothing after it on that connection
+  is trusted; chunked must be the final coding, else the body runs to close (§6.3 item 4);
+* ``Content-Length`` gives the length (§6.3 item 5): digits only, and several fields or list
+  members must all agree, else the response is refused; otherwise the body runs to close
   (§6.3 item 8), and that connection is not reused;
+* a chunk size is hex digits only (§7.1: ``chunk-size = 1*HEXDIG``; no sign, no ``0x``, no
+  ``_``), each chunk ends with CRLF;
 * a connection is reused only after an HTTP/1.1 response without ``Connection: close`` whose
   body was read to its end (RFC 9112 §9.3).
+
+Broken framing is :class:`MalformedResponse`: the proxy answers 502 (if nothing was sent to
+the client yet; else the stream is cut), and closes the connection, never reusing it (§6.3
+item 5: "the proxy MUST close the connection to the server, discard the received response,
+and send a 502").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable
@@ -28,6 +40,16 @@ MAX_RESPONSE_HEAD = 64 * 1024
 #: Longest chunk-size line; anything longer is a broken upstream.
 _MAX_CHUNK_LINE = 1024
 _READ_SIZE = 64 * 1024
+#: ``chunk-size`` (RFC 9112 §7.1), at most 16 digits (a size no upstream sends), then
+#: optional whitespace before a chunk extension.
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?\r\n", re.DOTALL)
+#: ``Content-Length = 1*DIGIT`` (RFC 9110 §8.6); 18 digits keep it a sane int.
+_DIGITS = re.compile(rb"[0-9]{1,18}")
+#: ``field-name = token`` (RFC 9110 §5.1, §5.6.2).
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: Bytes no field value may carry (RFC 9110 §5.5): NUL, and CR or LF on their own.
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: (.*))?", re.DOTALL)
 
 T = TypeVar("T")
 
@@ -55,6 +77,14 @@ class UpstreamError(Exception):
         self.responded = False
 
 
+class MalformedResponse(UpstreamError):
+    """The upstream's response breaks HTTP/1.1 framing (RFC 9112 §6): it is discarded, the
+    connection is closed, and the client gets 502 (module docstring)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, sent=True)
+
+
 class StaleConnection(UpstreamError):
     """A reused keep-alive connection turned out closed before any response byte came back.
 
@@ -75,6 +105,9 @@ class ResponseHead:
     framing: str
     length: int
     keep_alive: bool
+    #: Field names the upstream's ``Connection`` header lists: hop-by-hop, never forwarded
+    #: (RFC 9110 §7.6.1).
+    connection_fields: frozenset[bytes] = frozenset()
 
 
 class Connection:
@@ -183,13 +216,10 @@ class Connection:
             elif head.framing == "chunked":
                 while True:
                     line = await _within(reader.readuntil(b"\r\n"), read_timeout)
-                    if len(line) > _MAX_CHUNK_LINE:
-                        raise UpstreamError("malformed chunked response", sent=True)
-                    size_text = line.split(b";", 1)[0].strip()
-                    try:
-                        size = int(size_text, 16)
-                    except ValueError:
-                        raise UpstreamError("malformed chunked response", sent=True) from None
+                    match = _CHUNK_SIZE.fullmatch(line) if len(line) <= _MAX_CHUNK_LINE else None
+                    if match is None:
+                        raise MalformedResponse(f"malformed chunk-size line {line[:40]!r}")
+                    size = int(match.group(1), 16)
                     if size == 0:
                         # Trailer fields, if any, end with an empty line (RFC 9112 §7.1.2);
                         # they are dropped, as a proxy may do.
@@ -197,6 +227,10 @@ class Connection:
                             pass
                         return
                     data = await _within(reader.readexactly(size + 2), read_timeout)
+                    if data[-2:] != b"\r\n":
+                        raise MalformedResponse(
+                            "a chunk does not end with CRLF where its size says"
+                        )
                     yield data[:-2]
             elif head.framing == "close":
                 while True:
@@ -207,7 +241,7 @@ class Connection:
         except asyncio.IncompleteReadError:
             raise UpstreamError("the upstream cut the response short", sent=True) from None
         except asyncio.LimitOverrunError:
-            raise UpstreamError("malformed chunked response", sent=True) from None
+            raise MalformedResponse("malformed chunked response (a line too long)") from None
         except (ConnectionError, OSError) as exc:
             raise UpstreamError(f"connection lost mid-response: {exc}", sent=True) from None
         except TimeoutError:
@@ -219,50 +253,76 @@ class Connection:
 
 
 def parse_head(raw: bytes, *, head_request: bool = False) -> ResponseHead:
-    """Parse a response head (``raw`` ends with the blank line). Raises :class:`UpstreamError`."""
+    """Parse a response head (``raw`` ends with the blank line).
+
+    Raises :class:`MalformedResponse` for anything RFC 9112 does not allow a recipient to
+    guess at (module docstring).
+    """
     lines = raw[:-4].split(b"\r\n")
     status_line = lines[0]
-    parts = status_line.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-        raise UpstreamError(f"not an HTTP/1.x response: {status_line[:80]!r}", sent=True)
-    try:
-        status = int(parts[1])
-    except ValueError:
-        raise UpstreamError(f"bad status line: {status_line[:80]!r}", sent=True) from None
-    reason = parts[2] if len(parts) > 2 else b""
+    status_match = _STATUS_LINE.fullmatch(status_line)
+    if status_match is None:
+        raise MalformedResponse(f"not an HTTP/1.x status line: {status_line[:80]!r}")
+    http11 = status_match.group(1) == b"1"
+    status = int(status_match.group(2))
+    reason = status_match.group(3) or b""
     headers: list[tuple[bytes, bytes]] = []
-    chunked = False
-    length = -1
-    keep_alive = parts[0] == b"HTTP/1.1"
+    codings: list[bytes] = []
+    lengths: set[bytes] = set()
+    connection_fields: set[bytes] = set()
+    keep_alive = http11
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip():
-            raise UpstreamError(f"malformed header line: {line[:80]!r}", sent=True)
+        if not sep or _TOKEN.fullmatch(name) is None:
+            # Leading whitespace is obs-fold or a smuggling attempt (RFC 9112 §5.2).
+            raise MalformedResponse(f"malformed header line: {line[:80]!r}")
         name = name.lower()
-        value = value.strip()
+        value = value.strip(b" \t")
+        if _BAD_VALUE.search(value):
+            raise MalformedResponse(f"a {name.decode()} field value carries CR, LF or NUL")
         if name == b"transfer-encoding":
-            chunked = value.lower().endswith(b"chunked")
+            codings += [c.strip(b" \t").lower() for c in value.split(b",") if c.strip(b" \t")]
         elif name == b"content-length":
-            try:
-                length = int(value)
-            except ValueError:
-                raise UpstreamError("bad Content-Length from the upstream", sent=True) from None
+            for member in value.split(b","):
+                member = member.strip(b" \t")
+                if _DIGITS.fullmatch(member) is None:
+                    raise MalformedResponse(f"bad Content-Length {value[:40]!r} from the upstream")
+                lengths.add(member.lstrip(b"0") or b"0")
         elif name == b"connection":
-            tokens = {token.strip().lower() for token in value.split(b",")}
+            tokens = {token.strip(b" \t").lower() for token in value.split(b",")}
             if b"close" in tokens:
                 keep_alive = False
             elif b"keep-alive" in tokens:
                 keep_alive = True
+            connection_fields |= tokens
         headers.append((name, value))
+    if len(lengths) > 1:
+        raise MalformedResponse("the upstream sent different Content-Length values")
+    length = int(lengths.pop()) if lengths else -1
+    if codings:
+        if not http11:
+            # RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing.
+            raise MalformedResponse("Transfer-Encoding in an HTTP/1.0 response")
+        if codings.count(b"chunked") > 1 or (b"chunked" in codings and codings[-1] != b"chunked"):
+            raise MalformedResponse("chunked is applied twice, or is not the final coding")
+        if length >= 0:
+            # §6.3 item 3: Transfer-Encoding overrides; the Content-Length goes, and so does
+            # the connection after this response.
+            headers = [(n, v) for n, v in headers if n != b"content-length"]
+            keep_alive = False
     if head_request or 100 <= status < 200 or status in (204, 304):
         framing, length = "none", 0
-    elif chunked:
+    elif codings and codings[-1] == b"chunked":
         framing = "chunked"
+    elif codings:
+        framing, keep_alive = "close", False  # §6.3 item 4: read to close
     elif length >= 0:
         framing = "length"
     else:
         framing, keep_alive = "close", False
-    return ResponseHead(status, reason, headers, framing, length, keep_alive)
+    return ResponseHead(
+        status, reason, headers, framing, length, keep_alive, frozenset(connection_fields)
+    )
 
 
 class ConnectionPool:

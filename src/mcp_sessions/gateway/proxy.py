@@ -24,6 +24,7 @@ import contextlib
 import itertools
 import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,13 +32,22 @@ from ..core.errors import SessionError, StoreUnavailable
 from ..core.names import HEADER_LEGACY_SESSION_ID
 from ..stores import Store, StoreError
 from . import routing
-from .asgi import HOP_BY_HOP, BodyTooLarge, Incoming, Send, send_error, send_plain_error
+from .asgi import (
+    HOP_BY_HOP,
+    BodyTooLarge,
+    Incoming,
+    Message,
+    Send,
+    send_error,
+    send_plain_error,
+)
 from .config import GatewayConfig
-from .errors import NoUpstream, UpstreamFailed, handle_lost, session_lost
+from .errors import NoUpstream, ParseError, UpstreamFailed, handle_lost, session_lost
 from .handles import HANDLE, MintedPins, minted_in_body, pin_key, request_handles
-from .http1 import Connection, ResponseHead, StaleConnection, UpstreamError
+from .http1 import Connection, MalformedResponse, ResponseHead, StaleConnection, UpstreamError
 from .metrics import GatewayMetrics
 from .pins import PinTable
+from .trust import FORWARDED_FIELDS, TrustPolicy, refuse
 from .upstreams import Upstream, UpstreamSet
 
 logger = logging.getLogger("mcp_sessions.gateway")
@@ -71,6 +81,9 @@ class HTTPBackend:
             connect_timeout=config.connect_timeout,
         )
         self.pins = PinTable(store, ttl=config.session_idle)
+        self.trust = TrustPolicy(
+            config.auth, trust_forwarded=config.trust_forwarded, unverified_claims=True
+        )
         self._tiebreak = itertools.count()
         self._decisions = {d: metrics.routing.labels(d) for d in routing.DECISIONS}
         self._minted = metrics.pins.labels("minted")
@@ -121,6 +134,9 @@ class HTTPBackend:
                     send, 413, f"request body over {config.max_body_bytes} bytes"
                 )
             request.parse()
+            if request.unparsable and request.path == config.path:
+                # The server would refuse it too; nothing is sent on (issue #12).
+                return await send_error(send, ParseError(), None, status=400)
             method = request.rpc_method or "POST"
             meta = request.meta
         else:
@@ -202,12 +218,13 @@ class HTTPBackend:
                 target = self.upstreams.by_name.get(moved)
                 return _Choice(target) if target is not None else NoUpstream()
             self.metrics.pins.labels("lost").inc()
-            reason = (
-                "is no longer configured"
-                if upstream is None
-                else f"is unavailable ({upstream.name}"
-                + (f": {upstream.last_error})" if upstream.last_error else ")")
+            # Upstream addresses go to the log only, never to a client (issue #12).
+            logger.warning(
+                "session pinned to %s: %s",
+                pinned,
+                "no longer configured" if upstream is None else upstream.last_error or "down",
             )
+            reason = "is no longer configured" if upstream is None else "is unavailable"
             if route.handle is not None:
                 return handle_lost(route.handle, reason)
             return session_lost(f"its upstream {reason}")
@@ -219,7 +236,9 @@ class HTTPBackend:
         route = await self._route(request, send)
         if isinstance(route, int):
             return route
-        principal = routing.principal_key(request.headers)
+        principal = await self.trust.principal(request)
+        if not isinstance(principal, str):
+            return await refuse(send, principal, self._request_id(request))
         if route.below_handles:
             try:
                 route = await self._route_by_handle(request, principal) or route
@@ -236,6 +255,7 @@ class HTTPBackend:
                     extra_headers=[(b"retry-after", b"1")],
                 )
         self._decisions[route.decision].inc()
+        watched = _WatchedSend(send)
         exclude: set[str] = set()
         streaming = False
         if request.body is None and request.method not in ("GET", "HEAD", "DELETE"):
@@ -254,20 +274,17 @@ class HTTPBackend:
                 return await send_error(send, choice, self._request_id(request))
             upstream = choice.upstream
             try:
-                return await self._exchange(upstream, request, route, principal, send, streaming)
+                return await self._exchange(upstream, request, route, principal, watched, streaming)
             except UpstreamError as error:
                 self.metrics.upstream_errors.labels(upstream.name, str(error.sent).lower()).inc()
-                if not error.timed_out:
+                if not error.timed_out and not isinstance(error, MalformedResponse):
+                    # A broken response is not a dead upstream: it stays in the rotation.
                     self.upstreams.mark_failed(upstream, str(error))
                 if error.sent:
-                    if error.responded:
-                        return 502  # the response had started: it was cut, nothing to add
                     logger.warning("request to %s failed: %s", upstream.name, error)
-                    failure = UpstreamFailed(
-                        f"The upstream {upstream.name} failed while handling this request "
-                        f"({error}); the request may or may not have been applied. Check "
-                        "before retrying anything that is not idempotent."
-                    )
+                    if error.responded or watched.started:
+                        return 502  # the response had started: it was cut, nothing to add
+                    failure = UpstreamFailed(_public_failure(error, "while handling this request"))
                     return await send_error(send, failure, self._request_id(request))
                 exclude.add(upstream.name)
                 if choice.new_pin and route.key is not None:
@@ -275,6 +292,15 @@ class HTTPBackend:
                     target = self._hashed(route.key, exclude)
                     if target is not None:
                         await self.pins.move(route.key, principal, target.name)
+            except Exception:
+                # Nothing may escape to the server (a traceback and a dropped connection):
+                # whatever broke, the client gets a JSON-RPC answer (issue #12).
+                logger.exception("request to %s failed unexpectedly", upstream.name)
+                if watched.started:
+                    return 502
+                with contextlib.suppress(Exception):  # the client may be gone too
+                    await send_error(send, UpstreamFailed(), self._request_id(request))
+                return 502
         return await send_error(send, NoUpstream(), self._request_id(request))
 
     @staticmethod
@@ -311,6 +337,11 @@ class HTTPBackend:
             dropped = _REPLACED | {
                 token.strip().lower().encode() for token in connection_field.split(",")
             }
+        trusted = self.config.trust_forwarded
+        if not trusted:
+            # A client's own X-Forwarded-* (and Forwarded) would let it claim any address or
+            # host to the upstream: replaced by the gateway's own view (issue #12).
+            dropped = dropped | FORWARDED_FIELDS
         forwarded_for = None
         forwarded_proto = forwarded_host = False
         for name, value in request.raw_headers:
@@ -440,7 +471,11 @@ class HTTPBackend:
         minted: str | None = None
         event_stream = False
         for name, value in head.headers:
-            if name in HOP_BY_HOP or (name == b"content-length" and head.framing != "length"):
+            if (
+                name in HOP_BY_HOP
+                or name in head.connection_fields  # hop-by-hop too (RFC 9110 §7.6.1)
+                or (name == b"content-length" and head.framing != "length")
+            ):
                 continue
             if name == _LEGACY:
                 minted = value.decode("latin-1")
@@ -470,6 +505,13 @@ class HTTPBackend:
             await send({"type": "http.response.body", "body": body})
             self._finish(upstream, connection, head)
             return head.status
+        chunks: AsyncIterator[bytes] | None = None
+        first = b""
+        if head.framing == "chunked" and not event_stream:
+            # The first chunk is read before the status goes out, so that broken framing in
+            # it still gets a clean 502 rather than a cut 200 (issue #12).
+            chunks = connection.body(head, self.config.upstream_timeout)
+            first = await anext(chunks, b"")
         await send({"type": "http.response.start", "status": head.status, "headers": headers})
         if head.framing == "none":
             await send({"type": "http.response.body", "body": b""})
@@ -481,7 +523,7 @@ class HTTPBackend:
         if event_stream or head.framing == "close":
             await self._pump_watched(upstream, request, send, connection, head, handles)
         else:
-            await self._pump(upstream, request, send, connection, head, handles)
+            await self._pump(upstream, request, send, connection, head, handles, chunks, first)
         return head.status
 
     async def _pump(
@@ -492,11 +534,20 @@ class HTTPBackend:
         connection: Connection,
         head: ResponseHead,
         handles: MintedPins | None = None,
+        chunks: AsyncIterator[bytes] | None = None,
+        first: bytes = b"",
     ) -> None:
+        """Stream the body through; ``chunks`` and ``first``: a body already begun."""
         try:
-            async for chunk in connection.body(head, self.config.upstream_timeout):
+            if first:
                 if handles is not None:
-                    await handles.feed(chunk)  # scanned, not held: pins what it completes
+                    await handles.feed(first)  # scanned, not held: pins what it completes
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+            if chunks is None:
+                chunks = connection.body(head, self.config.upstream_timeout)
+            async for chunk in chunks:
+                if handles is not None:
+                    await handles.feed(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as error:
             error.responded = True
@@ -540,10 +591,7 @@ class HTTPBackend:
     async def _send_stream_error(
         self, upstream: Upstream, request: Incoming, send: Send, error: UpstreamError
     ) -> None:
-        failure = UpstreamFailed(
-            f"The upstream {upstream.name} failed mid-response ({error}); the request may or "
-            "may not have been applied."
-        )
+        failure = UpstreamFailed(_public_failure(error, "mid-response"))
         payload = {"jsonrpc": "2.0", "id": self._request_id(request), "error": failure.to_jsonrpc()}
         event = b"event: message\ndata: " + json.dumps(payload).encode() + b"\n\n"
         with contextlib.suppress(Exception):
@@ -563,3 +611,34 @@ async def _wait_disconnect(request: Incoming) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
+
+
+class _WatchedSend:
+    """``send``, remembering whether the response has started (after that, a failure can
+    only cut the stream: no second status line)."""
+
+    __slots__ = ("_send", "started")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
+def _public_failure(error: UpstreamError, when: str) -> str:
+    """What a client is told about a failed hop: the kind of failure, never the upstream's
+    address or its own words (those go to the log; issue #12)."""
+    if isinstance(error, MalformedResponse):
+        what = "sent a response that breaks HTTP/1.1 framing"
+    elif error.timed_out:
+        what = "sent nothing within the gateway's --upstream-timeout"
+    else:
+        what = "lost the connection"
+    return (
+        f"The upstream server {what} {when}; the request may or may not have been applied. "
+        "Check before retrying anything that is not idempotent."
+    )

@@ -227,14 +227,16 @@ def _jwt_claims(token: str) -> dict[str, Any] | None:
     payload = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
         claims = json.loads(base64.urlsafe_b64decode(payload))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):  # RecursionError: nesting (#12)
         return None
     return claims if isinstance(claims, dict) else None
 
 
 def principal_key(headers: Mapping[str, str]) -> str:
     """The principal key a gateway record (a pin) is bound to: ``"anonymous"`` without
-    credentials. Routing information only: see :func:`principal_from_authorization`."""
+    credentials. Routing information only: see :func:`principal_from_authorization`. What
+    the gateway *acts* on (``--spawn`` processes, and pins once tokens are verified) comes
+    from :mod:`.trust` instead."""
     principal = principal_from_authorization(headers.get("authorization"))
     return (principal or ANONYMOUS).key
 

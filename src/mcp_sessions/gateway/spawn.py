@@ -43,6 +43,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import os
 import signal
 import time
@@ -51,7 +52,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..core.errors import SessionError, SessionNotFound
+from ..core.errors import LimitExceeded, SessionError, SessionNotFound
 from ..core.ids import new_session_id
 from ..core.names import (
     META_PROTOCOL_VERSION,
@@ -62,8 +63,9 @@ from ..core.names import (
 from . import routing
 from .asgi import BodyTooLarge, Incoming, Send, send_bytes, send_error, send_plain_error
 from .config import GatewayConfig, SpawnSettings
-from .errors import GatewayAtCapacity, UpstreamFailed, session_lost
+from .errors import GatewayAtCapacity, ParseError, UpstreamFailed, session_lost
 from .metrics import GatewayMetrics
+from .trust import TrustPolicy, refuse
 
 logger = logging.getLogger("mcp_sessions.gateway")
 
@@ -101,6 +103,8 @@ class ChildProcess:
         self.era: Era = era
         self.state = "starting"  # starting -> warm -> bound -> exited
         self.key: SessionKey | None = None
+        #: Whose per-principal process quota this process counts against (once bound).
+        self.quota: str | None = None
         self.last_active = time.monotonic()
         self.exit_description: str | None = None
         self.stopping: str | None = None  # the reason, once the gateway stops it
@@ -147,8 +151,13 @@ class ChildProcess:
         stdin = self.process.stdin
         if stdin is None or not self.alive or stdin.is_closing():
             raise ProcessExited(self.exit_description or "the process is not running")
+        try:
+            line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        except (RecursionError, ValueError):
+            # Decoded, but too deep to encode again here: the client's input, refused whole.
+            raise ParseError() from None
         self.last_active = time.monotonic()
-        stdin.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
+        stdin.write(line)
         try:
             await stdin.drain()
         except (ConnectionError, OSError):
@@ -166,7 +175,7 @@ class ChildProcess:
         self._pending[gateway_id] = pending
         try:
             await self.write({**message, "id": gateway_id})
-        except ProcessExited:
+        except BaseException:
             self._pending.pop(gateway_id, None)
             raise
         return gateway_id, pending
@@ -204,7 +213,7 @@ class ChildProcess:
                 self.last_active = time.monotonic()
                 try:
                     message = json.loads(line)
-                except (ValueError, UnicodeDecodeError):
+                except (ValueError, UnicodeDecodeError, RecursionError):
                     logger.debug("pid %s wrote a non-JSON line to stdout: %.200r", self.pid, line)
                     continue
                 if isinstance(message, dict):
@@ -406,6 +415,8 @@ class ProcessPool:
         self._unspawned = 0
         self.bound: dict[SessionKey, ChildProcess] = {}
         self._binding: dict[SessionKey, asyncio.Future[ChildProcess]] = {}
+        #: The quota key of each binding in progress (it counts before its process is bound).
+        self._binding_quota: dict[SessionKey, str] = {}
         self.tombstones: dict[SessionKey, _Tombstone] = {}
         self._all: set[ChildProcess] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -543,10 +554,36 @@ class ProcessPool:
             return tombstone
         return None
 
-    async def bind(self, key: SessionKey, era: Literal["modern", "legacy"]) -> ChildProcess:
+    def _check_quota(self, quota: str) -> None:
+        """:class:`LimitExceeded` when ``quota``'s caller already holds its share of processes
+        (``--max-processes-per-principal``): one caller cannot take the pool (issue #12)."""
+        cap = self.settings.per_principal_cap
+        if cap >= self.settings.max_processes:
+            return  # no tighter than the pool's own cap, whose answer (503) then applies
+        held = [child for child in self.bound.values() if child.quota == quota]
+        starting = sum(1 for q in self._binding_quota.values() if q == quota)
+        if len(held) + starting < cap:
+            return
+        now = time.monotonic()
+        soonest = min(
+            (c.last_active + self.settings.idle_timeout - now for c in held),
+            default=1.0,
+        )
+        retry = max(1, math.ceil(soonest))
+        raise LimitExceeded(
+            f"Limit exceeded: this caller already holds {cap} server processes "
+            f"(--max-processes-per-principal {cap}). End a session you no longer use "
+            f"(DELETE), or retry in {retry} s, when its least recently used session idles out.",
+            retry_after=retry,
+        )
+
+    async def bind(
+        self, key: SessionKey, era: Literal["modern", "legacy"], quota: str | None = None
+    ) -> ChildProcess:
         """The process of session ``key``, taking one from the pool for a new session.
 
-        Parallel first requests of one session wait for the same process.
+        Parallel first requests of one session wait for the same process. ``quota`` names the
+        caller a new session counts against (:meth:`_check_quota`).
         """
         child = self.bound.get(key)
         if child is not None:
@@ -554,6 +591,9 @@ class ProcessPool:
         future = self._binding.get(key)
         if future is not None:
             return await asyncio.shield(future)
+        if quota is not None:
+            self._check_quota(quota)
+            self._binding_quota[key] = quota
         future = asyncio.get_running_loop().create_future()
         self._binding[key] = future
         try:
@@ -564,8 +604,10 @@ class ProcessPool:
             raise
         finally:
             self._binding.pop(key, None)
+            self._binding_quota.pop(key, None)
         child.state = "bound"
         child.key = key
+        child.quota = quota
         child.last_active = time.monotonic()
         self.bound[key] = child
         self.tombstones.pop(key, None)
@@ -663,6 +705,9 @@ class SpawnBackend:
         self.settings = config.spawn
         self.metrics = metrics
         self.pool = ProcessPool(config.spawn, metrics)
+        # The gateway is a stdio process's only guard: principals are verified or digests of
+        # the whole credential, never unverified claims (see .trust, issue #12).
+        self.trust = TrustPolicy(config.auth, trust_forwarded=config.trust_forwarded)
         metrics.on_scrape(self._refresh_gauges)
 
     async def start(self) -> None:
@@ -705,17 +750,20 @@ class SpawnBackend:
                 send, 413, f"request body over {self.config.max_body_bytes} bytes"
             )
         message = request.parse()
+        if request.unparsable:
+            return await send_error(send, ParseError())
         if not isinstance(message, dict):
             error = {
-                "code": -32700 if message is None else -32600,
-                "message": "Parse error: the body is not JSON"
-                if message is None
-                else "Invalid request: send one JSON-RPC message per POST",
+                "code": -32600,
+                "message": "Invalid request: send one JSON-RPC message per POST",
             }
             body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
             await send_bytes(send, 400, body)
             return 400
-        principal = routing.principal_key(request.headers)
+        principal = await self.trust.principal(request)
+        if not isinstance(principal, str):
+            return await refuse(send, principal, request.rpc_id)
+        quota = self.trust.quota_key(principal, request)
         method = request.rpc_method
         modern = request.protocol_version in MODERN_PROTOCOL_VERSIONS
         minted: str | None = None
@@ -724,14 +772,17 @@ class SpawnBackend:
                 minted = new_session_id()
                 key: SessionKey = (principal, "legacy:" + minted)
                 self.metrics.routing.labels("legacy").inc()
-                child = await self.pool.bind(key, "legacy")
+                child = await self.pool.bind(key, "legacy", quota)
             else:
-                found = await self._session_process(request, principal, modern)
+                found = await self._session_process(request, principal, quota, modern)
                 if isinstance(found, int):
                     return found if found else await self._reject_legacy(request, send)
                 child, key = found
         except GatewayAtCapacity as error:
             retry = [(b"retry-after", b"1")]
+            return await send_error(send, error, request.rpc_id, extra_headers=retry)
+        except LimitExceeded as error:
+            retry = [(b"retry-after", str(math.ceil(error.retry_after or 1)).encode())]
             return await send_error(send, error, request.rpc_id, extra_headers=retry)
         except SessionError as error:
             return await send_error(send, error, request.rpc_id)
@@ -744,12 +795,14 @@ class SpawnBackend:
             await child.write(message)
         except ProcessExited as exc:
             return await send_error(send, UpstreamFailed(exc.description), request.rpc_id)
+        except ParseError as error:
+            return await send_error(send, error, request.rpc_id)
         await send({"type": "http.response.start", "status": 202, "headers": []})
         await send({"type": "http.response.body", "body": b""})
         return 202
 
     async def _session_process(
-        self, request: Incoming, principal: str, modern: bool
+        self, request: Incoming, principal: str, quota: str, modern: bool
     ) -> tuple[ChildProcess, SessionKey] | int:
         """The process of the request's session (binding one for a new session), or ``0``
         when a legacy request carries no session id."""
@@ -782,7 +835,7 @@ class SpawnBackend:
             return found, key
         if isinstance(found, _Tombstone):
             raise session_lost(found.description)
-        child = await self.pool.bind(key, "modern" if modern else "legacy")
+        child = await self.pool.bind(key, "modern" if modern else "legacy", quota)
         return child, key
 
     async def _reject_legacy(self, request: Incoming, send: Send) -> int:
@@ -807,6 +860,8 @@ class SpawnBackend:
             gateway_id, pending = await child.request(message)
         except ProcessExited as exc:
             return await send_error(send, UpstreamFailed(exc.description), request_id)
+        except ParseError as error:
+            return await send_error(send, error, request_id)
         session_header = [(b"mcp-session-id", minted.encode())] if minted else []
         timeout = self.config.upstream_timeout
         stream_started = False
@@ -872,7 +927,9 @@ class SpawnBackend:
             child.forget(gateway_id)
 
     async def _delete(self, request: Incoming, send: Send) -> int:
-        principal = routing.principal_key(request.headers)
+        principal = await self.trust.principal(request)
+        if not isinstance(principal, str):
+            return await refuse(send, principal)
         legacy_id = request.headers.get("mcp-session-id")
         client_id = routing.route_from_headers(request.headers)
         keys = []
