@@ -7,6 +7,7 @@ which never touch a session pay for nothing but carrier resolution.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 import time
@@ -39,6 +40,7 @@ from ..core.records import JSONObject, Record, copy_json
 from ..core.sealing import KeyRing, StateCodec
 from ..stores import AlreadyExists, NotFound, Store, VersionConflict
 from ..stores import StateTooLarge as StoreStateTooLarge
+from .contention import EditQueue, conflict_backoff
 from .session import Edit, Session, rfc3339
 
 Lifecycle = Literal["implicit", "explicit"]
@@ -115,6 +117,8 @@ class SessionEngine:
             store = "memory://"
         #: Where sessions (server mode), legacy sessions and handles are kept.
         self.store: Store = open_store(store) if isinstance(store, str) else store
+        #: Serialises edits of one record within this process (issue #12 item 7).
+        self.edit_queue = EditQueue()
         ring = keys if keys is not None else KeyRing.generate()
         self.codec = StateCodec(
             ring, audience=config.audience, ttl=config.idle_ttl, max_bytes=config.max_state_bytes
@@ -380,7 +384,29 @@ class RequestScope:
         Returns the stored record and what ``edit`` returned. Raises StateConflict after
         ``max_retries`` lost races, SessionNotFound if the record is gone.
         """
-        for _ in range(self.engine.config.max_retries):
+        if record.kind == SESSION_KIND and self._sealed:
+            return await self._edit(record, edit)  # nothing stored, nothing to contend for
+        # One edit per record at a time in this process (issue #12 item 7): the others wait
+        # and start from what it stored, so only other processes' writes can conflict.
+        queue = self.engine.edit_queue
+        key = (record.kind, record.id, self.principal.key)
+        turn = await queue.enter(key)
+        if turn is None:  # an edit inside an edit of the same record
+            return await self._edit(record, edit)
+        try:
+            updated, result = await self._edit(turn.fresher(record), edit)
+            turn.latest = updated
+            return updated, result
+        finally:
+            queue.leave(key, turn)
+
+    async def _edit(self, record: Record, edit: Edit[T]) -> tuple[Record, T]:
+        for conflicts in range(self.engine.config.max_retries):
+            if conflicts:
+                delay = conflict_backoff(conflicts)
+                if delay:
+                    # Another process keeps winning: let it finish rather than race in step.
+                    await asyncio.sleep(delay)
             draft = copy_json(record.state)
             result = edit(draft)
             if inspect.isawaitable(result):
