@@ -41,6 +41,7 @@ from ..core.sealing import KeyRing, StateCodec
 from ..stores import AlreadyExists, NotFound, Store, VersionConflict
 from ..stores import StateTooLarge as StoreStateTooLarge
 from .contention import EditQueue, conflict_backoff
+from .outage import GuardedStore
 from .session import Edit, Session, rfc3339
 
 Lifecycle = Literal["implicit", "explicit"]
@@ -115,8 +116,10 @@ class SessionEngine:
         # handles still live in a store, so there is always one (memory by default).
         if store is None:
             store = "memory://"
-        #: Where sessions (server mode), legacy sessions and handles are kept.
-        self.store: Store = open_store(store) if isinstance(store, str) else store
+        opened = open_store(store) if isinstance(store, str) else store
+        #: Where sessions (server mode), legacy sessions and handles are kept; an outage of
+        #: it is -31006 on every path (issue #12 item 8).
+        self.store: Store = opened if isinstance(opened, GuardedStore) else GuardedStore(opened)
         #: Serialises edits of one record within this process (issue #12 item 7).
         self.edit_queue = EditQueue()
         ring = keys if keys is not None else KeyRing.generate()
@@ -128,6 +131,12 @@ class SessionEngine:
     def store_url(self) -> str:
         """The store's URL, password hidden."""
         return self.store.url
+
+    async def start(self) -> None:
+        """Open or connect the store now (server start-up): an unusable store is logged, a
+        Redis server without persistence warned about; the server starts either way."""
+        if isinstance(self.store, GuardedStore):
+            await self.store.start()
 
     async def aclose(self) -> None:
         await self.store.close()

@@ -30,7 +30,13 @@ from starlette.datastructures import Headers
 from starlette.routing import Route
 
 from ..core.carriers import RequestView, resolve_carrier
-from ..core.errors import HeaderMismatch, InvalidSessionId, SessionError, SessionNotFound
+from ..core.errors import (
+    HeaderMismatch,
+    InvalidSessionId,
+    SessionError,
+    SessionNotFound,
+    StoreUnavailable,
+)
 from ..core.names import LEGACY_PROTOCOL_VERSIONS, SESSION_KIND
 from ..core.records import Record
 from ..stores import AlreadyExists, NotFound
@@ -81,6 +87,7 @@ def streamable_http_app(sessions: Sessions, mcp: MCPServer, **options: Any) -> S
     @contextlib.asynccontextmanager
     async def lifespan(starlette: Starlette) -> AsyncIterator[Any]:
         async with previous_lifespan(starlette) as state, stateless.run():
+            await sessions.engine.start()  # logs a store that is down or keeps nothing
             try:
                 yield state
             finally:
@@ -131,6 +138,24 @@ async def _send_error(send: Send, status: int, error: SessionError, request_id: 
     await _send_json(
         send, status, {"jsonrpc": "2.0", "id": request_id, "error": error.to_jsonrpc()}
     )
+
+
+async def _send_unavailable(send: Send, error: StoreUnavailable, request_id: Any = None) -> None:
+    """503 with the JSON-RPC -31006 body and ``Retry-After`` (issue #12 item 8)."""
+    payload = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error.to_jsonrpc()}).encode()
+    retry_after = max(1, round(error.retry_after or 1))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"retry-after", str(retry_after).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
 
 
 class _BodyTooLarge(Exception):
@@ -219,7 +244,11 @@ class LegacyGate:
             await self._delete(scope, receive, send, session_id)
         elif method == "GET" and session_id is not None:
             send = _without_session_id(send)
-            record = await self._lookup(session_id)
+            try:
+                record = await self._lookup(session_id)
+            except StoreUnavailable as error:
+                await _send_unavailable(send, error)
+                return
             if record is None:
                 await _send_error(send, 404, SessionNotFound())
             elif session_id in self.local:
@@ -273,7 +302,7 @@ class LegacyGate:
             await _send_error(send, 400, error, request_id)
             return
         if rpc_method == "initialize":
-            await self._initialize(scope, replay, send, params)
+            await self._initialize(scope, replay, send, params, request_id=request_id)
             return
         send = _without_session_id(send)
         if session_id is None:
@@ -294,7 +323,11 @@ class LegacyGate:
                 return
             await self.stateless(scope, replay, send)
             return
-        record = await self._lookup(session_id)
+        try:
+            record = await self._lookup(session_id)
+        except StoreUnavailable as error:
+            await _send_unavailable(send, error, request_id)
+            return
         if record is None:
             await _send_error(send, 404, SessionNotFound(), request_id)
             return
@@ -318,7 +351,9 @@ class LegacyGate:
             self.local.discard(session_id)
             await self.stateless(scope, _replay(body, receive), send)
 
-    async def _initialize(self, scope: Scope, receive: Receive, send: Send, params: object) -> None:
+    async def _initialize(
+        self, scope: Scope, receive: Receive, send: Send, params: object, *, request_id: Any = None
+    ) -> None:
         principal = current_principal()
         store = self.sessions.engine.store
         config = self.sessions.config
@@ -328,7 +363,11 @@ class LegacyGate:
             "clientInfo": client.get("clientInfo"),
         }
 
+        unavailable: list[tuple[str, StoreUnavailable]] = []
+
         async def record_session(message: Message) -> None:
+            if unavailable:
+                return  # the SDK's answer is replaced by a 503 below
             if message["type"] == "http.response.start" and message["status"] < 400:
                 minted = Headers(raw=message.get("headers", [])).get("mcp-session-id")
                 if minted is not None:
@@ -343,20 +382,52 @@ class LegacyGate:
                         attributes=attributes,
                     )
                     # Stored before the client can see the id, so its next request finds it.
-                    with contextlib.suppress(AlreadyExists):
-                        await store.create(record)
+                    try:
+                        with contextlib.suppress(AlreadyExists):
+                            await store.create(record)
+                    except StoreUnavailable as error:
+                        unavailable.append((minted, error))
+                        return
                     self.local.add(minted)
             await send(message)
 
         await self.stateful(scope, receive, record_session)
+        if unavailable:
+            minted, error = unavailable[0]
+            # No record, so no session: end the SDK's in-memory one too, or every initialize
+            # during an outage would hold a slot of its session table until the idle timeout.
+            await self._end_connection(scope, minted)
+            await _send_unavailable(send, error, request_id)
+
+    async def _end_connection(self, scope: Scope, session_id: str) -> None:
+        """DELETE ``session_id`` in the stateful manager, answering nobody."""
+        headers = [
+            (name, value)
+            for name, value in scope.get("headers", [])
+            if name.lower() not in (b"content-type", b"content-length", b"mcp-session-id")
+        ]
+        headers.append((b"mcp-session-id", session_id.encode()))
+
+        async def nothing() -> Message:
+            return {"type": "http.disconnect"}
+
+        async def discard(message: Message) -> None:
+            return None
+
+        await self.stateful({**scope, "method": "DELETE", "headers": headers}, nothing, discard)
 
     async def _delete(self, scope: Scope, receive: Receive, send: Send, session_id: str) -> None:
         store = self.sessions.engine.store
-        record = await self._lookup(session_id)
+        try:
+            record = await self._lookup(session_id)
+            if record is not None:
+                await store.delete(SESSION_KIND, session_id, current_principal().key)
+        except StoreUnavailable as error:
+            await _send_unavailable(send, error)
+            return
         if record is None:
             await _send_error(send, 404, SessionNotFound())
             return
-        await store.delete(SESSION_KIND, session_id, current_principal().key)
         if session_id in self.local:
             self.local.discard(session_id)
 

@@ -385,7 +385,10 @@ class Sessions(Extension):
             idle_ttl=config.idle_ttl,
             max_lifetime=config.max_lifetime,
         )
-        await self.engine.store.create(record)
+        try:
+            await self.engine.store.create(record)
+        except SessionError as error:  # the store is down: -31006, not "Error executing tool"
+            raise to_mcp_error(error) from None
         return record.id
 
 

@@ -72,7 +72,13 @@ from ._common import (
 from ._common import (
     decode_json as _decode_json,
 )
-from .base import DEFAULT_TOUCH_FRACTION, AlreadyExists, StoreError, VersionConflict
+from .base import (
+    DEFAULT_TOUCH_FRACTION,
+    AlreadyExists,
+    StoreError,
+    StoreUnavailable,
+    VersionConflict,
+)
 
 T = TypeVar("T")
 
@@ -268,6 +274,16 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+def _is_transient(exc: sqlite3.Error) -> bool:
+    """A problem that may pass without anyone touching the data (issue #12 item 8): a lock
+    held too long, a file made read-only or unreachable, a full disk, an I/O error. A corrupt
+    file is not: it stays a plain :class:`StoreError`."""
+    lowered = str(exc).lower()
+    if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+        return False
+    return isinstance(exc, sqlite3.OperationalError)
+
+
 def _explain(exc: sqlite3.Error, busy_timeout: float) -> str:
     """Say what is wrong with the file in words an operator can act on."""
     text = str(exc)
@@ -430,7 +446,10 @@ class SQLiteStore:
     # -- plumbing ------------------------------------------------------------------------
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
-        return StoreError(f"SQLite store {self.path}: {_explain(exc, self.busy_timeout)}")
+        message = f"SQLite store {self.path}: {_explain(exc, self.busy_timeout)}"
+        if _is_transient(exc):
+            return StoreUnavailable(message)
+        return StoreError(message)
 
     def _open_sync(self) -> _Connections:
         """Open (once) on the worker thread: directory, pragmas, schema, a write probe."""
