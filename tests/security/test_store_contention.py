@@ -7,6 +7,7 @@ record are now serialised within a process and retried with jittered backoff acr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,10 @@ from tests.server.helpers import (
 )
 
 from mcp_sessions.core.errors import STATE_CONFLICT
+from mcp_sessions.server.contention import EditQueue
 from mcp_sessions.stores import VersionConflict
 
-pytestmark = [pytest.mark.anyio, pytest.mark.redis]
+pytestmark = pytest.mark.anyio
 
 WRITERS = 50
 INCREMENTS = 20
@@ -54,6 +56,7 @@ def replicas(
         first.stop()
 
 
+@pytest.mark.redis
 async def test_fifty_writers_across_two_replicas_rarely_conflict(
     replicas: list[ServerProcess],
 ) -> None:
@@ -92,6 +95,7 @@ async def test_fifty_writers_across_two_replicas_rarely_conflict(
     assert conflicts <= WRITERS * INCREMENTS // 100, f"{conflicts} calls answered -31004"
 
 
+@pytest.mark.redis
 async def test_writers_in_one_process_never_conflict_and_leave_no_queue(
     redis_url: str,
 ) -> None:
@@ -128,3 +132,37 @@ async def test_writers_in_one_process_never_conflict_and_leave_no_queue(
     assert sorted(results) == list(range(1, 41))
     assert seen == []
     assert len(sessions.engine.edit_queue) == 0
+
+
+async def test_a_cancelled_waiter_never_blocks_the_record() -> None:
+    """An edit cancelled while it waits (its client went away) leaves the line: whether or not
+    the turn had reached it, the next edit gets the turn and nothing stays in memory."""
+    queue = EditQueue()
+    key = ("session", "s", "p")
+    assert queue.take(key, "first")
+    order: list[str] = []
+
+    async def edit(name: str) -> None:
+        if not queue.take(key, name):
+            assert await queue.wait(key, name) is not None
+        order.append(name)
+        queue.leave(key, None)
+
+    tasks = [
+        asyncio.create_task(edit(name))
+        for name in ("cancelled-waiting", "handed-then-cancelled", "last")
+    ]
+    await asyncio.sleep(0.05)  # all three wait now
+    tasks[0].cancel()  # cancelled while waiting
+    queue.leave(key, None)  # "first" ends: the turn goes to the next still waiting
+    tasks[1].cancel()  # cancelled after the turn reached it, before it ran
+    with anyio.fail_after(10):
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [type(result) for result in results] == [
+        asyncio.CancelledError,
+        asyncio.CancelledError,
+        type(None),
+    ]
+    assert order == ["last"]
+    assert len(queue) == 0
+    assert queue.take(key, "again")  # free

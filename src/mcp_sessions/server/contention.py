@@ -9,8 +9,8 @@ the others wait in line (FIFO) and start from the record the previous edit store
 one process a queued edit costs no failed compare-and-set at all. Only edits from different
 processes still conflict, and :func:`conflict_backoff` spreads their retries out.
 
-The uncontended path stays as cheap as before (issue #4): one dict lookup, one insertion and
-one removal, no lock object, no await.
+The uncontended path stays about as cheap as before (issue #4): one dict lookup, one insertion
+and one removal, no lock object, no await.
 """
 
 from __future__ import annotations
@@ -43,13 +43,13 @@ def conflict_backoff(conflicts: int) -> float:
 
 
 class Turn:
-    """One record's place in the queue: held by one edit, waited for by others."""
+    """A record's turn once someone waits for it: who holds it, who waits, what was stored."""
 
     __slots__ = ("latest", "owner", "waiters")
 
-    def __init__(self, owner: asyncio.Task[object] | None) -> None:
+    def __init__(self, owner: object) -> None:
         self.owner = owner
-        self.waiters: deque[asyncio.Future[None]] | None = None
+        self.waiters: deque[asyncio.Future[None]] = deque()
         #: The record as the last edit of this process stored it, handed to the next.
         self.latest: Record | None = None
 
@@ -63,47 +63,65 @@ class Turn:
 
 class EditQueue:
     """Per-``(kind, id, principal)`` turns, kept only while an edit holds or awaits one, so
-    memory grows with the edits in progress, never with the records ever edited."""
+    memory grows with the edits in progress, never with the records ever edited.
+
+    An uncontended turn is just its owner in a dict (no object, no await); a :class:`Turn`
+    replaces it when a second edit has to wait.
+    """
 
     def __init__(self) -> None:
-        self._turns: dict[Hashable, Turn] = {}
+        self._held: dict[Hashable, object] = {}
 
     def __len__(self) -> int:
-        return len(self._turns)
+        return len(self._held)
 
-    async def enter(self, key: Hashable) -> Turn | None:
-        """Wait for the turn of ``key``; ``None`` if this task holds it already (an edit that
-        edits its own record again must not wait for itself)."""
-        turn = self._turns.get(key)
-        task = asyncio.current_task()
-        if turn is None:
-            turn = self._turns[key] = Turn(task)
-            return turn
-        if turn.owner is task:
+    def take(self, key: Hashable, owner: object) -> bool:
+        """Take the turn of ``key`` if nobody holds it (the common case); else ``False`` and
+        the caller awaits :meth:`wait`."""
+        held = self._held
+        if key in held:
+            return False
+        held[key] = owner
+        return True
+
+    async def wait(self, key: Hashable, owner: object) -> Turn | None:
+        """Wait (first come, first served) for the turn of ``key``, which :meth:`take` found
+        held. ``None`` if ``owner`` holds it already: an edit that edits its own record again
+        must not wait for itself."""
+        held = self._held[key]
+        if type(held) is Turn:
+            turn = held
+        else:
+            turn = self._held[key] = Turn(held)
+        if turn.owner is owner:
             return None
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if turn.waiters is None:
-            turn.waiters = deque()
         turn.waiters.append(waiter)
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                self.leave(key, turn)  # handed the turn, but cancelled: pass it on
+                turn.owner = owner
+                self.leave(key, None)  # handed the turn, but cancelled: pass it on
             raise
-        turn.owner = task
+        turn.owner = owner
         return turn
 
-    def leave(self, key: Hashable, turn: Turn) -> None:
-        """Hand the turn to the next waiter still waiting, or drop it."""
-        waiters = turn.waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                turn.owner = None
-                waiter.set_result(None)
-                return
-        del self._turns[key]
+    def leave(self, key: Hashable, stored: Record | None) -> None:
+        """Give up the turn of ``key``, handing ``stored`` (the record as this edit left it,
+        if it stored one) and the turn to the next waiter still waiting; or drop it."""
+        turn = self._held[key]
+        if type(turn) is Turn:
+            if stored is not None:
+                turn.latest = stored
+            waiters = turn.waiters
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    turn.owner = None
+                    waiter.set_result(None)
+                    return
+        del self._held[key]
 
 
 __all__ = ["EditQueue", "Turn", "conflict_backoff"]

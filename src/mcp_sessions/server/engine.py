@@ -393,38 +393,38 @@ class RequestScope:
         Returns the stored record and what ``edit`` returned. Raises StateConflict after
         ``max_retries`` lost races, SessionNotFound if the record is gone.
         """
-        if record.kind == SESSION_KIND and self._sealed:
-            return await self._edit(record, edit)  # nothing stored, nothing to contend for
-        # One edit per record at a time in this process (issue #12 item 7): the others wait
-        # and start from what it stored, so only other processes' writes can conflict.
         queue = self.engine.edit_queue
         key = (record.kind, record.id, self.principal.key)
-        turn = await queue.enter(key)
-        if turn is None:  # an edit inside an edit of the same record
-            return await self._edit(record, edit)
+        held = False
+        if not (record.kind == SESSION_KIND and self._sealed):  # sealed: nothing stored
+            # One edit per record at a time in this process (issue #12 item 7): the others
+            # wait and start from what it stored, so only other processes' writes conflict.
+            held = queue.take(key, self)
+            if not held:
+                turn = await queue.wait(key, self)  # None for an edit inside an edit
+                if turn is not None:
+                    held = True
+                    record = turn.fresher(record)
+        stored: Record | None = None
         try:
-            updated, result = await self._edit(turn.fresher(record), edit)
-            turn.latest = updated
-            return updated, result
+            for conflicts in range(self.engine.config.max_retries):
+                if conflicts:
+                    delay = conflict_backoff(conflicts)
+                    if delay:
+                        # Another process keeps winning: let it finish, not race in step.
+                        await asyncio.sleep(delay)
+                draft = copy_json(record.state)
+                result = edit(draft)
+                if inspect.isawaitable(result):
+                    result = await result
+                stored = await self.commit(record, draft)
+                if stored is not None:
+                    return stored, result
+                record = await self.reload(record)
+            raise StateConflict()
         finally:
-            queue.leave(key, turn)
-
-    async def _edit(self, record: Record, edit: Edit[T]) -> tuple[Record, T]:
-        for conflicts in range(self.engine.config.max_retries):
-            if conflicts:
-                delay = conflict_backoff(conflicts)
-                if delay:
-                    # Another process keeps winning: let it finish rather than race in step.
-                    await asyncio.sleep(delay)
-            draft = copy_json(record.state)
-            result = edit(draft)
-            if inspect.isawaitable(result):
-                result = await result
-            updated = await self.commit(record, draft)
-            if updated is not None:
-                return updated, result
-            record = await self.reload(record)
-        raise StateConflict()
+            if held:
+                queue.leave(key, stored)
 
     async def reload(self, record: Record) -> Record:
         current, self._conflict_current = self._conflict_current, None
