@@ -18,13 +18,16 @@ from pathlib import Path
 import httpx2
 import pytest
 from mcp import Client
-from tests.fixtures.redis_server import start_redis_server, stop_process
+from tests.fixtures.redis_server import free_port, start_redis_server, stop_process
+from tests.server._app import build_app
 from tests.server.helpers import (
+    ACCEPT,
     PROTOCOL,
     TIMEOUT,
     RawHttp,
     Reply,
     ServerProcess,
+    ThreadedServer,
     expect_error,
     new_id,
     session_create,
@@ -161,7 +164,7 @@ async def _outage_and_recovery(demo: ServerProcess, redis: Redis) -> None:
                     "clientInfo": {"name": "raw-test", "version": "0"},
                 },
             },
-            {"accept": "application/json, text/event-stream", "content-type": "application/json"},
+            {"accept": ACCEPT, "content-type": "application/json"},
         )
         assert_unavailable(reply, 7)
         assert "mcp-session-id" not in reply.headers  # no session was made
@@ -237,3 +240,33 @@ async def test_sqlite_locked_gives_31006_and_recovers(tmp_path: Path) -> None:
         demo.stop()
     log = demo.log.read_text(errors="replace")
     assert "busy_timeout=0.3s" in log and "Traceback" not in log
+
+
+async def test_legacy_initialize_during_an_outage_keeps_no_sdk_session() -> None:
+    """A refused ``initialize`` must not hold a slot of the SDK's own session table (whose cap
+    every legacy client shares) until its idle timeout: the SDK's session is ended at once."""
+    port = free_port()  # nothing listens there: every store operation is refused
+    mcp, sessions = build_app(store=f"redis://127.0.0.1:{port}/0")
+    server = ThreadedServer(sessions.streamable_http_app(mcp)).start()
+    try:
+        async with httpx2.AsyncClient(timeout=TIMEOUT) as http:
+            raw = RawHttp(http, server.url)
+            for request_id in range(3):
+                reply = await raw.post(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": request_id,
+                        "method": "initialize",
+                        "params": {
+                            "protocolVersion": PROTOCOL["legacy"],
+                            "capabilities": {},
+                            "clientInfo": {"name": "raw-test", "version": "0"},
+                        },
+                    },
+                    {"accept": ACCEPT, "content-type": "application/json"},
+                )
+                assert_unavailable(reply, request_id)
+        # The SDK's table of live legacy sessions (private; no public count exists).
+        assert mcp.session_manager._server_instances == {}
+    finally:
+        server.stop()
