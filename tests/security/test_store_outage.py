@@ -8,6 +8,7 @@ once, and the server serves again as soon as the store is back — without a res
 
 from __future__ import annotations
 
+import logging
 import signal
 import sqlite3
 import subprocess
@@ -18,7 +19,12 @@ from pathlib import Path
 import httpx2
 import pytest
 from mcp import Client
-from tests.fixtures.redis_server import free_port, start_redis_server, stop_process
+from tests.fixtures.redis_server import (
+    RedisServer,
+    free_port,
+    start_redis_server,
+    stop_process,
+)
 from tests.server._app import build_app
 from tests.server.helpers import (
     ACCEPT,
@@ -38,6 +44,7 @@ from tests.server.helpers import (
 )
 
 from mcp_sessions.core.errors import STORE_UNAVAILABLE, SessionNotFound, StoreUnavailable
+from mcp_sessions.stores import open_store
 
 pytestmark = pytest.mark.anyio
 
@@ -270,3 +277,30 @@ async def test_legacy_initialize_during_an_outage_keeps_no_sdk_session() -> None
         assert mcp.session_manager._server_instances == {}
     finally:
         server.stop()
+
+
+@pytest.mark.redis
+async def test_redis_without_persistence_is_warned_about_unless_config_is_refused(
+    redis_server: RedisServer, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shared test server keeps nothing (``save ''``, ``appendonly no``): entering the
+    store warns. A user that may not run CONFIG (as on managed Redis) opens it silently."""
+    with caplog.at_level(logging.WARNING, logger="mcp_sessions.stores"):
+        async with open_store(redis_url):
+            pass
+    assert [r.getMessage() for r in caplog.records if "no persistence" in r.getMessage()]
+
+    caplog.clear()
+    admin = redis_server.client()
+    admin.acl_setuser(
+        "noconfig", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-config"]
+    )
+    try:
+        url = f"redis://noconfig:pw@{redis_server.host}:{redis_server.port}/0"
+        with caplog.at_level(logging.DEBUG, logger="mcp_sessions.stores"):
+            async with open_store(url) as store:
+                assert await store.get("session", new_id(), "anonymous") is None
+        assert caplog.records == []
+    finally:
+        admin.acl_deluser("noconfig")
+        admin.close()
