@@ -47,6 +47,8 @@ class GuardedStore:
 
     def __getattr__(self, name: str) -> Any:
         # Backend extras (ping, address, persistence, ...) stay reachable.
+        if name == "inner":  # not set yet (a copy in the making): no endless recursion
+            raise AttributeError(name)
         return getattr(self.inner, name)
 
     def _failed(self, error: StoreError) -> NoReturn:
