@@ -304,3 +304,23 @@ async def test_redis_without_persistence_is_warned_about_unless_config_is_refuse
     finally:
         admin.acl_deluser("noconfig")
         admin.close()
+
+
+@pytest.mark.redis
+async def test_a_server_without_http_warns_at_its_first_store_operation(
+    redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over stdio or in process there is no HTTP lifespan: the store is opened, and a Redis
+    without persistence warned about, by the first operation — once."""
+    mcp, sessions = build_app(store=redis_url)
+    try:
+        with caplog.at_level(logging.WARNING, logger="mcp_sessions"):
+            async with Client(mcp, read_timeout_seconds=TIMEOUT) as client:
+                session_id = new_id()
+                for expected in (1, 2, 3):
+                    reply = await client.call_tool("count", {}, meta=sid(session_id))
+                    assert value(reply)["count"] == expected
+    finally:
+        await sessions.aclose()
+    warnings = [r for r in caplog.records if "no persistence" in r.getMessage()]
+    assert len(warnings) == 1

@@ -44,6 +44,7 @@ class GuardedStore:
         self.down_since: float | None = None
         self._logged_at = 0.0
         self._failures = 0
+        self._started = False
 
     def __getattr__(self, name: str) -> Any:
         # Backend extras (ping, address, persistence, ...) stay reachable.
@@ -82,6 +83,8 @@ class GuardedStore:
     # -- the Store contract --------------------------------------------------------------
 
     async def create(self, record: Record) -> None:
+        if not self._started:
+            await self.start()
         try:
             await self.inner.create(record)
         except OUTCOMES:
@@ -94,6 +97,8 @@ class GuardedStore:
     async def get(
         self, kind: str, id: str, principal: str, *, now: float | None = None
     ) -> Record | None:
+        if not self._started:
+            await self.start()
         try:
             found = await self.inner.get(kind, id, principal, now=now)
         except StoreError as error:
@@ -113,6 +118,8 @@ class GuardedStore:
         now: float | None = None,
         max_bytes: int | None = None,
     ) -> Record:
+        if not self._started:
+            await self.start()
         try:
             stored = await self.inner.compare_and_set(
                 kind, id, principal, expected_version, state, now=now, max_bytes=max_bytes
@@ -133,6 +140,8 @@ class GuardedStore:
         force: bool = False,
         idle_ttl: float | None = None,
     ) -> Record:
+        if not self._started:
+            await self.start()
         try:
             touched = await self.inner.touch(record, now=now, force=force, idle_ttl=idle_ttl)
         except OUTCOMES:
@@ -144,6 +153,8 @@ class GuardedStore:
         return touched
 
     async def delete(self, kind: str, id: str, principal: str) -> bool:
+        if not self._started:
+            await self.start()
         try:
             removed = await self.inner.delete(kind, id, principal)
         except StoreError as error:
@@ -155,6 +166,8 @@ class GuardedStore:
     async def list(
         self, principal: str, *, kind: str | None = None, now: float | None = None
     ) -> list[Record]:
+        if not self._started:
+            await self.start()
         try:
             found = await self.inner.list(principal, kind=kind, now=now)
         except StoreError as error:
@@ -170,8 +183,11 @@ class GuardedStore:
         await self.inner.close()
 
     async def start(self) -> None:
-        """Open or connect now, at server start. A store that cannot be used yet is logged
-        (the server starts anyway, answers -31006 and recovers when the store does)."""
+        """Open or connect now, at server start (or else at the first operation, e.g. over
+        stdio): a Redis server without persistence is warned about, a store that cannot be
+        used yet is logged (the server runs anyway, answers -31006 and recovers when the store
+        does)."""
+        self._started = True
         try:
             await self.inner.__aenter__()
         except StoreError as error:
