@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 from mcp import Client
@@ -324,3 +325,46 @@ async def test_a_server_without_http_warns_at_its_first_store_operation(
         await sessions.aclose()
     warnings = [r for r in caplog.records if "no persistence" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def remove_database(path: Path) -> None:
+    """Delete an SQLite file with its WAL and shared-memory files, as a cleaner would."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+async def test_sqlite_file_removed_under_a_running_server_is_opened_again(
+    tmp_path: Path,
+) -> None:
+    """SQLite keeps writing to a removed file without a word, so a server whose file was
+    deleted (a temp-file cleaner, an operator) used to go on alone on a ghost, invisible to
+    every process that opens the path after, and lose it all at restart. Now it notices, opens
+    the path again, and a replica started afterwards shares its sessions."""
+    path = tmp_path / "sessions.sqlite3"
+    store = f"sqlite:///{path}"
+    first = start_demo(tmp_path, "--store", store, name="first")
+    second: ServerProcess | None = None
+    try:
+        async with Client(first.url, mode=PROTOCOL["modern"], read_timeout_seconds=TIMEOUT) as a:
+            assert value(await a.call_tool("count", {}, meta=sid(new_id()))) == 1
+            remove_database(path)
+            for _ in range(100):  # bounded: the check runs at most a second apart
+                assert value(await a.call_tool("count", {}, meta=sid(new_id()))) == 1
+                if path.exists():
+                    break
+                await anyio.sleep(0.05)
+            assert path.exists(), "the server never opened its path again"
+
+            second = start_demo(tmp_path, "--store", store, name="second")
+            shared = new_id()
+            async with Client(
+                second.url, mode=PROTOCOL["modern"], read_timeout_seconds=TIMEOUT
+            ) as b:
+                assert value(await a.call_tool("count", {}, meta=sid(shared))) == 1
+                assert value(await b.call_tool("count", {}, meta=sid(shared))) == 2
+                assert value(await a.call_tool("count", {}, meta=sid(shared))) == 3
+    finally:
+        if second is not None:
+            second.stop()
+        first.stop()
+    assert "the database file was removed or replaced" in first.log.read_text(errors="replace")
