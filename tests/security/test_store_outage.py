@@ -75,13 +75,12 @@ class Redis:
 
 
 @pytest.fixture
-def redis(tmp_path: Path) -> Iterator[Redis]:
+def redis(redis_server: RedisServer, tmp_path: Path) -> Iterator[Redis]:
+    """Its own server (the shared ``redis_server`` is asked for its skip-or-fail rule when
+    redis-server is missing, and must never be stopped)."""
     directory = tmp_path / "redis"
     directory.mkdir()
-    try:
-        process, port = start_redis_server(directory)
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
+    process, port = start_redis_server(directory)
     server = Redis(directory, port, process)
     try:
         yield server
