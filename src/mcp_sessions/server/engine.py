@@ -7,6 +7,7 @@ which never touch a session pay for nothing but carrier resolution.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 import time
@@ -41,6 +42,8 @@ from ..core.records import JSONObject, Record, copy_json
 from ..core.sealing import KeyRing, StateCodec
 from ..stores import AlreadyExists, NotFound, Store, VersionConflict
 from ..stores import StateTooLarge as StoreStateTooLarge
+from .contention import EditQueue, conflict_backoff
+from .outage import GuardedStore
 from .quotas import Quotas
 from .session import Edit, Session, rfc3339
 
@@ -120,8 +123,12 @@ class SessionEngine:
         # handles still live in a store, so there is always one (memory by default).
         if store is None:
             store = "memory://"
-        #: Where sessions (server mode), legacy sessions and handles are kept.
-        self.store: Store = open_store(store) if isinstance(store, str) else store
+        opened = open_store(store) if isinstance(store, str) else store
+        #: Where sessions (server mode), legacy sessions and handles are kept; an outage of
+        #: it is -31006 on every path (issue #12 item 8).
+        self.store: Store = opened if isinstance(opened, GuardedStore) else GuardedStore(opened)
+        #: Serialises edits of one record within this process (issue #12 item 7).
+        self.edit_queue = EditQueue()
         ring = keys if keys is not None else KeyRing.generate()
         self.codec = StateCodec(
             ring, audience=config.audience, ttl=config.idle_ttl, max_bytes=config.max_state_bytes
@@ -133,6 +140,12 @@ class SessionEngine:
     def store_url(self) -> str:
         """The store's URL, password hidden."""
         return self.store.url
+
+    async def start(self) -> None:
+        """Open or connect the store now (server start-up): an unusable store is logged, a
+        Redis server without persistence warned about; the server starts either way."""
+        if isinstance(self.store, GuardedStore):
+            await self.store.start()
 
     async def aclose(self) -> None:
         await self.store.close()
@@ -440,16 +453,38 @@ class RequestScope:
         Returns the stored record and what ``edit`` returned. Raises StateConflict after
         ``max_retries`` lost races, SessionNotFound if the record is gone.
         """
-        for _ in range(self.engine.config.max_retries):
-            draft = copy_json(record.state)
-            result = edit(draft)
-            if inspect.isawaitable(result):
-                result = await result
-            updated = await self.commit(record, draft)
-            if updated is not None:
-                return updated, result
-            record = await self.reload(record)
-        raise StateConflict()
+        queue = self.engine.edit_queue
+        key = (record.kind, record.id, self.principal.key)
+        held = False
+        if not (record.kind == SESSION_KIND and self._sealed):  # sealed: nothing stored
+            # One edit per record at a time in this process (issue #12 item 7): the others
+            # wait and start from what it stored, so only other processes' writes conflict.
+            held = queue.take(key, self)
+            if not held:
+                turn = await queue.wait(key, self)  # None for an edit inside an edit
+                if turn is not None:
+                    held = True
+                    record = turn.fresher(record)
+        stored: Record | None = None
+        try:
+            for conflicts in range(self.engine.config.max_retries):
+                if conflicts:
+                    delay = conflict_backoff(conflicts)
+                    if delay:
+                        # Another process keeps winning: let it finish, not race in step.
+                        await asyncio.sleep(delay)
+                draft = copy_json(record.state)
+                result = edit(draft)
+                if inspect.isawaitable(result):
+                    result = await result
+                stored = await self.commit(record, draft)
+                if stored is not None:
+                    return stored, result
+                record = await self.reload(record)
+            raise StateConflict()
+        finally:
+            if held:
+                queue.leave(key, stored)
 
     async def reload(self, record: Record) -> Record:
         current, self._conflict_current = self._conflict_current, None

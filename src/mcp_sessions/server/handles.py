@@ -10,15 +10,22 @@ says so (spec §5.2 item 22), never a protocol error.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from ..core.errors import LimitExceeded, SessionError, SessionNotFound, StateTooLarge
+from ..core.errors import (
+    LimitExceeded,
+    SessionError,
+    SessionNotFound,
+    StateTooLarge,
+    StoreUnavailable,
+)
 from ..core.handles import InvalidHandle, mint_handle, parse_handle, validate_kind
 from ..core.limits import json_size
 from ..core.records import JSONObject, Record
@@ -29,6 +36,8 @@ if TYPE_CHECKING:
     from .engine import RequestScope, SessionEngine
 
 T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class HandleError(ToolError):
@@ -37,6 +46,22 @@ class HandleError(ToolError):
     A :class:`~mcp.server.mcpserver.exceptions.ToolError`: the SDK turns any other exception
     escaping a tool body into a bare "Error executing tool <name>", which would hide why.
     """
+
+
+def _readable_outage(
+    method: Callable[Concatenate[HandleKind, P], Awaitable[R]],
+) -> Callable[Concatenate[HandleKind, P], Awaitable[R]]:
+    """A store outage met in a tool body reaches the client as -31006, not as the SDK's bare
+    "Error executing tool" (issue #12 item 8)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: HandleKind, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(self, *args, **kwargs)
+        except StoreUnavailable as error:
+            raise self._engine.translate(error) from None
+
+    return wrapper
 
 
 class HandleKind:
@@ -95,6 +120,7 @@ class HandleKind:
             f"{int(self.ttl)} s after their last use, and work only for whoever made them).{hint}"
         )
 
+    @_readable_outage
     async def create(self, state: JSONObject | None = None) -> str:
         """Mint a handle bound to the caller's principal, holding ``state``.
 
@@ -138,6 +164,7 @@ class HandleKind:
         scope.minted.append((self.kind, record.id))
         return record.id
 
+    @_readable_outage
     async def load(self, value: str) -> Record:
         """The live record of ``value`` for the caller; raises :class:`HandleError`."""
         scope = self._current()
@@ -163,6 +190,7 @@ class HandleKind:
         """A snapshot of the handle's state."""
         return (await self.load(value)).state
 
+    @_readable_outage
     async def update(self, value: str, edit: Edit[T]) -> T:
         """Read-modify-write of the handle's state, retried on conflict (like sessions)."""
         scope = self._current()
@@ -182,6 +210,7 @@ class HandleKind:
         scope.handles[(self.kind, value)] = updated
         return result
 
+    @_readable_outage
     async def renew(self, value: str, ttl: float | None = None) -> float:
         """Extend the handle's life (optionally with a new TTL); returns the new expiry."""
         scope = self._current()
@@ -193,6 +222,7 @@ class HandleKind:
         scope.handles[(self.kind, value)] = renewed
         return renewed.expires_at
 
+    @_readable_outage
     async def revoke(self, value: str) -> None:
         """End the handle now; later use gets the unknown-or-expired tool error."""
         scope = self._current()

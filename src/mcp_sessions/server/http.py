@@ -40,6 +40,7 @@ from ..core.errors import (
     LimitExceeded,
     SessionError,
     SessionNotFound,
+    StoreUnavailable,
 )
 from ..core.limits import json_size
 from ..core.names import LEGACY_PROTOCOL_VERSIONS, SESSION_KIND
@@ -92,6 +93,7 @@ def streamable_http_app(sessions: Sessions, mcp: MCPServer, **options: Any) -> S
     @contextlib.asynccontextmanager
     async def lifespan(starlette: Starlette) -> AsyncIterator[Any]:
         async with previous_lifespan(starlette) as state, stateless.run():
+            await sessions.engine.start()  # logs a store that is down or keeps nothing
             try:
                 yield state
             finally:
@@ -255,7 +257,11 @@ class LegacyGate:
             await self._delete(scope, receive, send, session_id)
         elif method == "GET" and session_id is not None:
             send = _without_session_id(send)
-            record = await self._lookup(session_id)
+            try:
+                record = await self._lookup(session_id)
+            except StoreUnavailable as error:
+                await _send_retryable(send, error)
+                return
             if record is None:
                 await _send_error(send, 404, SessionNotFound())
             elif session_id in self.local:
@@ -343,7 +349,11 @@ class LegacyGate:
                 return
             await self.stateless(scope, replay, send)
             return
-        record = await self._lookup(session_id)
+        try:
+            record = await self._lookup(session_id)
+        except StoreUnavailable as error:
+            await _send_retryable(send, error, request_id)
+            return
         if record is None:
             await _send_error(send, 404, SessionNotFound(), request_id)
             return
@@ -406,7 +416,7 @@ class LegacyGate:
         caller = engine.quotas.caller_of_scope(principal, scope)
         try:
             await engine.quotas.admit(caller, "legacy")
-        except LimitExceeded as error:
+        except (LimitExceeded, StoreUnavailable) as error:
             await _send_retryable(send, error, request_id)
             return
 
@@ -430,8 +440,12 @@ class LegacyGate:
         #: connections, shared by every caller); its answer is held back.
         full = False
 
+        unavailable: list[tuple[str, StoreUnavailable]] = []
+
         async def record_session(message: Message) -> None:
             nonlocal full
+            if unavailable:
+                return  # the SDK's answer is replaced by a 503 below
             if message["type"] == "http.response.start" and message["status"] == 503:
                 full = True
             if full:
@@ -439,11 +453,22 @@ class LegacyGate:
             if message["type"] == "http.response.start" and message["status"] < 400:
                 minted = Headers(raw=message.get("headers", [])).get("mcp-session-id")
                 if minted is not None:
-                    await remember(minted)
+                    try:
+                        await remember(minted)
+                    except StoreUnavailable as error:
+                        unavailable.append((minted, error))
+                        return
                     self.local.add(minted)
             await send(message)
 
         await self.stateful(scope, receive, record_session)
+        if unavailable:
+            minted, outage = unavailable[0]
+            # No record, so no session: end the SDK's in-memory one too, or every initialize
+            # during an outage would hold a slot of its session table until the idle timeout.
+            await self._end_connection(scope, minted)
+            await _send_retryable(send, outage, request_id)
+            return
         if not full:
             return
         # No caller may use up a cap others need (issue #12 row 2): the session is opened
@@ -452,24 +477,56 @@ class LegacyGate:
         minted = uuid.uuid4().hex
 
         async def add_session_id(message: Message) -> None:
+            if unavailable:
+                return
             if message["type"] == "http.response.start" and message["status"] < 400:
-                await remember(minted)
+                try:
+                    await remember(minted)
+                except StoreUnavailable as error:
+                    unavailable.append((minted, error))
+                    return
                 headers = [*message.get("headers", []), (b"mcp-session-id", minted.encode())]
                 message = {**message, "headers": headers}
             await send(message)
 
         await self.stateless(scope, _replay(body, raw_receive), add_session_id)
+        if unavailable:
+            await _send_retryable(send, unavailable[0][1], request_id)
+
+    async def _end_connection(self, scope: Scope, session_id: str) -> None:
+        """DELETE ``session_id`` in the stateful manager, answering nobody."""
+        headers = [
+            (name, value)
+            for name, value in scope.get("headers", [])
+            if name.lower() not in (b"content-type", b"content-length", b"mcp-session-id")
+        ]
+        headers.append((b"mcp-session-id", session_id.encode()))
+
+        async def nothing() -> Message:
+            return {"type": "http.disconnect"}
+
+        async def discard(message: Message) -> None:
+            return None
+
+        await self.stateful({**scope, "method": "DELETE", "headers": headers}, nothing, discard)
 
     async def _delete(self, scope: Scope, receive: Receive, send: Send, session_id: str) -> None:
         store = self.sessions.engine.store
-        record = await self._lookup(session_id)
+        principal = current_principal()
+        try:
+            record = await self._lookup(session_id)
+            deleted = record is not None and await store.delete(
+                SESSION_KIND, session_id, principal.key
+            )
+            if deleted:
+                quotas = self.sessions.engine.quotas
+                await quotas.release(quotas.caller_of_scope(principal, scope), "legacy", session_id)
+        except StoreUnavailable as error:
+            await _send_retryable(send, error)
+            return
         if record is None:
             await _send_error(send, 404, SessionNotFound())
             return
-        principal = current_principal()
-        if await store.delete(SESSION_KIND, session_id, principal.key):
-            quotas = self.sessions.engine.quotas
-            await quotas.release(quotas.caller_of_scope(principal, scope), "legacy", session_id)
         if session_id in self.local:
             self.local.discard(session_id)
 

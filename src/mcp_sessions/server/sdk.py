@@ -424,11 +424,11 @@ class Sessions(Extension):
         quotas = self.engine.quotas
         try:
             await quotas.admit(caller, "sessions", now=record.created_at)
-        except SessionError as error:
+            await self.engine.store.create(record)
+            await quotas.note(caller, "sessions", record)
+        except SessionError as error:  # a quota (-31005), the store down (-31006)
             raise to_mcp_error(error) from None
-        await self.engine.store.create(record)
         scope.minted.append((SESSION_KIND, record.id))
-        await quotas.note(caller, "sessions", record)
         return record.id
 
 

@@ -56,8 +56,9 @@ _SQLITE_OPTIONS: dict[str, Any] = {
 
 _REDIS_OPTIONS: dict[str, Any] = {
     "prefix": "mcps",
-    "connect_timeout": 3.0,
-    "timeout": 3.0,
+    "connect_timeout": 2.0,
+    "timeout": 2.0,
+    "op_timeout": 2.0,
     "retries": 1,
     "touch_fraction": DEFAULT_TOUCH_FRACTION,
     # TLS (rediss:// only), passed to redis-py as ssl_* keywords

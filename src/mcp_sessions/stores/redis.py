@@ -29,9 +29,11 @@ expires after its last deadline, so a principal that never lists does not leak m
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
+import logging
 import math
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -52,9 +54,17 @@ from ._common import (
     not_found,
     touch_without_write,
 )
-from .base import DEFAULT_TOUCH_FRACTION, AlreadyExists, StoreError, VersionConflict
+from .base import (
+    DEFAULT_TOUCH_FRACTION,
+    AlreadyExists,
+    StoreError,
+    StoreUnavailable,
+    VersionConflict,
+)
 
 T = TypeVar("T")
+
+logger = logging.getLogger("mcp_sessions.stores")
 
 # One record is one string key holding a JSON object, so ``get`` is a single GET, as cheap as
 # the raw driver's. Its fields:
@@ -246,8 +256,9 @@ class RedisStore:
         password: str | None = None,
         tls: bool = False,
         prefix: str = "mcps",
-        connect_timeout: float = 3.0,
-        timeout: float = 3.0,
+        connect_timeout: float = 2.0,
+        timeout: float = 2.0,
+        op_timeout: float = 2.0,
         retries: int = 1,
         touch_fraction: float = DEFAULT_TOUCH_FRACTION,
         tls_options: Mapping[str, Any] | None = None,
@@ -256,6 +267,10 @@ class RedisStore:
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.prefix = prefix
         self.timeout = timeout
+        if not (op_timeout > 0 and math.isfinite(op_timeout)):
+            raise StoreError(f"op_timeout must be a positive number of seconds, got {op_timeout!r}")
+        #: Bound on one whole operation, reconnects and retries included (issue #12 item 8).
+        self.op_timeout = float(op_timeout)
         self.touch_fraction = touch_fraction
         self._password = password
         # Bounded time (issue #3): each attempt waits at most connect_timeout / timeout, and
@@ -295,22 +310,35 @@ class RedisStore:
             raise StoreError(f"Redis store {self.url} is closed")
         where = f"Redis store {self.url} ({self.address})"
         try:
-            return await fn()
+            # The whole operation, however many reconnects and retries redis-py makes, ends
+            # within op_timeout; a command cut off here closes its connection (redis-py
+            # disconnects on cancellation), so no late reply reaches a later command.
+            async with asyncio.timeout(self.op_timeout):
+                return await fn()
         except redis_errors.AuthenticationError as exc:
             raise StoreError(f"{where}: authentication failed: {self._scrub(str(exc))}") from None
         except redis_errors.TimeoutError:
-            raise StoreError(
+            raise StoreUnavailable(
                 f"{where}: no answer within timeout={self.timeout:g}s; is the server up and "
                 "is this the right port?"
             ) from None
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"{where}: the operation took longer than op_timeout={self.op_timeout:g}s; is "
+                "the server up and is this the right port?"
+            ) from None
         except redis_errors.ConnectionError as exc:
-            raise StoreError(f"{where}: cannot connect: {self._scrub(str(exc))}") from None
+            # Refused, reset, or still loading its data after a restart (BusyLoadingError).
+            raise StoreUnavailable(f"{where}: cannot connect: {self._scrub(str(exc))}") from None
+        except redis_errors.ReadOnlyError as exc:
+            # A replica that is not (or no longer) the primary, e.g. during a failover.
+            raise StoreUnavailable(f"{where}: read-only: {self._scrub(str(exc))}") from None
         except redis_errors.ResponseError as exc:
             raise StoreError(f"{where}: Redis refused a command: {self._scrub(str(exc))}") from None
         except redis_errors.RedisError as exc:
             raise StoreError(f"{where}: {type(exc).__name__}: {self._scrub(str(exc))}") from None
-        except OSError as exc:  # e.g. TLS setup
-            raise StoreError(f"{where}: {self._scrub(str(exc))}") from None
+        except OSError as exc:  # e.g. TLS setup, or a socket error redis-py did not wrap
+            raise StoreUnavailable(f"{where}: {self._scrub(str(exc))}") from None
 
     async def _raise_index(self, principal: str, r: Mapping[str, Any], now: float) -> None:
         deadline = float(r["ix"])
@@ -523,8 +551,40 @@ class RedisStore:
         self._closed = True
         await self._redis.aclose()
 
+    async def persistence(self) -> str | None:
+        """Why an acknowledged write would not survive a restart of the Redis server, or
+        ``None`` if it would (RDB snapshots or AOF on) or the server does not say (``CONFIG``
+        disabled or renamed, as managed services often do)."""
+
+        async def ask() -> tuple[Any, Any]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.config_get("save")
+                pipe.config_get("appendonly")
+                save, aof = await pipe.execute(raise_on_error=False)
+            return save, aof
+
+        save, aof = await self._call(ask)
+        if not (isinstance(save, dict) and isinstance(aof, dict)):
+            return None  # CONFIG refused: nothing known
+        if (save.get("save") or "").strip() or aof.get("appendonly") == "yes":
+            return None
+        return (
+            "the Redis server has no persistence (save '' and appendonly no): a restart of "
+            "Redis loses every session and handle"
+        )
+
     async def __aenter__(self) -> RedisStore:
         await self.ping()
+        reason = await self.persistence()
+        if reason is not None:
+            # Issue #12 item 8: warn at start, not after the first restart lost everything.
+            logger.warning(
+                "Redis store %s: %s; implicit sessions come back empty on their next request, "
+                "legacy and explicit sessions are gone (-31001 / 404). Turn on RDB or AOF "
+                "(e.g. appendonly yes) unless that is what you want.",
+                self.url,
+                reason,
+            )
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

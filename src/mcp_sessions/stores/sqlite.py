@@ -72,7 +72,13 @@ from ._common import (
 from ._common import (
     decode_json as _decode_json,
 )
-from .base import DEFAULT_TOUCH_FRACTION, AlreadyExists, StoreError, VersionConflict
+from .base import (
+    DEFAULT_TOUCH_FRACTION,
+    AlreadyExists,
+    StoreError,
+    StoreUnavailable,
+    VersionConflict,
+)
 
 T = TypeVar("T")
 
@@ -94,6 +100,9 @@ _CHECKPOINT_EVERY = 500
 _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 _log = logging.getLogger(__name__)
+
+#: Seconds between checks that the path still names the file this store has open.
+FILE_CHECK_INTERVAL = 1.0
 
 #: ``max_expires_at`` is NULL when there is no absolute cap; SQL compares against this instead.
 _NO_CAP = 1e308
@@ -273,6 +282,25 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``, or ``None`` if there is none."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _is_transient(exc: sqlite3.Error) -> bool:
+    """A problem that may pass without anyone touching the data (issue #12 item 8): a lock
+    held too long, a file made read-only or unreachable, a full disk, an I/O error. A corrupt
+    file is not: it stays a plain :class:`StoreError`."""
+    lowered = str(exc).lower()
+    if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+        return False
+    return isinstance(exc, sqlite3.OperationalError)
+
+
 def _explain(exc: sqlite3.Error, busy_timeout: float) -> str:
     """Say what is wrong with the file in words an operator can act on."""
     text = str(exc)
@@ -431,11 +459,17 @@ class SQLiteStore:
         self._worker = _Worker(f"mcp-sessions sqlite {self.path}")
         self._conns: _Connections | None = None
         self._closed = False
+        #: (device, inode) of the file the connections have open, and when it was checked.
+        self._identity: tuple[int, int] | None = None
+        self._checked_at = time.monotonic()
 
     # -- plumbing ------------------------------------------------------------------------
 
     def _error(self, exc: sqlite3.Error) -> StoreError:
-        return StoreError(f"SQLite store {self.path}: {_explain(exc, self.busy_timeout)}")
+        message = f"SQLite store {self.path}: {_explain(exc, self.busy_timeout)}"
+        if _is_transient(exc):
+            return StoreUnavailable(message)
+        return StoreError(message)
 
     def _open_sync(self) -> _Connections:
         """Open (once) on the worker thread: directory, pragmas, schema, a write probe."""
@@ -509,8 +543,39 @@ class SQLiteStore:
                 if conn is not None:
                     conn.close()
             raise
+        self._identity = _identity(self.path)
         self._conns = _Connections(writer, reader, inline)
         return self._conns
+
+    def _check_file(self) -> None:
+        """Reopen if the path no longer names the file the connections have open.
+
+        Issue #12 item 8: a file removed under a running server (a temp-file cleaner, an
+        operator) is not an error to SQLite, which keeps writing to the removed inode. The
+        records would vanish at the next restart, and processes that open the path meanwhile
+        would use another file than this one. So at most once per FILE_CHECK_INTERVAL the
+        path is checked, and if it names no file or another file, the store opens the path
+        again (creating it if need be), like a restart would, and says so in the log.
+        """
+        now = time.monotonic()
+        if now - self._checked_at < FILE_CHECK_INTERVAL:
+            return
+        self._checked_at = now
+        conns = self._conns
+        if conns is None or self._closed or _identity(self.path) == self._identity:
+            return
+        _log.warning(
+            "SQLite store %s: the database file was removed or replaced while open; opening "
+            "the path again (what was written to the removed file since is not in the new one)",
+            self.path,
+        )
+        self._conns = None  # the next operation opens the path, on the worker
+
+        def close_old() -> None:
+            conns.reader.close()
+            conns.writer.close()
+
+        self._worker.submit(close_old)
 
     def _tune(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA cache_size = {-1024 * int(self._cache_size_mb)}")
@@ -558,6 +623,7 @@ class SQLiteStore:
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(writer)`` on the worker thread, opening the store first if need be."""
         self._check_open()
+        self._check_file()
 
         def call() -> T:
             conns = self._open_sync()
@@ -575,6 +641,7 @@ class SQLiteStore:
         comes at once, before anything changed (each statement is its own transaction), and
         the same ``fn`` then runs on the worker, which waits for the lock up to busy_timeout.
         """
+        self._check_file()
         conns = self._conns
         if (
             conns is not None
@@ -676,6 +743,7 @@ class SQLiteStore:
         self, kind: str, id: str, principal: str, *, now: float | None = None
     ) -> Record | None:
         t = clock(now)
+        self._check_file()
         conns = self._conns
         rows: list[tuple[Any, ...]] | None = None
         if conns is not None and self.inline_reads and not self._closed:
