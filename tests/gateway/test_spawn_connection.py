@@ -96,3 +96,25 @@ def test_a_meta_id_still_names_its_own_session_through_spawn(
 ) -> None:
     session_id = new_id()
     assert [call(client, gateway.url, "count", sid=session_id).value for _ in range(2)] == [1, 2]
+
+
+def test_keyless_callers_never_share_the_shared_process_connection_session(
+    gateway: Proc, client: httpx2.Client
+) -> None:
+    """Keyless 2026-07-28 requests of one principal share one process and so one stdio
+    connection; the gateway marks them so that the connection is not made a session: two
+    anonymous plain clients get -31002 naming session_start, never each other's count."""
+    for attempt in range(2):
+        reply = call(client, gateway.url, "count", request_id=20 + attempt)
+        assert reply.error["code"] == -31002, reply.text
+        assert "session_start" in reply.error["message"]
+
+
+def test_a_plain_client_keeps_state_through_spawn_with_session_start_handles(
+    gateway: Proc, client: httpx2.Client
+) -> None:
+    first = call(client, gateway.url, "session_start").value
+    second = call(client, gateway.url, "session_start").value
+    counts = [call(client, gateway.url, "count", {"session": first}).value for _ in range(3)]
+    assert counts == [1, 2, 3]
+    assert call(client, gateway.url, "count", {"session": second}).value == 1

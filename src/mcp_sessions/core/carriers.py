@@ -39,6 +39,7 @@ from .names import (
     META_OPENAI_SESSION,
     META_SEP2822_SESSION_ID,
     META_SESSION_ID,
+    META_SHARED_CONNECTION,
     META_STATE,
     MODERN_PROTOCOL_VERSIONS,
     SESSION_ID_MAX_LENGTH,
@@ -48,7 +49,7 @@ from .names import (
 _OUR_PREFIX = META_SESSION_ID.split("/", 1)[0] + "/"
 # The minted-handles key is a result key; in a request it is tolerated and ignored (issue #11:
 # only upstream results pin handles), not refused as a typo.
-_OUR_KEYS = frozenset({META_SESSION_ID, META_STATE, META_MINTED_HANDLES})
+_OUR_KEYS = frozenset({META_SESSION_ID, META_STATE, META_MINTED_HANDLES, META_SHARED_CONNECTION})
 _HEADER_CLIENT = HEADER_CLIENT_SESSION_ID.lower()
 _HEADER_BEDROCK = HEADER_BEDROCK_SESSION_ID.lower()
 _HEADER_LEGACY = HEADER_LEGACY_SESSION_ID.lower()
@@ -245,7 +246,12 @@ def resolve_carrier(view: RequestView, policy: CarrierPolicy = CarrierPolicy()) 
         return Resolution(Carrier.LEGACY, headers[_HEADER_LEGACY], HEADER_LEGACY_SESSION_ID)
 
     # 5. The connection's own session (one connection, one client).
-    if policy.connection and view.connection_id is not None:
+    # A gateway relaying many clients over this connection says so: then it is no session.
+    if (
+        policy.connection
+        and view.connection_id is not None
+        and meta.get(META_SHARED_CONNECTION) is not True
+    ):
         return Resolution(Carrier.CONNECTION, view.connection_id)
 
     return NO_SESSION

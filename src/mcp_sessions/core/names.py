@@ -19,6 +19,11 @@ META_STATE: Final = "dev.mcpsessions/state"
 #: so that a gateway pins each to the upstream that answered (issue #11). Only results count:
 #: the key in a request is ignored.
 META_MINTED_HANDLES: Final = "dev.mcpsessions/handles"
+#: Request ``_meta`` flag (``true``) set by a gateway that relays many clients' requests over
+#: one connection (``mcp-sessions gateway --spawn``, keyless requests): the connection is then
+#: not one client, so carrier 5 must not apply (issue #11). A client that sets it itself only
+#: gives up its own connection session.
+META_SHARED_CONNECTION: Final = "dev.mcpsessions/sharedConnection"
 #: Result ``_meta`` key with the session's expiry as RFC 3339.
 META_EXPIRES_AT: Final = "dev.mcpsessions/expiresAt"
 

@@ -57,6 +57,7 @@ from ..core.ids import new_session_id
 from ..core.names import (
     META_PROTOCOL_VERSION,
     META_SESSION_ID,
+    META_SHARED_CONNECTION,
     MODERN_PROTOCOL_VERSIONS,
     PROTOCOL_2026_07_28,
 )
@@ -77,6 +78,8 @@ _STOP_GRACE = 2.0
 _CLIENT_INFO = {"name": "mcp-sessions-gateway", "version": "1"}
 #: A tool name no server has: calling it warms the request path with no side effect.
 _NO_SUCH_TOOL = "mcp-sessions-gateway-warmup-no-such-tool"
+#: The session key of 2026-07-28 requests that carry none: one process per principal.
+_KEYLESS = "keyless"
 
 
 class ProcessExited(Exception):
@@ -692,6 +695,15 @@ class ProcessPool:
             queue.clear()
 
 
+def _with_meta(message: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``message`` with ``extra`` added to its ``params._meta`` (a copy; the rest is shared)."""
+    params = message.get("params")
+    params = params if isinstance(params, dict) else {}
+    meta = params.get("_meta")
+    meta = meta if isinstance(meta, dict) else {}
+    return {**message, "params": {**params, "_meta": {**meta, **extra}}}
+
+
 def _sse(message: dict[str, Any]) -> bytes:
     return b"event: message\ndata: " + json.dumps(message).encode() + b"\n\n"
 
@@ -790,7 +802,8 @@ class SpawnBackend:
             failure = UpstreamFailed(f"No server process could be started: {exc}")
             return await send_error(send, failure, request.rpc_id)
         if "method" in message and "id" in message:
-            return await self._relay_request(child, request, send, minted)
+            shared = key[1] == _KEYLESS
+            return await self._relay_request(child, request, send, minted, shared=shared)
         try:
             await child.write(message)
         except ProcessExited as exc:
@@ -828,7 +841,7 @@ class SpawnBackend:
             return 0  # a legacy request without Mcp-Session-Id
         self.metrics.routing.labels(route.decision).inc()
         # Keyless 2026-07-28 requests (lists, discovery) share one process per principal.
-        session_key = route.key if route.key is not None else "keyless"
+        session_key = route.key if route.key is not None else _KEYLESS
         key = (principal, session_key)
         found = self.pool.lookup(key)
         if isinstance(found, ChildProcess):
@@ -852,9 +865,21 @@ class SpawnBackend:
         return 400
 
     async def _relay_request(
-        self, child: ChildProcess, request: Incoming, send: Send, minted: str | None
+        self,
+        child: ChildProcess,
+        request: Incoming,
+        send: Send,
+        minted: str | None,
+        *,
+        shared: bool = False,
     ) -> int:
         message = request.rpc
+        if shared:
+            # Many callers' keyless requests share this process's one stdio connection, so the
+            # connection is not one client: tell an mcp-sessions server not to make it a
+            # session (carrier 5), or every keyless caller would share one state (issue #11).
+            # Other servers ignore an unknown _meta key (spec §5.0 item 5).
+            message = _with_meta(message, {META_SHARED_CONNECTION: True})
         request_id = message.get("id")
         try:
             gateway_id, pending = await child.request(message)
