@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Hashable
 
 from ..core.records import Record
@@ -28,6 +28,9 @@ IMMEDIATE_RETRIES = 2
 #: about 3 s (about half that on average), so a lost race ends in bounded time.
 BACKOFF_BASE = 0.001
 BACKOFF_CAP = 0.05
+#: Records this process stored lately, kept so that an edit whose request read the record
+#: just before another edit here stored it starts from the newer one (a bounded LRU).
+RECENT_RECORDS = 4096
 
 
 def conflict_backoff(conflicts: int) -> float:
@@ -43,22 +46,13 @@ def conflict_backoff(conflicts: int) -> float:
 
 
 class Turn:
-    """A record's turn once someone waits for it: who holds it, who waits, what was stored."""
+    """A record's turn once someone waits for it: who holds it, and who waits."""
 
-    __slots__ = ("latest", "owner", "waiters")
+    __slots__ = ("owner", "waiters")
 
     def __init__(self, owner: object) -> None:
         self.owner = owner
         self.waiters: deque[asyncio.Future[None]] = deque()
-        #: The record as the last edit of this process stored it, handed to the next.
-        self.latest: Record | None = None
-
-    def fresher(self, record: Record) -> Record:
-        """``record``, or the newer version a previous edit in this process stored."""
-        latest = self.latest
-        if latest is not None and latest.version > record.version:
-            return latest
-        return record
 
 
 class EditQueue:
@@ -71,9 +65,24 @@ class EditQueue:
 
     def __init__(self) -> None:
         self._held: dict[Hashable, object] = {}
+        self._recent: OrderedDict[Hashable, Record] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._held)
+
+    def latest(self, key: Hashable, record: Record) -> Record:
+        """``record``, or the newer version an edit of this process stored since it was read.
+
+        A request reads its record when it opens its session, and another edit of this
+        process may store a newer one before this edit takes its turn; starting from the
+        newer one saves a certain compare-and-set conflict. A stale entry (a record deleted
+        and made anew) costs one conflict and a reload, never a wrong write: the
+        compare-and-set still checks the version.
+        """
+        recent = self._recent.get(key)
+        if recent is not None and recent.version > record.version:
+            return recent
+        return record
 
     def take(self, key: Hashable, owner: object) -> bool:
         """Take the turn of ``key`` if nobody holds it (the common case); else ``False`` and
@@ -108,12 +117,17 @@ class EditQueue:
         return turn
 
     def leave(self, key: Hashable, stored: Record | None) -> None:
-        """Give up the turn of ``key``, handing ``stored`` (the record as this edit left it,
-        if it stored one) and the turn to the next waiter still waiting; or drop it."""
+        """Give up the turn of ``key``, remembering ``stored`` (the record as this edit left
+        it, if it stored one) for :meth:`latest`, and hand the turn to the next waiter still
+        waiting; or drop it."""
+        if stored is not None:
+            recent = self._recent
+            recent[key] = stored
+            recent.move_to_end(key)
+            if len(recent) > RECENT_RECORDS:
+                recent.popitem(last=False)
         turn = self._held[key]
         if type(turn) is Turn:
-            if stored is not None:
-                turn.latest = stored
             waiters = turn.waiters
             while waiters:
                 waiter = waiters.popleft()

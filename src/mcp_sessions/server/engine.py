@@ -459,12 +459,9 @@ class RequestScope:
         if not (record.kind == SESSION_KIND and self._sealed):  # sealed: nothing stored
             # One edit per record at a time in this process (issue #12 item 7): the others
             # wait and start from what it stored, so only other processes' writes conflict.
-            held = queue.take(key, self)
-            if not held:
-                turn = await queue.wait(key, self)  # None for an edit inside an edit
-                if turn is not None:
-                    held = True
-                    record = turn.fresher(record)
+            held = queue.take(key, self) or await queue.wait(key, self) is not None
+            # Start from what an earlier edit here stored (None above: an edit inside an edit).
+            record = queue.latest(key, record)
         stored: Record | None = None
         try:
             for conflicts in range(self.engine.config.max_retries):
