@@ -80,7 +80,7 @@ from pydantic import BaseModel, Field
 from starlette.applications import Starlette
 
 from mcp_sessions.core.records import JSONObject
-from mcp_sessions.server import CurrentSession, Sessions
+from mcp_sessions.server import CurrentSession, Sessions, uvicorn_config
 
 SERVER_NAME = "mcp-sessions-conformance-fixture"
 MCP_PATH = "/mcp"
@@ -762,7 +762,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper())
     app = build_app(store_url=args.store)
-    config = uvicorn.Config(
+    # Served as a deployment serves it: with mcp-sessions' request-head limits (which also trim
+    # field values on either of uvicorn's parsers, SEP-2243's whitespace rule).
+    config = uvicorn_config(
         app,
         host="127.0.0.1",
         port=args.port,
