@@ -8,6 +8,7 @@ client) leaves the file alone, so the table always describes one complete run.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,19 +77,20 @@ class Record:
                     row.append(MARK[self.outcomes.get((kind.id, route.id, scenario), "skip")])
                 lines.append("| " + " | ".join(row) + " |")
         lines.append("")
-        problems = [
-            key for key in self.expected() if self.outcomes.get(key) in ("fail", "xfail", "xpass")
-        ]
+        problems: dict[tuple[str, str, str, str], list[str]] = {}
+        for client, route, scenario in self.expected():
+            outcome = self.outcomes.get((client, route, scenario), "skip")
+            if outcome in ("fail", "xfail", "xpass"):
+                note = _plain(self.notes.get((client, route, scenario), ""))
+                problems.setdefault((route, scenario, outcome, note), []).append(client)
         if problems:
             lines.append("Cells that did not pass, and what the client saw:")
             lines.append("")
-            for client, route, scenario in problems:
-                note = self.notes.get((client, route, scenario), "").replace("\n", " ")
-                why = CLIENT_SIDE_FAILURES.get((client, route, scenario))
-                outcome = self.outcomes[client, route, scenario]
-                text = f"- {client} · {route} · {scenario}: {outcome}"
-                text += f" — {note[:300]}" if note else ""
-                text += f" (client-side: {why})" if why else ""
+            for (route, scenario, outcome, note), clients in problems.items():
+                text = f"- {route} · {scenario} · {', '.join(clients)}: {outcome}"
+                text += f" — {note}" if note else ""
+                reasons = {CLIENT_SIDE_FAILURES.get((c, route, scenario)) for c in clients}
+                text += "".join(f" (client-side: {why})" for why in sorted(reasons - {None}))
                 lines.append(text)
         else:
             lines.append("Every cell passed.")
@@ -103,6 +105,16 @@ class Record:
         new = text[: start + len(BEGIN)] + "\n" + self.render() + "\n" + text[end:]
         doc.write_text(new, encoding="utf-8")
         return True
+
+
+def _plain(note: str) -> str:
+    """A note as the table shows it: one line, without the exception's class name that each
+    client library wraps the same server error in, ids masked, at most 240 characters."""
+    note = " ".join(note.split())
+    note = re.sub(r"^(\w+Error: )?(MCP error -?\d+: )?", "", note)
+    note = re.sub(r"\b([a-z]+)-[0-9a-f]{32}\b", r"\1-…", note)
+    note = re.sub(r"\b[0-9a-f]{8}-[0-9a-f-]{27}\b", "…", note)
+    return note if len(note) <= 240 else note[:239] + "…"
 
 
 RECORD = Record()

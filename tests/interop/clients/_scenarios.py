@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
@@ -50,12 +49,10 @@ def describe(exc: BaseException) -> str:
 
 
 async def _attempt(results: dict[str, Any], name: str, body: Callable[[], Awaitable[Any]]) -> None:
-    started = time.monotonic()
     try:
         results[name] = {"value": await body()}
     except Exception as exc:  # the scenario's outcome, reported to the test
         results[name] = {"error": describe(exc)}
-    results[name]["seconds"] = round(time.monotonic() - started, 2)
 
 
 async def run_plan(plan: dict[str, Any], open_connection: Opener) -> tuple[str | None, dict]:

@@ -53,14 +53,13 @@ class Inspector:
                 command += ["--header", f"Mcp-Client-Session-Id: {session}"]
         if "url" not in target:
             command += ["--", target["command"], *target["args"]]
-        proc = subprocess.run(
-            command,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=self.plan["timeout_ms"] / 1000,
-            check=False,
-        )
+        timeout = self.plan["timeout_ms"] / 1000
+        try:
+            proc = subprocess.run(
+                command, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired:
+            raise InspectorError(f"no answer within {timeout:g} s to {' '.join(args)}") from None
         try:
             answer = json.loads(proc.stdout or proc.stderr)
         except ValueError:
@@ -131,7 +130,7 @@ def main() -> None:
         def attempt(body: Callable[[], Any]) -> dict[str, Any]:
             try:
                 return {"value": body()}
-            except (InspectorError, subprocess.TimeoutExpired, KeyError) as exc:
+            except (InspectorError, KeyError) as exc:
                 return {"error": f"{type(exc).__name__}: {exc}"}
 
         # Connect first: when that fails, every other call would fail (or hang) the same way.
