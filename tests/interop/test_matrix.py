@@ -23,6 +23,7 @@ table in docs/interop.md (tests/interop/table.py). Run just this matrix with
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -31,6 +32,7 @@ from tests.interop.matrix import (
     CLIENT_SIDE_FAILURES,
     CLIENTS_BY_ID,
     LEGACY,
+    MATRIX_BUDGET,
     MODERN,
     PARALLEL,
     ROUTES,
@@ -71,6 +73,7 @@ def _cases() -> list[Any]:
 
 
 _RUNS: dict[tuple[str, str], CellRun | str] = {}
+_SPENT = [0.0]  # seconds spent in driver runs so far
 
 
 def cell(request: pytest.FixtureRequest, client: str, route: str) -> CellRun:
@@ -79,6 +82,9 @@ def cell(request: pytest.FixtureRequest, client: str, route: str) -> CellRun:
     kind.require()
     if (client, route) not in _RUNS:
         target = request.getfixturevalue(f"{route.replace('-', '_')}_target")
+        if _SPENT[0] > MATRIX_BUDGET:
+            pytest.fail(f"the matrix's driver runs took over {MATRIX_BUDGET:g} s; not run")
+        started = time.monotonic()
         try:
             run = run_cell(kind, path, target)
         except AssertionError as exc:
@@ -86,6 +92,8 @@ def cell(request: pytest.FixtureRequest, client: str, route: str) -> CellRun:
         else:
             _RUNS[client, route] = run
             RECORD.cells[client, route] = CellFacts(run.version, run.protocol)
+        finally:
+            _SPENT[0] += time.monotonic() - started
     run_or_error = _RUNS[client, route]
     if isinstance(run_or_error, str):
         pytest.fail(run_or_error)
