@@ -79,15 +79,10 @@ def _npm(directory: str, package: str) -> Path:
 
 
 def _site(venv: str, package: str) -> Path:
-    return (
-        TOOLS
-        / venv
-        / "lib"
-        / f"python{sys.version_info[0]}.{sys.version_info[1]}"
-        / ("site-packages")
-        / package
-        / "__init__.py"
-    )
+    """The package in a tools venv (made by whichever python3 scripts/install-test-tools ran)."""
+    lib = TOOLS / venv / "lib"
+    found = sorted(lib.glob(f"python3.*/site-packages/{package}/__init__.py"))
+    return found[0] if found else lib / "python3.X" / "site-packages" / package / "__init__.py"
 
 
 INSPECTOR_JS = (
@@ -166,30 +161,14 @@ class Route:
     id: str
     label: str
     http: bool  # Streamable HTTP (else the client spawns the server over stdio)
-    upstream_http: bool  # the demo itself serves HTTP (no stdio process behind)
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("http", "Streamable HTTP → demo (SQLite)", http=True, upstream_http=True),
-    Route(
-        "gateway-shared",
-        "gateway → 2 demos sharing Redis",
-        http=True,
-        upstream_http=True,
-    ),
-    Route(
-        "gateway-memory",
-        "gateway → 2 demos, memory:// each",
-        http=True,
-        upstream_http=True,
-    ),
-    Route(
-        "gateway-spawn",
-        "gateway --spawn 'demo --stdio'",
-        http=True,
-        upstream_http=False,
-    ),
-    Route("stdio", "stdio (client spawns demo --stdio)", http=False, upstream_http=False),
+    Route("http", "Streamable HTTP → demo (SQLite)", http=True),
+    Route("gateway-shared", "gateway → 2 demos sharing Redis", http=True),
+    Route("gateway-memory", "gateway → 2 demos, memory:// each", http=True),
+    Route("gateway-spawn", "gateway --spawn 'demo --stdio'", http=True),
+    Route("stdio", "stdio (client spawns demo --stdio)", http=False),
 )
 ROUTES_BY_ID = {path.id: path for path in ROUTES}
 
@@ -238,11 +217,13 @@ def carrier_label(kind: ClientKind, path: Route) -> str:
 
 
 def applies(kind: ClientKind, path: Route, scenario: str) -> bool:
-    """`no_carrier` is asked of 2026-07-28 clients talking HTTP to an HTTP demo: there a
-    request with no session at all must get an error that tells a plain client what it can
-    do (issue #11 item 3). Over stdio such a request has the connection's session."""
+    """`no_carrier` is asked of 2026-07-28 clients over HTTP: there a request with no session
+    at all must get an error that tells a plain client what it can do (issue #11 item 3).
+    Through `--spawn` too: HTTP requests with no session key come from any number of clients
+    (the gateway gives them all one process), so the stdio connection is no session for
+    them. Over stdio itself such a request has the connection's session (item 1)."""
     if scenario == "no_carrier":
-        return kind.era == MODERN and path.upstream_http
+        return kind.era == MODERN and path.http
     return True
 
 

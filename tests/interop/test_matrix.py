@@ -12,8 +12,10 @@ Scenarios, each asserting the behaviour a user of that client should get:
   handle as its `session` argument → 1, 2, 3 (a fresh session even on a connection that
   already has one: an explicit handle wins, issue #11 item 2);
 - handle_vm: `init_vm`, then `set_ram` and `set_cpu` with the vm handle → one VM with both;
-- no_carrier (2026-07-28 clients over HTTP): a call with no session at all fails with an
-  error that names `session_start`, the one thing such a client can do (issue #11 item 3).
+- no_carrier (2026-07-28 clients over HTTP, gateways included): a call with no session at
+  all fails with an error that names `session_start`, the one thing such a client can do
+  (issue #11 item 3), and never shares a state with other such clients (through --spawn they
+  all reach one process: its stdio connection is no session for them).
 
 A cell that cannot pass for a reason on the client's side is expected to fail (strict), with
 the reason and the client's issue (matrix.CLIENT_SIDE_FAILURES). A full run rewrites the
