@@ -61,7 +61,7 @@ export async function runPlan(plan, open) {
       try {
         return [await second.call("count", {}, meta("second"))];
       } finally {
-        await second.close();
+        await second.close().catch(() => {});
       }
     });
     await attempt(results, "parallel", async () => {
@@ -72,7 +72,7 @@ export async function runPlan(plan, open) {
         );
         return await Promise.all(calls);
       } finally {
-        await third.close();
+        await third.close().catch(() => {});
       }
     });
     // The handle flow passes arguments only: no carrier of ours in _meta.
@@ -93,7 +93,8 @@ export async function runPlan(plan, open) {
       await attempt(results, "no_carrier", async () => first.call("count", {}));
     }
   } finally {
-    await first.close();
+    // A connection that fails to close has still given its answers.
+    await first.close().catch(() => {});
   }
   return { protocol, results };
 }
