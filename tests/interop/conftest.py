@@ -7,6 +7,7 @@ stopped by its own PID; Redis comes from tests/fixtures/redis_server.py.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -94,10 +95,15 @@ def stdio_target(logs: Path) -> Target:
     """What the client spawns: the demo over stdio, on a SQLite store (so the Inspector, which
     starts a new server per call, finds its session again)."""
     store = f"sqlite:///{logs / 'stdio.sqlite'}"
-    return {
+    target: Target = {
         "command": CLI,
         "args": ["demo", "--stdio", "--store", store, "--key-file", str(logs / "stdio-keys.txt")],
     }
+    # The Python SDK's stdio client gives the server a minimal environment of its own: pass
+    # on an import path the tests run with, so the server is the code under test.
+    if "PYTHONPATH" in os.environ:
+        target["env"] = {"PYTHONPATH": os.environ["PYTHONPATH"]}
+    return target
 
 
 # -- recording outcomes, writing docs/interop.md ------------------------------------------------
