@@ -19,7 +19,9 @@ from .helpers import (
     call,
     legacy_call,
     legacy_initialize,
+    modern,
     new_id,
+    sse_messages,
     start_gateway,
     stop,
 )
@@ -118,3 +120,21 @@ def test_a_plain_client_keeps_state_through_spawn_with_session_start_handles(
     counts = [call(client, gateway.url, "count", {"session": first}).value for _ in range(3)]
     assert counts == [1, 2, 3]
     assert call(client, gateway.url, "count", {"session": second}).value == 1
+
+
+def test_a_listen_stream_names_the_clients_own_request_id(gateway: Proc) -> None:
+    """2026-07-28 listen-stream notifications carry the listen request's id in
+    ``_meta["io.modelcontextprotocol/subscriptionId"]``, and clients demultiplex by it: the
+    gateway, which renumbers requests for its child, must give the client its own id back."""
+    body, headers = modern(
+        "subscriptions/listen", {"notifications": {"toolsListChanged": True}}, request_id=0
+    )
+    body["id"] = "listen:0"
+    with (
+        httpx2.Client(timeout=TIMEOUT) as client,
+        client.stream("POST", gateway.url, json=body, headers=headers) as response,
+    ):
+        assert response.headers["content-type"].startswith("text/event-stream")
+        first = next(sse_messages(response.iter_lines()))
+    assert first["method"] == "notifications/subscriptions/acknowledged"
+    assert first["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "listen:0"

@@ -78,6 +78,8 @@ _STOP_GRACE = 2.0
 _CLIENT_INFO = {"name": "mcp-sessions-gateway", "version": "1"}
 #: A tool name no server has: calling it warms the request path with no side effect.
 _NO_SUCH_TOOL = "mcp-sessions-gateway-warmup-no-such-tool"
+#: Tags every notification of a 2026-07-28 listen stream with its listen request's id.
+_SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
 #: The session key of 2026-07-28 requests that carry none: one process per principal.
 _KEYLESS = "keyless"
 
@@ -236,7 +238,7 @@ class ChildProcess:
             return
         target = self._target_for(message)
         if target is not None:
-            target.queue.put_nowait(message)
+            target.queue.put_nowait(_with_subscription_id(message, target.original_id))
         elif "id" in message:
             # A server-to-client request with no client stream open to carry it.
             with contextlib.suppress(ProcessExited):
@@ -259,6 +261,11 @@ class ChildProcess:
         stdio carries no request association, so: a progress notification goes to the
         request that set its ``progressToken``; anything else to the oldest open request.
         """
+        subscription = _subscription_id(message)
+        if subscription is not None:
+            # A listen stream's notification names its listen request by the id the child
+            # saw, the gateway's (2026-07-28 subscriptions/listen): that request, or none.
+            return self._pending.get(subscription) if isinstance(subscription, int) else None
         if message.get("method") == "notifications/progress":
             params = message.get("params")
             token = params.get("progressToken") if isinstance(params, dict) else None
@@ -693,6 +700,22 @@ class ProcessPool:
         self.bound.clear()
         for queue in self.warm.values():
             queue.clear()
+
+
+def _subscription_id(message: dict[str, Any]) -> object:
+    """``params._meta["io.modelcontextprotocol/subscriptionId"]``, or ``None``."""
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return meta.get(_SUBSCRIPTION_ID) if isinstance(meta, dict) else None
+
+
+def _with_subscription_id(message: dict[str, Any], original_id: Any) -> dict[str, Any]:
+    """``message`` as the client must see it: a listen-stream notification carries the id
+    of the client's listen request, which clients demultiplex by (spec: subscriptions), not
+    the gateway's own id that the child saw."""
+    if _subscription_id(message) is None:
+        return message
+    return _with_meta(message, {_SUBSCRIPTION_ID: original_id})
 
 
 def _with_meta(message: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
