@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, NoReturn
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from ..core.errors import StoreUnavailable
 from ..core.records import JSONObject, Record
@@ -24,6 +25,8 @@ from ..stores import AlreadyExists, NotFound, Store, StoreError, VersionConflict
 from ..stores import StateTooLarge as StoreStateTooLarge
 
 logger = logging.getLogger("mcp_sessions")
+P = ParamSpec("P")
+T = TypeVar("T")
 
 #: Store errors that are answers of the contract, not failures: they pass through unchanged.
 OUTCOMES = (AlreadyExists, NotFound, VersionConflict, StoreStateTooLarge)
@@ -80,32 +83,32 @@ class GuardedStore:
             self.down_since = None
             self._failures = 0
 
-    # -- the Store contract --------------------------------------------------------------
-
-    async def create(self, record: Record) -> None:
+    async def _run(
+        self, operation: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """One operation of the inner store: its failures become -31006 (logged), the
+        contract's own outcomes pass through, and a success after an outage ends it."""
         if not self._started:
             await self.start()
         try:
-            await self.inner.create(record)
+            result = await operation(*args, **kwargs)
         except OUTCOMES:
             raise
         except StoreError as error:
             self._failed(error)
         if self.down_since is not None:
             self._recovered()
+        return result
+
+    # -- the Store contract --------------------------------------------------------------
+
+    async def create(self, record: Record) -> None:
+        await self._run(self.inner.create, record)
 
     async def get(
         self, kind: str, id: str, principal: str, *, now: float | None = None
     ) -> Record | None:
-        if not self._started:
-            await self.start()
-        try:
-            found = await self.inner.get(kind, id, principal, now=now)
-        except StoreError as error:
-            self._failed(error)
-        if self.down_since is not None:
-            self._recovered()
-        return found
+        return await self._run(self.inner.get, kind, id, principal, now=now)
 
     async def compare_and_set(
         self,
@@ -118,19 +121,16 @@ class GuardedStore:
         now: float | None = None,
         max_bytes: int | None = None,
     ) -> Record:
-        if not self._started:
-            await self.start()
-        try:
-            stored = await self.inner.compare_and_set(
-                kind, id, principal, expected_version, state, now=now, max_bytes=max_bytes
-            )
-        except OUTCOMES:
-            raise
-        except StoreError as error:
-            self._failed(error)
-        if self.down_since is not None:
-            self._recovered()
-        return stored
+        return await self._run(
+            self.inner.compare_and_set,
+            kind,
+            id,
+            principal,
+            expected_version,
+            state,
+            now=now,
+            max_bytes=max_bytes,
+        )
 
     async def touch(
         self,
@@ -140,54 +140,20 @@ class GuardedStore:
         force: bool = False,
         idle_ttl: float | None = None,
     ) -> Record:
-        if not self._started:
-            await self.start()
-        try:
-            touched = await self.inner.touch(record, now=now, force=force, idle_ttl=idle_ttl)
-        except OUTCOMES:
-            raise
-        except StoreError as error:
-            self._failed(error)
-        if self.down_since is not None:
-            self._recovered()
-        return touched
+        return await self._run(self.inner.touch, record, now=now, force=force, idle_ttl=idle_ttl)
 
     async def delete(self, kind: str, id: str, principal: str) -> bool:
-        if not self._started:
-            await self.start()
-        try:
-            removed = await self.inner.delete(kind, id, principal)
-        except StoreError as error:
-            self._failed(error)
-        if self.down_since is not None:
-            self._recovered()
-        return removed
+        return await self._run(self.inner.delete, kind, id, principal)
 
     async def list(
         self, principal: str, *, kind: str | None = None, now: float | None = None
     ) -> list[Record]:
-        if not self._started:
-            await self.start()
-        try:
-            found = await self.inner.list(principal, kind=kind, now=now)
-        except StoreError as error:
-            self._failed(error)
-        if self.down_since is not None:
-            self._recovered()
-        return found
+        return await self._run(self.inner.list, principal, kind=kind, now=now)
 
     async def count(
         self, principal: str, *, kind: str | None = None, now: float | None = None
     ) -> int:
-        if not self._started:
-            await self.start()
-        try:
-            found = await self.inner.count(principal, kind=kind, now=now)
-        except StoreError as error:
-            self._failed(error)
-        if self.down_since is not None:
-            self._recovered()
-        return found
+        return await self._run(self.inner.count, principal, kind=kind, now=now)
 
     async def sweep(self, *, now: float | None = None, limit: int = 1000) -> int:
         return await self.inner.sweep(now=now, limit=limit)
