@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import shutil
 import statistics
@@ -252,6 +253,10 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=15, help="batches of each setup")
     parser.add_argument("--skip-redis", action="store_true")
     args = parser.parse_args()
+    # The SDK sets up INFO logging; a line per HTTP request and per session-manager start
+    # would drown the table (and cost time inside the measured loop).
+    for name in ("httpx", "httpx2", "mcp", "mcp.server.streamable_http_manager"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
     tmp = Path(tempfile.mkdtemp())
     sqlite_url = f"sqlite:///{tmp}/bench.sqlite3"
