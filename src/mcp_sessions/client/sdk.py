@@ -64,7 +64,7 @@ from ..core.names import (
     LIFECYCLE_EXPLICIT,
 )
 from .identity import (
-    ANONYMOUS,
+    NO_CREDENTIALS,
     local_server_key,
     principal_for_authorization,
     server_key_for_command,
@@ -976,7 +976,7 @@ class SessionClient(Client):
     def _default_principal(self) -> str:
         client = self.http_client
         if client is None:
-            return ANONYMOUS
+            return NO_CREDENTIALS
         if client.auth is not None:
             raise ValueError(
                 "http_client has an auth flow whose credentials can change: pass principal= "
