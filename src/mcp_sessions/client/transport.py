@@ -37,7 +37,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from mcp.types import ErrorData, JSONRPCError, JSONRPCNotification, JSONRPCRequest, JSONRPCResponse
 
-from ..core.names import HEADER_CLIENT_SESSION_ID
+from ..core.names import HEADER_CLIENT_SESSION_ID, HEADER_LEGACY_SESSION_ID
 from .errors import LegacySessionLost, legacy_lost_error
 from .legacy import LegacyWatch
 from .tracker import SessionTracker
@@ -343,7 +343,7 @@ class SessionTransport:
                 )
                 logger.info("legacy session %s renewed as %s", dead, legacy.current)
                 return legacy.current
-            raise LegacySessionLost("the server did not issue a new Mcp-Session-Id")
+            raise LegacySessionLost(f"the server did not issue a new {HEADER_LEGACY_SESSION_ID}")
 
     async def _private_request(self, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """A request of our own on the connection, answered to us, never to the dispatcher."""
