@@ -1,9 +1,10 @@
 """One connection's session bookkeeping, sans-IO: what each request carries, and what each
 result teaches the jar.
 
-The SDK adapter calls :meth:`SessionTracker.stamp` for every outgoing JSON-RPC request (in the
-caller's task, so :meth:`SessionTracker.using` is task-local) and :meth:`~SessionTracker.
-on_result` / :meth:`~SessionTracker.on_error` for every answer. Plain dicts in, plain dicts
+The transport wrapper (:mod:`.transport`) calls :meth:`SessionTracker.stamp` for every
+outgoing JSON-RPC request (in the caller's task, so :meth:`SessionTracker.using` is
+task-local) and :meth:`~SessionTracker.on_result` / :meth:`~SessionTracker.on_error` for
+every answer. Plain dicts in, plain dicts
 out: no SDK types, no I/O but the jar's.
 """
 
