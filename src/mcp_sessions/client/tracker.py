@@ -4,8 +4,7 @@ result teaches the jar.
 The transport wrapper (:mod:`.transport`) calls :meth:`SessionTracker.stamp` for every
 outgoing JSON-RPC request (in the caller's task, so :meth:`SessionTracker.using` is
 task-local) and :meth:`~SessionTracker.on_result` / :meth:`~SessionTracker.on_error` for
-every answer. Plain dicts in, plain dicts
-out: no SDK types, no I/O but the jar's.
+every answer. Plain dicts in, plain dicts out: no SDK types, no I/O but the jar's.
 """
 
 from __future__ import annotations
