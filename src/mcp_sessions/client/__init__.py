@@ -12,6 +12,17 @@ See docs/client.md.
 
 from __future__ import annotations
 
+from .client import SessionClient
+from .errors import (
+    InvalidStateError,
+    LegacySessionLost,
+    SessionNotFoundError,
+    SessionRequiredError,
+    SessionsError,
+    SessionsUnsupported,
+    StateConflictError,
+    translate_error,
+)
 from .jar import JarEntry, JarScope, StateJar
 from .policy import (
     AutoSession,
@@ -22,19 +33,8 @@ from .policy import (
     SessionRef,
     SessionSnapshot,
 )
-from .sdk import (
-    ClientSessions,
-    InvalidStateError,
-    LegacySessionLost,
-    SessionClient,
-    SessionNotFoundError,
-    SessionRequiredError,
-    SessionsError,
-    SessionsUnsupported,
-    SessionTransport,
-    StateConflictError,
-    translate_error,
-)
+from .sessions import ClientSessions
+from .transport import SessionTransport
 
 #: The one-line swap: ``from mcp_sessions.client import Client``.
 Client = SessionClient

@@ -15,7 +15,9 @@ from urllib.parse import urlsplit
 
 from .jar import LOCAL_PREFIX
 
-ANONYMOUS = "anonymous"
+#: The jar principal of a client that sends no credentials. A label in the jar's scope, not
+#: the server's :data:`mcp_sessions.core.principal.ANONYMOUS` (a ``Principal``).
+NO_CREDENTIALS = "anonymous"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -57,5 +59,5 @@ def principal_for_authorization(value: str | None) -> str:
     """A principal from a static ``Authorization`` header: a digest, never the secret itself
     (the jar file must not become a second copy of the credential)."""
     if not value:
-        return ANONYMOUS
+        return NO_CREDENTIALS
     return "authorization:sha256:" + hashlib.sha256(value.encode("utf-8")).hexdigest()[:32]

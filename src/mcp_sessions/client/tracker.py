@@ -1,10 +1,10 @@
 """One connection's session bookkeeping, sans-IO: what each request carries, and what each
 result teaches the jar.
 
-The SDK adapter calls :meth:`SessionTracker.stamp` for every outgoing JSON-RPC request (in the
-caller's task, so :meth:`SessionTracker.using` is task-local) and :meth:`~SessionTracker.
-on_result` / :meth:`~SessionTracker.on_error` for every answer. Plain dicts in, plain dicts
-out: no SDK types, no I/O but the jar's.
+The transport wrapper (:mod:`.transport`) calls :meth:`SessionTracker.stamp` for every
+outgoing JSON-RPC request (in the caller's task, so :meth:`SessionTracker.using` is
+task-local) and :meth:`~SessionTracker.on_result` / :meth:`~SessionTracker.on_error` for
+every answer. Plain dicts in, plain dicts out: no SDK types, no I/O but the jar's.
 """
 
 from __future__ import annotations
@@ -22,23 +22,13 @@ from ..core.names import (
     META_STATE,
     METHOD_SESSION_CREATE,
     METHOD_SESSION_DESTROY,
+    SESSION_INDEPENDENT_METHODS,
 )
 from .jar import DEFAULT_SLOT, JarScope, StateJar
 
-#: Requests whose results never depend on the session (DESIGN §3), so the state token, up to
-#: 4 KB, is not worth sending; they still carry the id (routing affinity, spec-digest item 37).
-STATELESS_METHODS = frozenset(
-    {
-        "initialize",
-        "server/discover",
-        "ping",
-        "tools/list",
-        "prompts/list",
-        "resources/list",
-        "resources/templates/list",
-        METHOD_SESSION_DESTROY,
-    }
-)
+#: Requests that send no state token, up to 4 KB: those whose results never depend on the
+#: session, and ``session/destroy``, which ends the session whatever its state.
+_TOKENLESS_METHODS = SESSION_INDEPENDENT_METHODS | {METHOD_SESSION_DESTROY}
 #: Results the session helpers read themselves (they concern another session than the one
 #: the request named).
 _SELF_HANDLED = frozenset({METHOD_SESSION_CREATE, METHOD_SESSION_DESTROY})
@@ -112,7 +102,7 @@ class SessionTracker:
         if not isinstance(session_id, str):
             session_id = self.active
             meta[META_SESSION_ID] = session_id
-        if META_STATE not in meta and method not in STATELESS_METHODS:
+        if META_STATE not in meta and method not in _TOKENLESS_METHODS:
             token = self.jar.token(self.scope, session_id)
             if token is not None:
                 meta[META_STATE] = token  # echoed exactly as the server sent it

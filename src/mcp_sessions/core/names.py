@@ -51,6 +51,20 @@ META_BAGGAGE: Final = "baggage"
 # Methods (DESIGN §3).
 METHOD_SESSION_CREATE: Final = "session/create"
 METHOD_SESSION_DESTROY: Final = "session/destroy"
+#: Requests whose results never depend on the session (DESIGN §3): a server adds no session
+#: ``_meta`` to their results (lists do not vary by session, SEP-2567), and a client sends no
+#: state token with them. They still carry the id (routing affinity, spec-digest item 37).
+SESSION_INDEPENDENT_METHODS: Final = frozenset(
+    {
+        "initialize",
+        "server/discover",
+        "ping",
+        "tools/list",
+        "prompts/list",
+        "resources/list",
+        "resources/templates/list",
+    }
+)
 
 # Protocol versions this library knows (spec §1, §2).
 PROTOCOL_2025_11_25: Final = "2025-11-25"
