@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ..core.records import JSONObject, Record
-from .base import NotFound, StateTooLarge, StoreError
+from .base import NotFound, StateOverMaxBytes, StoreError
 
 
 def clock(now: float | None) -> float:
@@ -31,7 +31,7 @@ def encode_json(value: JSONObject, what: str, max_bytes: int | None = None) -> s
 
     Every backend stores the encoded text, so a value that would not survive Redis or SQLite is
     refused by the memory store too, and callers never share a mutable dict with the store.
-    ``max_bytes`` refuses a longer encoding (bytes of UTF-8) with :class:`StateTooLarge`.
+    ``max_bytes`` refuses a longer encoding (bytes of UTF-8) with :class:`StateOverMaxBytes`.
     """
     if not isinstance(value, dict):
         raise TypeError(f"{what} must be a JSON object (a dict), got {type(value).__name__}")
@@ -43,7 +43,7 @@ def encode_json(value: JSONObject, what: str, max_bytes: int | None = None) -> s
         # Cheap unless it might be over: a character is at most 4 bytes of UTF-8.
         size = len(text) if text.isascii() else len(text.encode())
         if size > max_bytes:
-            raise StateTooLarge(
+            raise StateOverMaxBytes(
                 f"{what} is {size} bytes of JSON, over the limit of {max_bytes}",
                 size=size,
                 limit=max_bytes,
