@@ -116,11 +116,6 @@ def check_idle_ttl(idle_ttl: float | None) -> None:
         raise ValueError(f"idle_ttl must be a positive number of seconds, got {idle_ttl!r}")
 
 
-def expires_at(last_seen: float, idle_ttl: float, max_expires_at: float) -> float:
-    """The earlier of the idle expiry and the absolute cap (same rule as ``Record``)."""
-    return min(last_seen + idle_ttl, max_expires_at)
-
-
 def hide_password(url: str) -> str:
     """``url`` with any password replaced by ``***``, fit for logs and error messages."""
     try:
