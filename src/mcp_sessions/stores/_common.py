@@ -6,10 +6,11 @@ the parsing of URL options.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -184,3 +185,14 @@ def merge_options(
     if fraction is not None and not 0 <= fraction < 1:
         raise StoreError(f"{where}: touch_fraction must be in [0, 1), got {fraction!r}")
     return merged
+
+
+def keyword_defaults(cls: type, *, skip: Collection[str] = ()) -> dict[str, Any]:
+    """The keyword-only parameters of ``cls``'s constructor with their defaults, but those
+    named in ``skip``: the options a store URL may carry, so each default is written once, in
+    the constructor (issue #17)."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(cls).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name not in skip
+    }
