@@ -71,6 +71,9 @@ StateTooLarge = StateOverMaxBytes
 #: the idle TTL, so reads stay reads (issue #3).
 DEFAULT_TOUCH_FRACTION = 0.1
 
+#: Seconds between the sweeps of expired records a backend runs by itself (memory, SQLite).
+DEFAULT_SWEEP_INTERVAL = 60.0
+
 
 @runtime_checkable
 class Store(Protocol):

@@ -60,6 +60,7 @@ from ._sqlite_schema import (
 )
 from ._worker import Worker
 from .base import (
+    DEFAULT_SWEEP_INTERVAL,
     DEFAULT_TOUCH_FRACTION,
     AlreadyExists,
     StoreError,
@@ -103,7 +104,7 @@ class SQLiteStore:
         inline_writes: bool = True,
         cache_size_mb: int = 16,
         mmap_size_mb: int = 256,
-        sweep_interval: float = 60.0,
+        sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
         synchronous: str = "normal",
     ) -> None:
         if synchronous.lower() not in ("normal", "full"):
