@@ -118,15 +118,12 @@ def open_connections(
             inline.execute(f"PRAGMA synchronous = {synchronous}")
         else:
             reader.execute("PRAGMA query_only = ON")
-    except sqlite3.Error as exc:
+    except BaseException as exc:
         for conn in (reader, writer):
             if conn is not None:
                 conn.close()
-        raise store_error(path, exc, busy_timeout) from exc
-    except BaseException:
-        for conn in (reader, writer):
-            if conn is not None:
-                conn.close()
+        if isinstance(exc, sqlite3.Error):
+            raise store_error(path, exc, busy_timeout) from exc
         raise
     return Connections(writer, reader, inline)
 
