@@ -19,7 +19,7 @@ from mcp_sessions.core.records import Record
 from mcp_sessions.stores import (
     AlreadyExists,
     NotFound,
-    StateTooLarge,
+    StateOverMaxBytes,
     Store,
     StoreError,
     VersionConflict,
@@ -285,7 +285,7 @@ async def test_compare_and_set_returns_the_callers_state_and_keeps_its_own(
 async def test_compare_and_set_refuses_a_state_over_max_bytes(store: Store, t0: float) -> None:
     await store.create(session(t0, state={"n": 0}))
     big = {"text": "é" * 60}  # 120 bytes of UTF-8 in 60 characters: bytes are what count
-    with pytest.raises(StateTooLarge) as refused:
+    with pytest.raises(StateOverMaxBytes) as refused:
         await store.compare_and_set("session", SID, ALICE, 1, big, now=t0 + 1, max_bytes=100)
     assert refused.value.limit == 100 and refused.value.size == len(
         json.dumps(big, separators=(",", ":"), ensure_ascii=False).encode()
@@ -296,6 +296,17 @@ async def test_compare_and_set_refuses_a_state_over_max_bytes(store: Store, t0: 
         "session", SID, ALICE, 1, {"text": "é" * 10}, now=t0 + 3, max_bytes=100
     )
     assert fits.version == 2
+
+
+def test_state_over_max_bytes_keeps_its_old_name_and_is_not_the_wire_error() -> None:
+    """Issue #17: the store's answer was called ``StateTooLarge`` like the core's wire error;
+    the old import still works and names the store's class, which stays a StoreError."""
+    from mcp_sessions import stores
+    from mcp_sessions.core import errors
+
+    assert stores.StateTooLarge is StateOverMaxBytes
+    assert issubclass(StateOverMaxBytes, StoreError)
+    assert not issubclass(StateOverMaxBytes, errors.StateTooLarge)
 
 
 async def test_compare_and_set_with_a_stale_version_conflicts(store: Store, t0: float) -> None:

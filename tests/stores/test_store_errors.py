@@ -71,6 +71,34 @@ def test_a_bad_url_names_itself_and_what_was_expected(url: str, says: str) -> No
     assert repr(url) in message
 
 
+def test_url_options_are_the_constructors_keywords_with_their_defaults() -> None:
+    """Issue #17: each default is written once, in the backend's constructor; open_store
+    knows exactly those options and converts a URL value to its default's type. Redis's
+    table is written by hand (its module needs the optional package) and must agree."""
+    from mcp_sessions import stores
+    from mcp_sessions.stores._common import keyword_defaults
+    from mcp_sessions.stores.redis import RedisStore
+
+    with pytest.raises(StoreError) as error:
+        open_store("sqlite:////tmp/x.sqlite3?bogus=1")
+    assert str(error.value).endswith(
+        "known options: busy_timeout, cache_size_mb, inline_reads, inline_writes, "
+        "mmap_size_mb, sweep_interval, synchronous, touch_fraction"
+    )
+    store = open_store("sqlite:////tmp/x.sqlite3?cache_size_mb=8&inline_reads=off&busy_timeout=1")
+    assert isinstance(store, SQLiteStore)
+    assert store._cache_size_mb == 8 and store.inline_reads is False
+    assert store.busy_timeout == 1.0 and store.sweep_interval == 60.0  # the rest: defaults
+
+    connection = {"host", "port", "db", "username", "password", "tls", "tls_options"}
+    by_hand = dict(stores._REDIS_OPTIONS)
+    tls_files = {name for name in by_hand if name.startswith("ssl_")}
+    for name in tls_files:
+        del by_hand[name]
+    assert tls_files == {"ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"}
+    assert by_hand == keyword_defaults(RedisStore, skip=connection)
+
+
 def test_a_bad_url_does_not_show_its_password() -> None:
     with pytest.raises(StoreError) as error:
         open_store("redis://user:hunter2@127.0.0.1:6379/zero")

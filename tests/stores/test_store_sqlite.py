@@ -13,7 +13,8 @@ import pytest
 
 from mcp_sessions.core.records import Record
 from mcp_sessions.stores import VersionConflict, open_store
-from mcp_sessions.stores import sqlite as module
+from mcp_sessions.stores import _sqlite_schema as schema
+from mcp_sessions.stores._worker import Worker
 from mcp_sessions.stores.sqlite import SQLiteStore
 
 ALICE = "principal:alice"
@@ -36,12 +37,12 @@ def test_plans_use_the_indexes(tmp_path: Path) -> None:
             rows = raw.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
             return " | ".join(str(row[-1]) for row in rows)
 
-        sweep = plan(module.SWEEP, {"now": 0.0, "limit": 10})
+        sweep = plan(schema.SWEEP, {"now": 0.0, "limit": 10})
         assert "INDEX mcps_records_expiry" in sweep and "SCAN mcps_records" not in sweep
-        get = plan(module._GET, ("session", "x", "p"))
+        get = plan(schema.GET, ("session", "x", "p"))
         assert "USING INDEX sqlite_autoindex_mcps_records_1" in get
         assert "(kind=? AND id=? AND principal=?)" in get  # the whole key, one lookup
-        listing = plan(module._LIST, {"principal": "p", "now": 0.0, "kind": None})
+        listing = plan(schema.LIST, {"principal": "p", "now": 0.0, "kind": None})
         assert "INDEX mcps_records_principal" in listing
     finally:
         raw.close()
@@ -77,7 +78,7 @@ async def test_writes_run_on_one_worker_thread(tmp_path: Path) -> None:
 
 def test_worker_serves_callers_without_an_asyncio_loop() -> None:
     """The path other anyio backends (trio) take: a helper thread waits for the worker."""
-    worker = module._Worker("test worker")
+    worker = Worker("test worker")
     try:
         assert worker._run_blocking(lambda: 42) == 42
         with pytest.raises(ZeroDivisionError):
@@ -125,7 +126,7 @@ async def test_a_version_1_file_is_upgraded_with_its_records(tmp_path: Path) -> 
     raw = sqlite3.connect(path)
     raw.executescript(_SCHEMA_V1)
     alices = session()
-    row = module.record_row(alices)
+    row = schema.record_row(alices)
     del row["now"]
     names = ", ".join(row)
     raw.execute(f"INSERT INTO mcps_records ({names}) VALUES (:{', :'.join(row)})", row)
@@ -144,7 +145,7 @@ async def test_a_version_1_file_is_upgraded_with_its_records(tmp_path: Path) -> 
 
     raw = sqlite3.connect(path)
     try:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == module.SCHEMA_VERSION == 2
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 2
         tables = {row[0] for row in raw.execute("SELECT name FROM sqlite_master")}
         assert "mcps_records_v1" not in tables
         indexes = raw.execute(

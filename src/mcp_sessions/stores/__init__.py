@@ -18,11 +18,12 @@ import os
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from ._common import hide_password, merge_options
+from ._common import hide_password, keyword_defaults, merge_options
 from .base import (
     DEFAULT_TOUCH_FRACTION,
     AlreadyExists,
     NotFound,
+    StateOverMaxBytes,
     StateTooLarge,
     Store,
     StoreError,
@@ -37,23 +38,16 @@ _EXPECTED = (
     "or redis://host:port/db (rediss:// for TLS)"
 )
 
-# Every option of each backend with its default; open_store refuses any other name.
-_MEMORY_OPTIONS: dict[str, Any] = {
-    "touch_fraction": DEFAULT_TOUCH_FRACTION,
-    "sweep_interval": 60.0,
-}
+# Every option of each backend with its default; open_store refuses any other name. Memory
+# and SQLite take theirs from their constructors' keyword-only parameters.
+_MEMORY_OPTIONS = keyword_defaults(MemoryStore)
 
-_SQLITE_OPTIONS: dict[str, Any] = {
-    "busy_timeout": 5.0,
-    "touch_fraction": DEFAULT_TOUCH_FRACTION,
-    "inline_reads": True,
-    "inline_writes": True,
-    "cache_size_mb": 16,
-    "mmap_size_mb": 256,
-    "sweep_interval": 60.0,
-    "synchronous": "normal",
-}
+_SQLITE_OPTIONS = keyword_defaults(SQLiteStore, skip={"url"})
 
+# RedisStore cannot be asked: its module needs the optional redis package, and a malformed
+# URL is reported as such even without it. Its options are the constructor's keyword-only
+# parameters after the connection's own (host … tls, tls_options), plus the TLS files;
+# tests/stores/test_store_errors.py checks the two agree.
 _REDIS_OPTIONS: dict[str, Any] = {
     "prefix": "mcps",
     "connect_timeout": 2.0,
@@ -177,6 +171,7 @@ __all__ = [
     "MemoryStore",
     "NotFound",
     "SQLiteStore",
+    "StateOverMaxBytes",
     "StateTooLarge",
     "Store",
     "StoreError",

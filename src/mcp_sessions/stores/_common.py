@@ -6,15 +6,16 @@ the parsing of URL options.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from ..core.records import JSONObject, Record
-from .base import NotFound, StateTooLarge, StoreError
+from .base import NotFound, StateOverMaxBytes, StoreError
 
 
 def clock(now: float | None) -> float:
@@ -31,7 +32,7 @@ def encode_json(value: JSONObject, what: str, max_bytes: int | None = None) -> s
 
     Every backend stores the encoded text, so a value that would not survive Redis or SQLite is
     refused by the memory store too, and callers never share a mutable dict with the store.
-    ``max_bytes`` refuses a longer encoding (bytes of UTF-8) with :class:`StateTooLarge`.
+    ``max_bytes`` refuses a longer encoding (bytes of UTF-8) with :class:`StateOverMaxBytes`.
     """
     if not isinstance(value, dict):
         raise TypeError(f"{what} must be a JSON object (a dict), got {type(value).__name__}")
@@ -43,7 +44,7 @@ def encode_json(value: JSONObject, what: str, max_bytes: int | None = None) -> s
         # Cheap unless it might be over: a character is at most 4 bytes of UTF-8.
         size = len(text) if text.isascii() else len(text.encode())
         if size > max_bytes:
-            raise StateTooLarge(
+            raise StateOverMaxBytes(
                 f"{what} is {size} bytes of JSON, over the limit of {max_bytes}",
                 size=size,
                 limit=max_bytes,
@@ -116,11 +117,6 @@ def check_idle_ttl(idle_ttl: float | None) -> None:
         raise ValueError(f"idle_ttl must be a positive number of seconds, got {idle_ttl!r}")
 
 
-def expires_at(last_seen: float, idle_ttl: float, max_expires_at: float) -> float:
-    """The earlier of the idle expiry and the absolute cap (same rule as ``Record``)."""
-    return min(last_seen + idle_ttl, max_expires_at)
-
-
 def hide_password(url: str) -> str:
     """``url`` with any password replaced by ``***``, fit for logs and error messages."""
     try:
@@ -189,3 +185,14 @@ def merge_options(
     if fraction is not None and not 0 <= fraction < 1:
         raise StoreError(f"{where}: touch_fraction must be in [0, 1), got {fraction!r}")
     return merged
+
+
+def keyword_defaults(cls: type, *, skip: Collection[str] = ()) -> dict[str, Any]:
+    """The keyword-only parameters of ``cls``'s constructor with their defaults, but those
+    named in ``skip``: the options a store URL may carry, so each default is written once, in
+    the constructor (issue #17)."""
+    return {
+        name: parameter.default
+        for name, parameter in inspect.signature(cls).parameters.items()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name not in skip
+    }

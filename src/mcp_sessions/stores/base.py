@@ -48,8 +48,13 @@ class VersionConflict(StoreError):
         self.current = current
 
 
-class StateTooLarge(StoreError):
-    """``compare_and_set`` was given ``max_bytes`` and the state's JSON is larger."""
+class StateOverMaxBytes(StoreError):
+    """``compare_and_set`` was given ``max_bytes`` and the state's JSON is larger.
+
+    A store answer about its own encoding, with the sizes; not the wire error
+    :class:`mcp_sessions.core.errors.StateTooLarge` (a sealed token over its cap), though the
+    server answers this one with that (issue #17: two concepts, two names).
+    """
 
     def __init__(self, message: str, *, size: int, limit: int) -> None:
         super().__init__(message)
@@ -58,9 +63,16 @@ class StateTooLarge(StoreError):
         self.limit = limit
 
 
+#: The name :class:`StateOverMaxBytes` had before issue #17; kept so imports keep working.
+StateTooLarge = StateOverMaxBytes
+
+
 #: By default ``touch`` writes ``last_seen`` only once it moved by more than this fraction of
 #: the idle TTL, so reads stay reads (issue #3).
 DEFAULT_TOUCH_FRACTION = 0.1
+
+#: Seconds between the sweeps of expired records a backend runs by itself (memory, SQLite).
+DEFAULT_SWEEP_INTERVAL = 60.0
 
 
 @runtime_checkable
@@ -101,7 +113,7 @@ class Store(Protocol):
     ) -> Record:
         """Replace the state if the stored version is ``expected_version``, atomically.
 
-        ``max_bytes`` refuses (:class:`StateTooLarge`, nothing written) a state whose JSON is
+        ``max_bytes`` refuses (:class:`StateOverMaxBytes`, nothing written) a state whose JSON is
         longer, measured on the encoding the store makes anyway.
 
         Returns the new record (version + 1) whose ``state`` is the caller's ``state`` object

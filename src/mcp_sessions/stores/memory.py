@@ -21,7 +21,13 @@ from ._common import (
     touch_needs_write,
     touch_without_write,
 )
-from .base import DEFAULT_TOUCH_FRACTION, AlreadyExists, StoreError, VersionConflict
+from .base import (
+    DEFAULT_SWEEP_INTERVAL,
+    DEFAULT_TOUCH_FRACTION,
+    AlreadyExists,
+    StoreError,
+    VersionConflict,
+)
 
 #: ``(kind, id, principal)``: two principals may hold one id independently (DESIGN §2).
 Key = tuple[str, str, str]
@@ -52,7 +58,7 @@ class MemoryStore:
         url: str = "memory://",
         *,
         touch_fraction: float = DEFAULT_TOUCH_FRACTION,
-        sweep_interval: float = 60.0,
+        sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
     ) -> None:
         if not sweep_interval >= 0:
             raise StoreError(f"sweep_interval must be >= 0 seconds, got {sweep_interval!r}")
