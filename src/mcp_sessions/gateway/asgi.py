@@ -1,7 +1,9 @@
-"""ASGI plumbing shared by both backends: the incoming request, limits, plain answers."""
+"""ASGI plumbing shared by both backends: the incoming request, limits, plain answers, and
+the event-stream pieces (SSE frame, the error that ends a cut stream, the disconnect watch)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -220,3 +222,26 @@ async def send_plain_error(send: Send, status: int, message: str) -> int:
     body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
     await send_json(send, status, body)
     return status
+
+
+def sse_event(message: Any) -> bytes:
+    """One JSON-RPC message as a Streamable HTTP SSE ``message`` event (spec §2.1)."""
+    return b"event: message\ndata: " + json.dumps(message).encode() + b"\n\n"
+
+
+async def end_stream(send: Send, error: SessionError, request_id: Any) -> None:
+    """End an event stream whose status already went out with the error the request is owed:
+    a second status line is impossible, so the JSON-RPC error is the stream's last event."""
+    payload = {"jsonrpc": "2.0", "id": request_id, "error": error.to_jsonrpc()}
+    with contextlib.suppress(Exception):  # the client may be gone already
+        await send({"type": "http.response.body", "body": sse_event(payload), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def wait_disconnect(request: Incoming) -> None:
+    """Return when the client goes away (``http.disconnect``): raced against a long response
+    so that it does not outlive its reader. Only once the body has been read."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

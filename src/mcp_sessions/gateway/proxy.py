@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -38,8 +37,10 @@ from .asgi import (
     Incoming,
     Message,
     Send,
+    end_stream,
     send_error,
     send_plain_error,
+    wait_disconnect,
 )
 from .config import GatewayConfig
 from .errors import NoUpstream, ParseError, UpstreamFailed, handle_lost, session_lost
@@ -572,7 +573,7 @@ class HTTPBackend:
         """:meth:`_pump` while watching for the client to go away: a long event stream must
         not outlive its reader (the upstream connection is then closed)."""
         pump = asyncio.ensure_future(self._pump(upstream, request, send, connection, head, handles))
-        watch = asyncio.ensure_future(_wait_disconnect(request))
+        watch = asyncio.ensure_future(wait_disconnect(request))
         try:
             await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -592,11 +593,7 @@ class HTTPBackend:
         self, upstream: Upstream, request: Incoming, send: Send, error: UpstreamError
     ) -> None:
         failure = UpstreamFailed(_public_failure(error, "mid-response"))
-        payload = {"jsonrpc": "2.0", "id": self._request_id(request), "error": failure.to_jsonrpc()}
-        event = b"event: message\ndata: " + json.dumps(payload).encode() + b"\n\n"
-        with contextlib.suppress(Exception):
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+        await end_stream(send, failure, self._request_id(request))
 
     @staticmethod
     def _finish(upstream: Upstream, connection: Connection, head: ResponseHead) -> None:
@@ -604,13 +601,6 @@ class HTTPBackend:
             upstream.pool.give_back(connection)
         else:
             connection.close()
-
-
-async def _wait_disconnect(request: Incoming) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 class _WatchedSend:

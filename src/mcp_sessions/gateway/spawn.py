@@ -62,7 +62,17 @@ from ..core.names import (
     PROTOCOL_2026_07_28,
 )
 from . import routing
-from .asgi import BodyTooLarge, Incoming, Send, send_bytes, send_error, send_plain_error
+from .asgi import (
+    BodyTooLarge,
+    Incoming,
+    Send,
+    end_stream,
+    send_bytes,
+    send_error,
+    send_plain_error,
+    sse_event,
+    wait_disconnect,
+)
 from .config import GatewayConfig, SpawnSettings
 from .errors import GatewayAtCapacity, ParseError, UpstreamFailed, session_lost
 from .metrics import GatewayMetrics
@@ -727,10 +737,6 @@ def _with_meta(message: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]
     return {**message, "params": {**params, "_meta": {**meta, **extra}}}
 
 
-def _sse(message: dict[str, Any]) -> bytes:
-    return b"event: message\ndata: " + json.dumps(message).encode() + b"\n\n"
-
-
 class SpawnBackend:
     """Serves clients from per-session processes (module docstring)."""
 
@@ -914,7 +920,7 @@ class SpawnBackend:
         timeout = self.config.upstream_timeout
         stream_started = False
         sse = request.accepts_sse()
-        watcher = asyncio.ensure_future(_wait_disconnect(request))
+        watcher = asyncio.ensure_future(wait_disconnect(request))
         try:
             while True:
                 getter = asyncio.ensure_future(pending.queue.get())
@@ -932,7 +938,7 @@ class SpawnBackend:
                         "(--upstream-timeout); the request was cancelled."
                     )
                     if stream_started:
-                        await _end_stream(send, failure, request_id)
+                        await end_stream(send, failure, request_id)
                         return 200
                     return await send_error(send, failure, request_id, status=504)
                 item = getter.result()
@@ -942,7 +948,7 @@ class SpawnBackend:
                         "or may not have been applied, and the session is lost."
                     )
                     if stream_started:
-                        await _end_stream(send, failure, request_id)
+                        await end_stream(send, failure, request_id)
                         return 200
                     return await send_error(send, failure, request_id)
                 final = "method" not in item
@@ -966,7 +972,8 @@ class SpawnBackend:
                         }
                     )
                     stream_started = True
-                await send({"type": "http.response.body", "body": _sse(item), "more_body": True})
+                event = sse_event(item)
+                await send({"type": "http.response.body", "body": event, "more_body": True})
                 if final:
                     await send({"type": "http.response.body", "body": b""})
                     return 200
@@ -992,17 +999,3 @@ class SpawnBackend:
                 return 204
             self.pool.tombstones.pop(key, None)
         return await send_error(send, SessionNotFound())
-
-
-async def _end_stream(send: Send, error: SessionError, request_id: Any) -> None:
-    payload = {"jsonrpc": "2.0", "id": request_id, "error": error.to_jsonrpc()}
-    with contextlib.suppress(Exception):
-        await send({"type": "http.response.body", "body": _sse(payload), "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
-
-
-async def _wait_disconnect(request: Incoming) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
