@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import SessionError, SessionNotFound
-from ..core.names import META_PROTOCOL_VERSION
+from ..core.names import HEADER_LEGACY_SESSION_ID, HEADER_PROTOCOL_VERSION, META_PROTOCOL_VERSION
 from .errors import error_body
 
 Scope = MutableMapping[str, Any]
@@ -32,6 +32,14 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+
+
+#: MCP header fields as ASGI names them (lowercase), derived once from :mod:`..core.names`,
+#: which alone spells them: the legacy session id as text (a :class:`HeaderView` key) and as
+#: bytes (raw ASGI and upstream fields), and the protocol version.
+LEGACY_SESSION_FIELD = HEADER_LEGACY_SESSION_ID.lower()
+LEGACY_SESSION_FIELD_BYTES = LEGACY_SESSION_FIELD.encode("latin-1")
+PROTOCOL_VERSION_FIELD = HEADER_PROTOCOL_VERSION.lower()
 
 
 class BodyTooLarge(Exception):
@@ -170,7 +178,7 @@ class Incoming:
     @property
     def protocol_version(self) -> str | None:
         """The request's protocol version: its header, else its 2026-07-28 envelope."""
-        version = self.headers.get("mcp-protocol-version")
+        version = self.headers.get(PROTOCOL_VERSION_FIELD)
         if version is None:
             meta = self.meta
             value = meta.get(META_PROTOCOL_VERSION) if meta else None

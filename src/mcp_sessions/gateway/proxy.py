@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import SessionError, StoreUnavailable
-from ..core.names import HEADER_LEGACY_SESSION_ID
 from ..stores import Store, StoreError
 from . import routing
 from .asgi import (
     HOP_BY_HOP,
+    LEGACY_SESSION_FIELD_BYTES,
     BodyTooLarge,
     Incoming,
     Message,
@@ -53,7 +53,6 @@ from .upstreams import Upstream, UpstreamSet
 
 logger = logging.getLogger("mcp_sessions.gateway")
 
-_LEGACY = HEADER_LEGACY_SESSION_ID.lower().encode()
 #: Bodies up to this size are read before forwarding (so a stale keep-alive connection can be
 #: retried); larger ones stream through on a fresh connection.
 _SMALL_BODY = 64 * 1024
@@ -478,7 +477,7 @@ class HTTPBackend:
                 or (name == b"content-length" and head.framing != "length")
             ):
                 continue
-            if name == _LEGACY:
+            if name == LEGACY_SESSION_FIELD_BYTES:
                 minted = value.decode("latin-1")
             elif name == b"content-type" and value.startswith(b"text/event-stream"):
                 event_stream = True

@@ -55,6 +55,7 @@ from typing import Any, Literal
 from ..core.errors import LimitExceeded, SessionError, SessionNotFound
 from ..core.ids import new_session_id
 from ..core.names import (
+    HEADER_LEGACY_SESSION_ID,
     META_PROTOCOL_VERSION,
     META_SESSION_ID,
     META_SHARED_CONNECTION,
@@ -63,6 +64,8 @@ from ..core.names import (
 )
 from . import routing
 from .asgi import (
+    LEGACY_SESSION_FIELD,
+    LEGACY_SESSION_FIELD_BYTES,
     BodyTooLarge,
     Incoming,
     Send,
@@ -848,7 +851,7 @@ class SpawnBackend:
     ) -> tuple[ChildProcess, SessionKey] | int:
         """The process of the request's session (binding one for a new session), or ``0``
         when a legacy request carries no session id."""
-        legacy_id = None if modern else request.headers.get("mcp-session-id")
+        legacy_id = None if modern else request.headers.get(LEGACY_SESSION_FIELD)
         if legacy_id is not None:
             # The gateway minted it: its own table is the authority, before any other carrier.
             key: SessionKey = (principal, "legacy:" + legacy_id.strip())
@@ -886,8 +889,8 @@ class SpawnBackend:
             "id": request.rpc_id,
             "error": {
                 "code": -32600,
-                "message": "Bad Request: missing Mcp-Session-Id header; send the id from the "
-                "initialize response on every later request",
+                "message": f"Bad Request: missing {HEADER_LEGACY_SESSION_ID} header; send the "
+                "id from the initialize response on every later request",
             },
         }
         await send_bytes(send, 400, json.dumps(body).encode())
@@ -916,7 +919,7 @@ class SpawnBackend:
             return await send_error(send, UpstreamFailed(exc.description), request_id)
         except ParseError as error:
             return await send_error(send, error, request_id)
-        session_header = [(b"mcp-session-id", minted.encode())] if minted else []
+        session_header = [(LEGACY_SESSION_FIELD_BYTES, minted.encode())] if minted else []
         timeout = self.config.upstream_timeout
         stream_started = False
         sse = request.accepts_sse()
@@ -985,7 +988,7 @@ class SpawnBackend:
         principal = await self.trust.principal(request)
         if not isinstance(principal, str):
             return await refuse(send, principal)
-        legacy_id = request.headers.get("mcp-session-id")
+        legacy_id = request.headers.get(LEGACY_SESSION_FIELD)
         client_id = routing.route_from_headers(request.headers)
         keys = []
         if legacy_id:
