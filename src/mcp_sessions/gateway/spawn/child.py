@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ...core.ids import new_session_id
-from ...core.names import META_PROTOCOL_VERSION, META_SESSION_ID, PROTOCOL_2026_07_28
+from ...core.names import (
+    META_CLIENT_CAPABILITIES,
+    META_CLIENT_INFO,
+    META_PROTOCOL_VERSION,
+    META_SESSION_ID,
+    META_SUBSCRIPTION_ID,
+    PROTOCOL_2026_07_28,
+)
 from ..config import SpawnSettings
 from ..errors import ParseError
 
@@ -43,8 +50,6 @@ _STOP_GRACE = 2.0
 _CLIENT_INFO = {"name": "mcp-sessions-gateway", "version": "1"}
 #: A tool name no server has: calling it warms the request path with no side effect.
 _NO_SUCH_TOOL = "mcp-sessions-gateway-warmup-no-such-tool"
-#: Tags every notification of a 2026-07-28 listen stream with its listen request's id.
-_SUBSCRIPTION_ID = "io.modelcontextprotocol/subscriptionId"
 
 
 class ProcessExited(Exception):
@@ -320,8 +325,8 @@ class ChildProcess:
         """
         envelope = {
             META_PROTOCOL_VERSION: PROTOCOL_2026_07_28,
-            "io.modelcontextprotocol/clientCapabilities": {},
-            "io.modelcontextprotocol/clientInfo": _CLIENT_INFO,
+            META_CLIENT_CAPABILITIES: {},
+            META_CLIENT_INFO: _CLIENT_INFO,
         }
         requests: list[tuple[str, dict[str, Any]]] = [
             ("server/discover", {}),
@@ -367,10 +372,10 @@ class ChildProcess:
 
 
 def _subscription_id(message: dict[str, Any]) -> object:
-    """``params._meta["io.modelcontextprotocol/subscriptionId"]``, or ``None``."""
+    """``params._meta[META_SUBSCRIPTION_ID]`` (a listen stream's request id), or ``None``."""
     params = message.get("params")
     meta = params.get("_meta") if isinstance(params, dict) else None
-    return meta.get(_SUBSCRIPTION_ID) if isinstance(meta, dict) else None
+    return meta.get(META_SUBSCRIPTION_ID) if isinstance(meta, dict) else None
 
 
 def _with_subscription_id(message: dict[str, Any], original_id: Any) -> dict[str, Any]:
@@ -379,7 +384,7 @@ def _with_subscription_id(message: dict[str, Any], original_id: Any) -> dict[str
     the gateway's own id that the child saw."""
     if _subscription_id(message) is None:
         return message
-    return with_meta(message, {_SUBSCRIPTION_ID: original_id})
+    return with_meta(message, {META_SUBSCRIPTION_ID: original_id})
 
 
 def with_meta(message: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
