@@ -232,6 +232,16 @@ async def send_plain_error(send: Send, status: int, message: str) -> int:
     return status
 
 
+async def read_body_or_refuse(request: Incoming, send: Send, limit: int) -> int | None:
+    """Read the request's whole body: ``None`` when it fits ``limit``, else the status of the
+    413 already sent (nothing of the body is forwarded)."""
+    try:
+        await request.read_body(limit)
+    except BodyTooLarge:
+        return await send_plain_error(send, 413, f"request body over {limit} bytes")
+    return None
+
+
 def sse_event(message: Any) -> bytes:
     """One JSON-RPC message as a Streamable HTTP SSE ``message`` event (spec §2.1)."""
     return b"event: message\ndata: " + json.dumps(message).encode() + b"\n\n"

@@ -33,13 +33,12 @@ from . import routing
 from .asgi import (
     HOP_BY_HOP,
     LEGACY_SESSION_FIELD_BYTES,
-    BodyTooLarge,
     Incoming,
     Message,
     Send,
     end_stream,
+    read_body_or_refuse,
     send_error,
-    send_plain_error,
     wait_disconnect,
 )
 from .config import GatewayConfig
@@ -120,12 +119,9 @@ class HTTPBackend:
             route = routing.route_from_headers(request.headers)
             if route is not None:
                 return route
-            try:
-                await request.read_body(config.max_body_bytes)
-            except BodyTooLarge:
-                return await send_plain_error(
-                    send, 413, f"request body over {config.max_body_bytes} bytes"
-                )
+            refused = await read_body_or_refuse(request, send, config.max_body_bytes)
+            if refused is not None:
+                return refused
             request.parse()
             if request.unparsable and request.path == config.path:
                 # The server would refuse it too; nothing is sent on (issue #12).
@@ -255,12 +251,9 @@ class HTTPBackend:
             length = request.content_length
             streaming = length is not None and length > SMALL_BODY
             if not streaming:
-                try:
-                    await request.read_body(self.config.max_body_bytes)
-                except BodyTooLarge:
-                    return await send_plain_error(
-                        send, 413, f"request body over {self.config.max_body_bytes} bytes"
-                    )
+                refused = await read_body_or_refuse(request, send, self.config.max_body_bytes)
+                if refused is not None:
+                    return refused
         for _attempt in range(len(self.upstreams.upstreams)):
             choice = await self._choose(route, principal, exclude)
             if isinstance(choice, SessionError):

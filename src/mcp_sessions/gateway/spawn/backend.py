@@ -30,13 +30,12 @@ from .. import routing
 from ..asgi import (
     LEGACY_SESSION_FIELD,
     LEGACY_SESSION_FIELD_BYTES,
-    BodyTooLarge,
     Incoming,
     Send,
     end_stream,
+    read_body_or_refuse,
     send_bytes,
     send_error,
-    send_plain_error,
     sse_event,
     wait_disconnect,
 )
@@ -98,12 +97,9 @@ class SpawnBackend:
                 extra_headers=[(b"allow", b"POST, DELETE")],
             )
             return 405
-        try:
-            await request.read_body(self.config.max_body_bytes)
-        except BodyTooLarge:
-            return await send_plain_error(
-                send, 413, f"request body over {self.config.max_body_bytes} bytes"
-            )
+        refused = await read_body_or_refuse(request, send, self.config.max_body_bytes)
+        if refused is not None:
+            return refused
         message = request.parse()
         if request.unparsable:
             return await send_error(send, ParseError())
