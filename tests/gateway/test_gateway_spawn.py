@@ -3,6 +3,7 @@ crash reporting. The children are the test server of ``_upstream.py`` over stdio
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -113,6 +114,27 @@ def test_sessions_never_share_a_process(gateway: Proc, client: httpx2.Client) ->
     sid = sessions[0]
     bob = call(client, gateway.url, "whoami", sid=sid, headers={"authorization": "Bearer bob"})
     assert bob.value["pid"] not in pids.values()
+
+
+def test_a_body_over_the_limit_gets_413_and_reaches_no_process(
+    gateway: Proc, client: httpx2.Client
+) -> None:
+    sid = new_id()
+    limit = 4 * 1024 * 1024  # the gateway's default --max-body
+    body, headers = modern("tools/call", {"name": "count", "arguments": {}}, sid=sid)
+    head, tail = json.dumps(body).encode().rsplit(b"}", 1)
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit applies while reading
+        yield head + b', "pad": "'
+        for _ in range(limit // 65536 + 1):
+            yield b"x" * 65536
+        yield b'"}' + tail
+
+    refused = client.post(gateway.url, content=chunks(), headers=headers)
+    assert refused.status_code == 413, refused.text
+    assert refused.json()["error"]["message"] == f"request body over {limit} bytes"
+    # Nothing of it reached a process: the session's first counted call is the next one.
+    assert call(client, gateway.url, "count", sid=sid).value == 1
 
 
 def test_legacy_clients_get_a_process_and_a_gateway_minted_id(

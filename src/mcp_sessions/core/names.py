@@ -89,3 +89,13 @@ LIFECYCLE_EXPLICIT: Final = "explicit"
 
 #: The record kind of a session; handle records use their handle kind instead.
 SESSION_KIND: Final = "session"
+
+# 2026-07-28 request envelope and subscription keys (SEP-2575), besides META_PROTOCOL_VERSION;
+# the spawn gateway sets them on its own probe requests and rewrites the subscription id.
+#: Envelope key with the client's capabilities.
+META_CLIENT_CAPABILITIES: Final = "io.modelcontextprotocol/clientCapabilities"
+#: Envelope key with the client's name and version.
+META_CLIENT_INFO: Final = "io.modelcontextprotocol/clientInfo"
+#: Notification ``_meta`` key naming the ``subscriptions/listen`` request a listen-stream
+#: notification belongs to (its request id).
+META_SUBSCRIPTION_ID: Final = "io.modelcontextprotocol/subscriptionId"

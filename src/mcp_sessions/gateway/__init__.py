@@ -7,7 +7,10 @@ Layout, one concept per module:
 * :mod:`.upstreams` — upstream addresses, load and health checks;
 * :mod:`.pins` — where each session and handle lives, in the shared store;
 * :mod:`.handles` — which handles a result minted, and which a request carries;
-* :mod:`.proxy` — the HTTP backend; :mod:`.spawn` — the process-per-session backend;
+* :mod:`.proxy` — the HTTP backend, and :mod:`.forward` — its request's way to an upstream;
+* :mod:`.spawn` — the process-per-session backend (:mod:`.spawn.child`, :mod:`.spawn.pool`,
+  :mod:`.spawn.backend`);
+* :mod:`.asgi` — the incoming request and the answers, plain and streamed, both backends send;
 * :mod:`.app` — the ASGI front; :mod:`.metrics`, :mod:`.emit` (nginx/HAProxy/Envoy
   configurations), :mod:`.cli`.
 

@@ -1,14 +1,16 @@
-"""ASGI plumbing shared by both backends: the incoming request, limits, plain answers."""
+"""ASGI plumbing shared by both backends: the incoming request, limits, plain answers, and
+the event-stream pieces (SSE frame, the error that ends a cut stream, the disconnect watch)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import SessionError, SessionNotFound
-from ..core.names import META_PROTOCOL_VERSION
+from ..core.names import HEADER_LEGACY_SESSION_ID, HEADER_PROTOCOL_VERSION, META_PROTOCOL_VERSION
 from .errors import error_body
 
 Scope = MutableMapping[str, Any]
@@ -30,6 +32,14 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
+
+
+#: MCP header fields as ASGI names them (lowercase), derived once from :mod:`..core.names`,
+#: which alone spells them: the legacy session id as text (a :class:`HeaderView` key) and as
+#: bytes (raw ASGI and upstream fields), and the protocol version.
+LEGACY_SESSION_FIELD = HEADER_LEGACY_SESSION_ID.lower()
+LEGACY_SESSION_FIELD_BYTES = LEGACY_SESSION_FIELD.encode("latin-1")
+PROTOCOL_VERSION_FIELD = HEADER_PROTOCOL_VERSION.lower()
 
 
 class BodyTooLarge(Exception):
@@ -168,7 +178,7 @@ class Incoming:
     @property
     def protocol_version(self) -> str | None:
         """The request's protocol version: its header, else its 2026-07-28 envelope."""
-        version = self.headers.get("mcp-protocol-version")
+        version = self.headers.get(PROTOCOL_VERSION_FIELD)
         if version is None:
             meta = self.meta
             value = meta.get(META_PROTOCOL_VERSION) if meta else None
@@ -220,3 +230,36 @@ async def send_plain_error(send: Send, status: int, message: str) -> int:
     body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
     await send_json(send, status, body)
     return status
+
+
+async def read_body_or_refuse(request: Incoming, send: Send, limit: int) -> int | None:
+    """Read the request's whole body: ``None`` when it fits ``limit``, else the status of the
+    413 already sent (nothing of the body is forwarded)."""
+    try:
+        await request.read_body(limit)
+    except BodyTooLarge:
+        return await send_plain_error(send, 413, f"request body over {limit} bytes")
+    return None
+
+
+def sse_event(message: Any) -> bytes:
+    """One JSON-RPC message as a Streamable HTTP SSE ``message`` event (spec §2.1)."""
+    return b"event: message\ndata: " + json.dumps(message).encode() + b"\n\n"
+
+
+async def end_stream(send: Send, error: SessionError, request_id: Any) -> None:
+    """End an event stream whose status already went out with the error the request is owed:
+    a second status line is impossible, so the JSON-RPC error is the stream's last event."""
+    payload = {"jsonrpc": "2.0", "id": request_id, "error": error.to_jsonrpc()}
+    with contextlib.suppress(Exception):  # the client may be gone already
+        await send({"type": "http.response.body", "body": sse_event(payload), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def wait_disconnect(request: Incoming) -> None:
+    """Return when the client goes away (``http.disconnect``): raced against a long response
+    so that it does not outlive its reader. Only once the body has been read."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

@@ -216,10 +216,11 @@ def haproxy(settings: EmitSettings) -> str:
         "    hash-type consistent",
     ]
     if "legacy" in settings.carriers:
+        legacy = HEADER_LEGACY_SESSION_ID.lower()
         lines += [
             f"    stick-table type string len 128 size 1m expire {int(settings.session_idle)}s",
-            "    stick store-response res.hdr(mcp-session-id)",
-            "    stick match req.hdr(mcp-session-id)",
+            f"    stick store-response res.hdr({legacy})",
+            f"    stick match req.hdr({legacy})",
         ]
     lines += [
         f"    option httpchk GET {settings.health_path}",

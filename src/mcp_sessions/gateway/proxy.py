@@ -8,8 +8,8 @@ For each request (issue #7, DESIGN §8):
 2. find its upstream: a session or handle goes where its pin says (:mod:`.pins`), a new
    client-id session is pinned to its rendezvous choice among the healthy upstreams, a
    legacy id without a pin is hashed, any other key is hashed, and no key means least-loaded;
-3. send it, and stream the response back chunk by chunk as the upstream writes it (SSE
-   included): nothing is buffered beyond one read;
+3. send it (:mod:`.forward`), and stream the response back chunk by chunk as the upstream
+   writes it (SSE included): nothing is buffered beyond one read;
 4. learn the ``Mcp-Session-Id`` an ``initialize`` response mints, and forget it after a
    ``DELETE``; pin the handles a result lists as minted, before the client can see them.
 
@@ -22,44 +22,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.errors import SessionError, StoreUnavailable
-from ..core.names import HEADER_LEGACY_SESSION_ID
 from ..stores import Store, StoreError
 from . import routing
 from .asgi import (
     HOP_BY_HOP,
-    BodyTooLarge,
+    LEGACY_SESSION_FIELD_BYTES,
     Incoming,
     Message,
     Send,
+    end_stream,
+    read_body_or_refuse,
     send_error,
-    send_plain_error,
+    wait_disconnect,
 )
 from .config import GatewayConfig
 from .errors import NoUpstream, ParseError, UpstreamFailed, handle_lost, session_lost
+from .forward import SMALL_BODY, send_request
 from .handles import HANDLE, MintedPins, minted_in_body, pin_key, request_handles
-from .http1 import Connection, MalformedResponse, ResponseHead, StaleConnection, UpstreamError
+from .http1 import Connection, MalformedResponse, ResponseHead, UpstreamError
 from .metrics import GatewayMetrics
 from .pins import PinTable
-from .trust import FORWARDED_FIELDS, TrustPolicy, refuse
+from .trust import TrustPolicy, refuse
 from .upstreams import Upstream, UpstreamSet
 
 logger = logging.getLogger("mcp_sessions.gateway")
-
-_LEGACY = HEADER_LEGACY_SESSION_ID.lower().encode()
-#: Bodies up to this size are read before forwarding (so a stale keep-alive connection can be
-#: retried); larger ones stream through on a fresh connection.
-_SMALL_BODY = 64 * 1024
-#: Methods safe to replay on a fresh connection (RFC 9110 §9.2.2).
-_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
-#: Request fields the gateway sets itself.
-_REPLACED = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 
 
 @dataclass(slots=True)
@@ -127,12 +119,9 @@ class HTTPBackend:
             route = routing.route_from_headers(request.headers)
             if route is not None:
                 return route
-            try:
-                await request.read_body(config.max_body_bytes)
-            except BodyTooLarge:
-                return await send_plain_error(
-                    send, 413, f"request body over {config.max_body_bytes} bytes"
-                )
+            refused = await read_body_or_refuse(request, send, config.max_body_bytes)
+            if refused is not None:
+                return refused
             request.parse()
             if request.unparsable and request.path == config.path:
                 # The server would refuse it too; nothing is sent on (issue #12).
@@ -260,14 +249,11 @@ class HTTPBackend:
         streaming = False
         if request.body is None and request.method not in ("GET", "HEAD", "DELETE"):
             length = request.content_length
-            streaming = length is not None and length > _SMALL_BODY
+            streaming = length is not None and length > SMALL_BODY
             if not streaming:
-                try:
-                    await request.read_body(self.config.max_body_bytes)
-                except BodyTooLarge:
-                    return await send_plain_error(
-                        send, 413, f"request body over {self.config.max_body_bytes} bytes"
-                    )
+                refused = await read_body_or_refuse(request, send, self.config.max_body_bytes)
+                if refused is not None:
+                    return refused
         for _attempt in range(len(self.upstreams.upstreams)):
             choice = await self._choose(route, principal, exclude)
             if isinstance(choice, SessionError):
@@ -310,130 +296,6 @@ class HTTPBackend:
             return request.rpc_id
         return None
 
-    def _request_head(self, upstream: Upstream, request: Incoming) -> bytes:
-        scope = request.scope
-        path = request.path
-        target = upstream.address.path if path == self.config.path else path
-        raw_path = (
-            target.encode()
-            if path == self.config.path
-            else scope.get("raw_path") or (path.encode())
-        )
-        query = scope.get("query_string", b"")
-        if query:
-            raw_path += b"?" + query
-        parts = [
-            request.method.encode(),
-            b" ",
-            raw_path,
-            b" HTTP/1.1\r\nhost: ",
-            upstream.address.netloc.encode(),
-            b"\r\n",
-        ]
-        connection_field = request.headers.get("connection")
-        dropped = _REPLACED
-        if connection_field:
-            # Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
-            dropped = _REPLACED | {
-                token.strip().lower().encode() for token in connection_field.split(",")
-            }
-        trusted = self.config.trust_forwarded
-        if not trusted:
-            # A client's own X-Forwarded-* (and Forwarded) would let it claim any address or
-            # host to the upstream: replaced by the gateway's own view (issue #12).
-            dropped = dropped | FORWARDED_FIELDS
-        forwarded_for = None
-        forwarded_proto = forwarded_host = False
-        for name, value in request.raw_headers:
-            if name in dropped:
-                continue
-            if name == b"x-forwarded-for":
-                forwarded_for = value
-                continue
-            if name == b"x-forwarded-proto":
-                forwarded_proto = True
-            elif name == b"x-forwarded-host":
-                forwarded_host = True
-            parts += (name, b": ", value, b"\r\n")
-        client = scope.get("client")
-        if client:
-            peer = str(client[0]).encode()
-            forwarded_for = forwarded_for + b", " + peer if forwarded_for else peer
-        if forwarded_for:
-            parts += (b"x-forwarded-for: ", forwarded_for, b"\r\n")
-        if not forwarded_proto:
-            parts += (b"x-forwarded-proto: ", str(scope.get("scheme", "http")).encode(), b"\r\n")
-        if not forwarded_host:
-            host = request.headers.get("host")
-            if host:
-                parts += (b"x-forwarded-host: ", host.encode("latin-1"), b"\r\n")
-        if request.body is not None:
-            parts += [b"content-length: ", str(len(request.body)).encode(), b"\r\n"]
-        elif request.content_length is not None and request.content_length >= 0:
-            parts += [b"content-length: ", str(request.content_length).encode(), b"\r\n"]
-        parts.append(b"\r\n")
-        return b"".join(parts)
-
-    async def _send_request(
-        self, upstream: Upstream, request: Incoming, streaming: bool
-    ) -> tuple[Connection, ResponseHead, bytes | None]:
-        """Send the request; returns the connection, the response head and — when it is short
-        and of known length, the common case — the whole response body."""
-        head = self._request_head(upstream, request)
-        timeout = self.config.upstream_timeout
-        is_head = request.method == "HEAD"
-        if streaming:
-            connection = await upstream.pool.connect()
-            try:
-                await self._stream_body(connection, head, request)
-                response, body = await connection.read_response(
-                    timeout, small=_SMALL_BODY, head_request=is_head
-                )
-                return connection, response, body
-            except BaseException:
-                connection.close()
-                raise
-        payload = head + (request.body or b"")
-        replayable = request.method in _IDEMPOTENT
-        for _attempt in range(2):
-            connection = upstream.pool.take() or await upstream.pool.connect()
-            try:
-                try:
-                    await connection.send(payload)
-                except (ConnectionError, OSError) as exc:
-                    if connection.reused:  # the upstream had closed it: it read nothing
-                        raise StaleConnection(str(exc)) from None
-                    raise UpstreamError(f"connection lost: {exc}", sent=True) from None
-                response, body = await connection.read_response(
-                    timeout, small=_SMALL_BODY, head_request=is_head, replayable=replayable
-                )
-                return connection, response, body
-            except StaleConnection:
-                connection.close()
-                continue
-            except BaseException:
-                connection.close()
-                raise
-        raise UpstreamError("the upstream closed two connections in a row", sent=True)
-
-    async def _stream_body(self, connection: Connection, head: bytes, request: Incoming) -> None:
-        """Send the head, then the body as the client sends it (large bodies only)."""
-        limit = min(self.config.max_body_bytes, request.content_length or 0)
-        await connection.send(head)
-        size = 0
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                raise UpstreamError("the client went away mid-request", sent=True)
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise UpstreamError("the request body is longer than its Content-Length", sent=True)
-            if chunk:
-                await connection.send(chunk)
-            if not message.get("more_body", False):
-                return
-
     async def _exchange(
         self,
         upstream: Upstream,
@@ -445,7 +307,7 @@ class HTTPBackend:
     ) -> int:
         upstream.in_flight += 1
         try:
-            connection, head, body = await self._send_request(upstream, request, streaming)
+            connection, head, body = await send_request(self.config, upstream, request, streaming)
             try:
                 return await self._respond(
                     upstream, request, route, principal, send, connection, head, body
@@ -477,7 +339,7 @@ class HTTPBackend:
                 or (name == b"content-length" and head.framing != "length")
             ):
                 continue
-            if name == _LEGACY:
+            if name == LEGACY_SESSION_FIELD_BYTES:
                 minted = value.decode("latin-1")
             elif name == b"content-type" and value.startswith(b"text/event-stream"):
                 event_stream = True
@@ -572,7 +434,7 @@ class HTTPBackend:
         """:meth:`_pump` while watching for the client to go away: a long event stream must
         not outlive its reader (the upstream connection is then closed)."""
         pump = asyncio.ensure_future(self._pump(upstream, request, send, connection, head, handles))
-        watch = asyncio.ensure_future(_wait_disconnect(request))
+        watch = asyncio.ensure_future(wait_disconnect(request))
         try:
             await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -592,11 +454,7 @@ class HTTPBackend:
         self, upstream: Upstream, request: Incoming, send: Send, error: UpstreamError
     ) -> None:
         failure = UpstreamFailed(_public_failure(error, "mid-response"))
-        payload = {"jsonrpc": "2.0", "id": self._request_id(request), "error": failure.to_jsonrpc()}
-        event = b"event: message\ndata: " + json.dumps(payload).encode() + b"\n\n"
-        with contextlib.suppress(Exception):
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+        await end_stream(send, failure, self._request_id(request))
 
     @staticmethod
     def _finish(upstream: Upstream, connection: Connection, head: ResponseHead) -> None:
@@ -604,13 +462,6 @@ class HTTPBackend:
             upstream.pool.give_back(connection)
         else:
             connection.close()
-
-
-async def _wait_disconnect(request: Incoming) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 class _WatchedSend:

@@ -207,17 +207,23 @@ def principal_from_authorization(value: str | None) -> Principal | None:
     if scheme.lower() == "bearer" and credentials:
         claims = _jwt_claims(credentials)
         if claims is not None:
-            issuer, subject = claims.get("iss"), claims.get("sub")
-            client = claims.get("client_id", claims.get("azp"))
-            principal = Principal(
-                issuer=issuer if isinstance(issuer, str) else None,
-                subject=subject if isinstance(subject, str) else None,
-                client_id=client if isinstance(client, str) else None,
-            )
+            principal = principal_from_claims(claims)
             if principal.subject is not None:
                 return principal
     digest = hashlib.sha256(value.strip().encode()).hexdigest()[:32]
     return Principal(subject=f"credential-sha256:{digest}")
+
+
+def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
+    """The principal a token's claims name: ``iss``, ``sub``, and ``client_id`` (else
+    ``azp``); a claim that is not a string counts as absent."""
+    issuer, subject = claims.get("iss"), claims.get("sub")
+    client = claims.get("client_id", claims.get("azp"))
+    return Principal(
+        issuer=issuer if isinstance(issuer, str) else None,
+        subject=subject if isinstance(subject, str) else None,
+        client_id=client if isinstance(client, str) else None,
+    )
 
 
 def _jwt_claims(token: str) -> dict[str, Any] | None:

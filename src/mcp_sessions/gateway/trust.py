@@ -178,13 +178,7 @@ class TokenVerifier:
             raise Unauthenticated(
                 f"Unauthorized: the bearer token does not verify ({exc})."
             ) from None
-        issuer, subject = claims.get("iss"), claims.get("sub")
-        client = claims.get("client_id", claims.get("azp"))
-        principal = Principal(
-            issuer=issuer if isinstance(issuer, str) else None,
-            subject=subject if isinstance(subject, str) else None,
-            client_id=client if isinstance(client, str) else None,
-        )
+        principal = routing.principal_from_claims(claims)
         if principal.subject is None and principal.client_id is None:
             raise Unauthenticated("Unauthorized: the bearer token names no sub or client_id.")
         return principal
