@@ -19,10 +19,7 @@ from .core.limits import (
     DEFAULT_MAX_SESSIONS,
 )
 from .core.sealing import KeyRing, SealingKey, StateCodec, read_token_header
-
-
-def rfc3339(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+from .core.timestamps import rfc3339
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

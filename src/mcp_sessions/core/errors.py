@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from .names import HEADER_LEGACY_SESSION_ID
+
 SESSION_NOT_FOUND = -31001
 SESSION_REQUIRED = -31002
 INVALID_STATE = -31003
@@ -18,6 +20,8 @@ STORE_UNAVAILABLE = -31006
 #: SEP-2243's code for a header that disagrees with the body; DESIGN §3 reuses it.
 HEADER_MISMATCH = -32020
 INVALID_PARAMS = -32602
+#: JSON-RPC 2.0 §5.1: the message is not a valid request.
+INVALID_REQUEST = -32600
 
 
 class SessionError(Exception):
@@ -42,6 +46,11 @@ class SessionError(Exception):
         if self.data is not None:
             error["data"] = self.data
         return error
+
+    def response(self, request_id: Any = None) -> dict[str, Any]:
+        """The whole JSON-RPC error response answering ``request_id`` (``null`` when the
+        request's id is unknown, JSON-RPC 2.0 §5)."""
+        return {"jsonrpc": "2.0", "id": request_id, "error": self.to_jsonrpc()}
 
 
 class SessionNotFound(SessionError):
@@ -187,3 +196,26 @@ class InvalidParams(SessionError):
     code = INVALID_PARAMS
     http_status = 400
     default_message = "Invalid params"
+
+
+class MissingLegacySessionId(SessionError):
+    """A 2025-11-25 Streamable HTTP request after ``initialize`` without the legacy session
+    header (spec 2025-11-25 "Session Management" item 3: the server answers 400)."""
+
+    code = INVALID_REQUEST
+    http_status = 400
+    default_message = (
+        f"Bad Request: missing {HEADER_LEGACY_SESSION_ID} header; send the id from the "
+        "initialize response on every later request"
+    )
+
+
+class BodyTooLarge(SessionError):
+    """An HTTP request body over the size the endpoint accepts, refused unread (413)."""
+
+    code = INVALID_REQUEST
+    http_status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Request body over {limit} bytes")
+        self.limit = limit

@@ -75,3 +75,17 @@ LIFECYCLE_EXPLICIT: Final = "explicit"
 
 #: The record kind of a session; handle records use their handle kind instead.
 SESSION_KIND: Final = "session"
+
+#: Methods whose results never depend on the session (DESIGN §3, SEP-2567): a server adds no
+#: session ``_meta`` to their results, and a client need not send state with them.
+SESSION_INDEPENDENT_METHODS: Final = frozenset(
+    {
+        "tools/list",
+        "prompts/list",
+        "resources/list",
+        "resources/templates/list",
+        "server/discover",
+        "initialize",
+        "ping",
+    }
+)

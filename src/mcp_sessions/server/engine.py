@@ -40,12 +40,13 @@ from ..core.names import (
 from ..core.principal import Principal
 from ..core.records import JSONObject, Record, copy_json
 from ..core.sealing import KeyRing, StateCodec
+from ..core.timestamps import rfc3339
 from ..stores import AlreadyExists, NotFound, Store, VersionConflict
 from ..stores import StateTooLarge as StoreStateTooLarge
 from .contention import EditQueue, conflict_backoff
 from .outage import GuardedStore
 from .quotas import Quotas
-from .session import Edit, Session, rfc3339
+from .session import Edit, Session
 
 Lifecycle = Literal["implicit", "explicit"]
 StateMode = Literal["server", "sealed"]

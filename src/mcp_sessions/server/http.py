@@ -34,16 +34,23 @@ from starlette.routing import Route
 from ..core.bodies import MalformedBody, NotAMessage, parse_message
 from ..core.carriers import RequestView, resolve_carrier
 from ..core.errors import (
+    BodyTooLarge,
     HeaderMismatch,
     InvalidParams,
     InvalidSessionId,
     LimitExceeded,
+    MissingLegacySessionId,
     SessionError,
     SessionNotFound,
     StoreUnavailable,
 )
 from ..core.limits import json_size
-from ..core.names import LEGACY_PROTOCOL_VERSIONS, SESSION_KIND
+from ..core.names import (
+    HEADER_LEGACY_SESSION_ID,
+    HEADER_PROTOCOL_VERSION,
+    LEGACY_PROTOCOL_VERSIONS,
+    SESSION_KIND,
+)
 from ..core.records import Record
 from ..stores import AlreadyExists, NotFound
 from .engine import legacy_record_var
@@ -59,8 +66,10 @@ Message = MutableMapping[str, Any]
 Receive = Any
 Send = Any
 
-#: Bodies larger than this are refused with 413 before anything parses them.
-DEFAULT_MAX_BODY = 4 * 1024 * 1024
+#: Header names as ASGI spells them (lowercase; bytes in raw header lists).
+_LEGACY_ID = HEADER_LEGACY_SESSION_ID.lower()
+_LEGACY_ID_RAW = _LEGACY_ID.encode("latin-1")
+_PROTOCOL_VERSION = HEADER_PROTOCOL_VERSION.lower()
 
 
 def streamable_http_app(sessions: Sessions, mcp: MCPServer, **options: Any) -> Starlette:
@@ -141,9 +150,7 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
 
 
 async def _send_error(send: Send, status: int, error: SessionError, request_id: Any = None) -> None:
-    await _send_json(
-        send, status, {"jsonrpc": "2.0", "id": request_id, "error": error.to_jsonrpc()}
-    )
+    await _send_json(send, status, error.response(request_id))
 
 
 async def _send_retryable(send: Send, error: SessionError, request_id: Any = None) -> None:
@@ -151,7 +158,7 @@ async def _send_retryable(send: Send, error: SessionError, request_id: Any = Non
     ``retry_after`` as ``Retry-After`` (RFC 9110 §10.2.3, whole seconds): 429 for a quota,
     503 for a store outage (issue #12)."""
     retry_after: float | None = getattr(error, "retry_after", None)
-    payload = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error.to_jsonrpc()}).encode()
+    payload = json.dumps(error.response(request_id)).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
@@ -211,7 +218,7 @@ def _without_session_id(send: Send) -> Send:
             headers = [
                 (name, value)
                 for name, value in message.get("headers", [])
-                if name.lower() != b"mcp-session-id"
+                if name.lower() != _LEGACY_ID_RAW
             ]
             message = {**message, "headers": headers}
         await send(message)
@@ -235,7 +242,7 @@ class LegacyGate:
             await self.stateful(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        version = headers.get("mcp-protocol-version")
+        version = headers.get(_PROTOCOL_VERSION)
         method = scope["method"]
         checked: tuple[bytes, dict[str, Any]] | None = None
         if method == "POST":
@@ -250,7 +257,7 @@ class LegacyGate:
             # goes to the modern path, which answers unsupported versions itself (-32022).
             await self.stateful(scope, receive, send)
             return
-        session_id = headers.get("mcp-session-id")
+        session_id = headers.get(_LEGACY_ID)
         if checked is not None:
             await self._post(scope, receive, send, headers, session_id, *checked)
         elif method == "DELETE" and session_id is not None:
@@ -289,8 +296,7 @@ class LegacyGate:
         try:
             body = await _read_body(receive, self.max_body)
         except _BodyTooLarge:
-            error = {"code": -32600, "message": f"Request body over {self.max_body} bytes"}
-            await _send_json(send, 413, {"jsonrpc": "2.0", "id": None, "error": error})
+            await _send_error(send, 413, BodyTooLarge(self.max_body))
             return None
         try:
             return body, parse_message(body)
@@ -320,7 +326,7 @@ class LegacyGate:
                     method=str(rpc_method),
                     meta=meta if isinstance(meta, dict) else None,
                     headers=headers,
-                    protocol_version=headers.get("mcp-protocol-version"),
+                    protocol_version=headers.get(_PROTOCOL_VERSION),
                 ),
                 self.sessions.config.carriers,
             )
@@ -333,19 +339,7 @@ class LegacyGate:
         send = _without_session_id(send)
         if session_id is None:
             if self.sessions.config.legacy_sessions_required and rpc_method is not None:
-                await _send_json(
-                    send,
-                    400,
-                    {
-                        "jsonrpc": "2.0",
-                        "id": request_id,
-                        "error": {
-                            "code": -32600,
-                            "message": "Bad Request: missing Mcp-Session-Id header; send the id "
-                            "from the initialize response on every later request",
-                        },
-                    },
-                )
+                await _send_error(send, 400, MissingLegacySessionId(), request_id)
                 return
             await self.stateless(scope, replay, send)
             return
@@ -451,7 +445,7 @@ class LegacyGate:
             if full:
                 return
             if message["type"] == "http.response.start" and message["status"] < 400:
-                minted = Headers(raw=message.get("headers", [])).get("mcp-session-id")
+                minted = Headers(raw=message.get("headers", [])).get(_LEGACY_ID)
                 if minted is not None:
                     try:
                         await remember(minted)
@@ -485,7 +479,7 @@ class LegacyGate:
                 except StoreUnavailable as error:
                     unavailable.append((minted, error))
                     return
-                headers = [*message.get("headers", []), (b"mcp-session-id", minted.encode())]
+                headers = [*message.get("headers", []), (_LEGACY_ID_RAW, minted.encode())]
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -498,9 +492,9 @@ class LegacyGate:
         headers = [
             (name, value)
             for name, value in scope.get("headers", [])
-            if name.lower() not in (b"content-type", b"content-length", b"mcp-session-id")
+            if name.lower() not in (b"content-type", b"content-length", _LEGACY_ID_RAW)
         ]
-        headers.append((b"mcp-session-id", session_id.encode()))
+        headers.append((_LEGACY_ID_RAW, session_id.encode()))
 
         async def nothing() -> Message:
             return {"type": "http.disconnect"}

@@ -47,11 +47,13 @@ from ..core.names import (
     METHOD_SESSION_CREATE,
     METHOD_SESSION_DESTROY,
     MODERN_PROTOCOL_VERSIONS,
+    SESSION_INDEPENDENT_METHODS,
     SESSION_KIND,
 )
 from ..core.principal import ANONYMOUS, Principal
 from ..core.records import Record
 from ..core.sealing import KeyRing
+from ..core.timestamps import rfc3339
 from ..stores import Store
 from .correlation import (
     conversation_id_from_baggage,
@@ -60,7 +62,7 @@ from .correlation import (
 )
 from .engine import Lifecycle, RequestScope, SessionEngine, SessionsConfig, StateMode
 from .handles import HandleError, HandleKind
-from .session import Session, rfc3339
+from .session import Session
 
 logger = logging.getLogger("mcp_sessions")
 
@@ -68,18 +70,6 @@ logger = logging.getLogger("mcp_sessions")
 _scope_var: ContextVar[RequestScope | None] = ContextVar("mcp_sessions_scope", default=None)
 _NO_META: Mapping[str, Any] = MappingProxyType({})
 
-#: Methods whose results must never depend on the session (DESIGN §3, SEP-2567).
-LIST_METHODS = frozenset(
-    {
-        "tools/list",
-        "prompts/list",
-        "resources/list",
-        "resources/templates/list",
-        "server/discover",
-        "initialize",
-        "ping",
-    }
-)
 #: The argument that carries a session handle when the fallback is on.
 FALLBACK_ARGUMENT = "session"
 FALLBACK_TOOL = "session_start"
@@ -549,7 +539,7 @@ class SessionMiddleware:
                 **result,
                 "_meta": {**(result.get("_meta") or {}), META_MINTED_HANDLES: minted},
             }
-        if method in LIST_METHODS or scope.loaded is None:
+        if method in SESSION_INDEPENDENT_METHODS or scope.loaded is None:
             return result
         extra = scope.result_meta()
         if extra:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import math
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -20,20 +17,6 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 Edit = Callable[[JSONObject], "T | Awaitable[T]"]
-
-
-def rfc3339(timestamp: float) -> str | None:
-    """``timestamp`` as RFC 3339 UTC to the second; ``None`` for no expiry (infinity)."""
-    if not math.isfinite(timestamp):
-        return None
-    return _rfc3339_second(int(timestamp))
-
-
-@functools.lru_cache(maxsize=256)
-def _rfc3339_second(second: int) -> str:
-    # Every result carries its session's expiry, and most fall within the same few seconds:
-    # formatting a datetime costs more than the rest of the result's _meta.
-    return datetime.fromtimestamp(second, UTC).isoformat().replace("+00:00", "Z")
 
 
 class Session:
