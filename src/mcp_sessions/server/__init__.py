@@ -6,11 +6,11 @@ from ..core.limits import Limits
 from ..serving import HTTPLimits, serve, uvicorn_config
 from .engine import SessionEngine, SessionsConfig
 from .handles import HandleError, HandleKind
+from .principal import current_principal
 from .sdk import (
     CurrentSession,
     OptionalSession,
     Sessions,
-    current_principal,
     current_session,
     optional_session,
 )

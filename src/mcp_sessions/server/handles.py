@@ -30,10 +30,12 @@ from ..core.handles import InvalidHandle, mint_handle, parse_handle, validate_ki
 from ..core.limits import json_size
 from ..core.records import JSONObject, Record
 from ..stores import NotFound
+from .errors import to_mcp_error
 from .session import Edit
 
 if TYPE_CHECKING:
-    from .engine import RequestScope, SessionEngine
+    from .engine import SessionEngine
+    from .session import RequestScope
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -59,7 +61,7 @@ def _readable_outage(
         try:
             return await method(self, *args, **kwargs)
         except StoreUnavailable as error:
-            raise self._engine.translate(error) from None
+            raise to_mcp_error(error) from None
 
     return wrapper
 
@@ -157,7 +159,7 @@ class HandleKind:
         try:
             await quotas.admit(caller, "handles", now=record.created_at)
         except LimitExceeded as error:
-            raise self._engine.translate(error) from None
+            raise to_mcp_error(error) from None
         await self._engine.store.create(record)
         await quotas.note(caller, "handles", record)
         scope.handles[(self.kind, record.id)] = record
@@ -206,7 +208,7 @@ class HandleKind:
                 f"The {self.kind} handle {value!r} was not changed: {error.message}"
             ) from None
         except SessionError as error:
-            raise self._engine.translate(error) from None
+            raise to_mcp_error(error) from None
         scope.handles[(self.kind, value)] = updated
         return result
 

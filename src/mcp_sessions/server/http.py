@@ -53,13 +53,11 @@ from ..core.names import (
 )
 from ..core.records import Record
 from ..stores import AlreadyExists, NotFound
-from .engine import legacy_record_var
-from .sdk import current_principal
+from .engine import SessionEngine
+from .principal import current_principal
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
-
-    from .sdk import Sessions
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -71,8 +69,21 @@ _LEGACY_ID = HEADER_LEGACY_SESSION_ID.lower()
 _LEGACY_ID_RAW = _LEGACY_ID.encode("latin-1")
 _PROTOCOL_VERSION = HEADER_PROTOCOL_VERSION.lower()
 
+#: Where, in the ASGI scope's ``state``, the gate leaves the legacy record it has just read
+#: and touched: the SDK hands the middleware that request, so the record is not read twice.
+_CHECKED_RECORD = "mcp_sessions.legacy_record"
 
-def streamable_http_app(sessions: Sessions, mcp: MCPServer, **options: Any) -> Starlette:
+
+def checked_legacy_record(request: Any) -> Record | None:
+    """The legacy record the gate checked for ``request`` (the SDK's Starlette request),
+    if it did."""
+    scope = getattr(request, "scope", None)
+    state = scope.get("state") if isinstance(scope, dict) else None
+    found = state.get(_CHECKED_RECORD) if isinstance(state, dict) else None
+    return found if isinstance(found, Record) else None
+
+
+def streamable_http_app(engine: SessionEngine, mcp: MCPServer, **options: Any) -> Starlette:
     """``mcp.streamable_http_app(**options)`` with legacy sessions kept in the store."""
     if options.get("stateless_http"):
         raise ValueError(
@@ -90,7 +101,7 @@ def streamable_http_app(sessions: Sessions, mcp: MCPServer, **options: Any) -> S
         max_request_body_size=stateful.max_request_body_size,
     )
     gate = LegacyGate(
-        sessions,
+        engine,
         stateful=_find_endpoint(app, path),
         stateless=StreamableHTTPASGIApp(stateless),
         max_body=stateful.max_request_body_size,
@@ -102,11 +113,11 @@ def streamable_http_app(sessions: Sessions, mcp: MCPServer, **options: Any) -> S
     @contextlib.asynccontextmanager
     async def lifespan(starlette: Starlette) -> AsyncIterator[Any]:
         async with previous_lifespan(starlette) as state, stateless.run():
-            await sessions.engine.start()  # logs a store that is down or keeps nothing
+            await engine.start()  # logs a store that is down or keeps nothing
             try:
                 yield state
             finally:
-                await sessions.aclose()
+                await engine.aclose()
 
     app.router.lifespan_context = lifespan
     return app
@@ -229,8 +240,11 @@ def _without_session_id(send: Send) -> Send:
 class LegacyGate:
     """The ASGI endpoint in front of the SDK's managers (see the module docstring)."""
 
-    def __init__(self, sessions: Sessions, *, stateful: Any, stateless: Any, max_body: int) -> None:
-        self.sessions = sessions
+    def __init__(
+        self, engine: SessionEngine, *, stateful: Any, stateless: Any, max_body: int
+    ) -> None:
+        self.engine = engine
+        self.config = engine.config
         self.stateful = stateful
         self.stateless = stateless
         self.max_body = max_body
@@ -280,7 +294,7 @@ class LegacyGate:
             await self.stateful(scope, receive, send)
 
     async def _lookup(self, session_id: str) -> Record | None:
-        store = self.sessions.engine.store
+        store = self.engine.store
         record = await store.get(SESSION_KIND, session_id, current_principal().key)
         if record is None or record.origin != "legacy":
             return None
@@ -328,7 +342,7 @@ class LegacyGate:
                     headers=headers,
                     protocol_version=headers.get(_PROTOCOL_VERSION),
                 ),
-                self.sessions.config.carriers,
+                self.config.carriers,
             )
         except (HeaderMismatch, InvalidSessionId) as error:
             await _send_error(send, 400, error, request_id)
@@ -338,7 +352,7 @@ class LegacyGate:
             return
         send = _without_session_id(send)
         if session_id is None:
-            if self.sessions.config.legacy_sessions_required and rpc_method is not None:
+            if self.config.legacy_sessions_required and rpc_method is not None:
                 await _send_error(send, 400, MissingLegacySessionId(), request_id)
                 return
             await self.stateless(scope, replay, send)
@@ -351,7 +365,7 @@ class LegacyGate:
         if record is None:
             await _send_error(send, 404, SessionNotFound(), request_id)
             return
-        legacy_record_var.set(record)  # the middleware finds it here instead of reading again
+        scope.setdefault("state", {})[_CHECKED_RECORD] = record  # see checked_legacy_record
         if session_id not in self.local:
             await self.stateless(scope, replay, send)
             return
@@ -382,9 +396,9 @@ class LegacyGate:
         raw_receive: Receive,
     ) -> None:
         principal = current_principal()
-        engine = self.sessions.engine
+        engine = self.engine
         store = engine.store
-        config = self.sessions.config
+        config = self.config
         client = params if isinstance(params, dict) else {}
         attributes = {
             "protocolVersion": client.get("protocolVersion"),
@@ -505,7 +519,7 @@ class LegacyGate:
         await self.stateful({**scope, "method": "DELETE", "headers": headers}, nothing, discard)
 
     async def _delete(self, scope: Scope, receive: Receive, send: Send, session_id: str) -> None:
-        store = self.sessions.engine.store
+        store = self.engine.store
         principal = current_principal()
         try:
             record = await self._lookup(session_id)
@@ -513,7 +527,7 @@ class LegacyGate:
                 SESSION_KIND, session_id, principal.key
             )
             if deleted:
-                quotas = self.sessions.engine.quotas
+                quotas = self.engine.quotas
                 await quotas.release(quotas.caller_of_scope(principal, scope), "legacy", session_id)
         except StoreUnavailable as error:
             await _send_retryable(send, error)

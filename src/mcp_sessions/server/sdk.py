@@ -18,8 +18,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any
 from weakref import WeakKeyDictionary
 
-from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.server.auth.provider import principal_components
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding, ToolBinding
 from mcp.server.mcpserver import Resolve
@@ -50,7 +48,6 @@ from ..core.names import (
     SESSION_INDEPENDENT_METHODS,
     SESSION_KIND,
 )
-from ..core.principal import ANONYMOUS, Principal
 from ..core.records import Record
 from ..core.sealing import KeyRing
 from ..core.timestamps import rfc3339
@@ -60,9 +57,12 @@ from .correlation import (
     install_log_record_factory,
     install_tolerant_propagator,
 )
-from .engine import Lifecycle, RequestScope, SessionEngine, SessionsConfig, StateMode
+from .engine import Lifecycle, SessionEngine, SessionsConfig, StateMode
+from .errors import to_mcp_error
 from .handles import HandleError, HandleKind
-from .session import Session
+from .http import checked_legacy_record, streamable_http_app
+from .principal import current_principal
+from .session import RequestScope, Session
 
 logger = logging.getLogger("mcp_sessions")
 
@@ -84,19 +84,6 @@ def fallback_session_required(argument: str) -> str:
         f"tool calls (or, if your client speaks the {EXTENSION_ID} extension, send "
         f"params._meta[{META_SESSION_ID!r}])."
     )
-
-
-def current_principal() -> Principal:
-    """The caller, from the SDK's auth context (python-sdk's own ownership triple)."""
-    token = get_access_token()
-    if token is None:
-        return ANONYMOUS
-    client_id, issuer, subject = principal_components(token)
-    return Principal(issuer=issuer, subject=subject, client_id=client_id)
-
-
-def to_mcp_error(error: SessionError) -> MCPError:
-    return MCPError(code=error.code, message=error.message, data=error.data)
 
 
 def current_scope() -> RequestScope | None:
@@ -224,9 +211,6 @@ class Sessions(Extension):
         #: Per-caller quotas, creation rate and creation sizes (issue #12, docs/security.md).
         self.limits = limits if limits is not None else Limits()
         self.engine = SessionEngine(self.config, store=store, keys=keys, limits=self.limits)
-        # Errors raised inside tool bodies (Session.update) must reach the client as the
-        # JSON-RPC errors of DESIGN §3, which the SDK passes through only as MCPError.
-        self.engine.translate = to_mcp_error
         self.handle_fallback = handle_fallback
         if handle_fallback and policy.handle_argument is not None:
             self.engine.session_required_message = fallback_session_required(policy.handle_argument)
@@ -341,9 +325,7 @@ class Sessions(Extension):
     def streamable_http_app(self, mcp: MCPServer, **options: Any) -> Starlette:
         """``mcp.streamable_http_app(**options)`` with legacy sessions kept in the store, so
         that any replica serves any session. Use it instead of the SDK's method."""
-        from .http import streamable_http_app
-
-        return streamable_http_app(self, mcp, **options)
+        return streamable_http_app(self.engine, mcp, **options)
 
     # -- methods --------------------------------------------------------------------------
 
@@ -505,6 +487,7 @@ class SessionMiddleware:
         )
         scope.refusal = refusal
         scope.request = request
+        scope.legacy_record = checked_legacy_record(request)
         token = _scope_var.set(scope)
         try:
             result = await call_next(ctx)
