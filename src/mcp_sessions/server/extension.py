@@ -1,10 +1,11 @@
-"""The one adapter to the MCP Python SDK (``mcp`` >= 2.3).
+"""The extension on an ``MCPServer``: :class:`Sessions` and its middleware (``mcp`` >= 2.3).
 
-Everything that touches the SDK's extension surfaces lives here, so an SDK change is mended
-in one module: the ``Extension`` (capability ad, ``session/create`` / ``session/destroy``,
-the ``tools/call`` interceptor that checks handles), the middleware (provisional in the SDK:
+The SDK's extension surfaces meet the session model here: the ``Extension`` (capability ad,
+``session/create`` / ``session/destroy``, the ``session_start`` fallback tool, the
+``tools/call`` interceptor that checks handles), the middleware (provisional in the SDK:
 carrier resolution, result ``_meta``) and the ``Resolve`` dependencies that hand tools their
-:class:`~mcp_sessions.server.session.Session` (research/sdk-digest.md §2).
+:class:`~mcp_sessions.server.session.Session` (research/sdk-digest.md §2). The legacy HTTP
+endpoint is ``server/http.py``; principals, ``server/principal.py``.
 """
 
 from __future__ import annotations
@@ -183,16 +184,17 @@ class Sessions(Extension):
         self,
         *,
         store: Store | str | None = None,
-        lifecycle: Lifecycle = "implicit",
-        state: StateMode = "server",
+        # Defaults are SessionsConfig's own, so they are written once (engine.py).
+        lifecycle: Lifecycle = SessionsConfig.lifecycle,
+        state: StateMode = SessionsConfig.state,
         keys: KeyRing | None = None,
-        idle_ttl: float = 3600.0,
-        max_lifetime: float | None = 7 * 24 * 3600.0,
+        idle_ttl: float = SessionsConfig.idle_ttl,
+        max_lifetime: float | None = SessionsConfig.max_lifetime,
         carriers: CarrierPolicy | None = None,
         handle_fallback: bool = False,
-        audience: str = "mcp-sessions",
-        legacy_sessions_required: bool = True,
-        max_server_state_bytes: int = 1 << 20,
+        audience: str = SessionsConfig.audience,
+        legacy_sessions_required: bool = SessionsConfig.legacy_sessions_required,
+        max_server_state_bytes: int = SessionsConfig.max_server_state_bytes,
         limits: Limits | None = None,
     ) -> None:
         policy = carriers or CarrierPolicy()
