@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .names import HEADER_LEGACY_SESSION_ID
+from .names import (
+    HEADER_CLIENT_SESSION_ID,
+    HEADER_LEGACY_SESSION_ID,
+    META_SESSION_ID,
+    METHOD_SESSION_CREATE,
+)
 
 SESSION_NOT_FOUND = -31001
 SESSION_REQUIRED = -31002
@@ -69,8 +74,9 @@ class SessionRequired(SessionError):
 
     code = SESSION_REQUIRED
     default_message = (
-        "This request needs a session: send params._meta['dev.mcpsessions/sessionId'] "
-        "(and the Mcp-Client-Session-Id header over HTTP), or call session/create first."
+        f"This request needs a session: send params._meta['{META_SESSION_ID}'] "
+        f"(and the {HEADER_CLIENT_SESSION_ID} header over HTTP), or call "
+        f"{METHOD_SESSION_CREATE} first."
     )
 
 
@@ -106,14 +112,24 @@ class StateConflict(SessionError):
     )
 
 
-class StateTooLarge(SessionError):
-    """Sealed state over the size cap (DESIGN §4)."""
+class OversizedState(SessionError):
+    """Session state over a size cap, answered -32602: a sealed token over ``max_state_bytes``
+    (DESIGN §4) or a stored state over ``max_server_state_bytes``.
+
+    The wire error; a store's own refusal of a large document is
+    :class:`mcp_sessions.stores.StateTooLarge`, which the server turns into this one.
+    """
 
     code = INVALID_PARAMS
     default_message = (
         "The session state is larger than the 4096 bytes a sealed token may carry. Keep large "
         "state on the server (state mode 'server') and put only small values in the token."
     )
+
+
+#: The name of :class:`OversizedState` before issue #17 (it shared its name with the store's
+#: own error); kept so that existing imports work.
+StateTooLarge = OversizedState
 
 
 class LimitExceeded(SessionError):

@@ -21,9 +21,9 @@ from pydantic import Field
 
 from ..core.errors import (
     LimitExceeded,
+    OversizedState,
     SessionError,
     SessionNotFound,
-    StateTooLarge,
     StoreUnavailable,
 )
 from ..core.handles import InvalidHandle, mint_handle, parse_handle, validate_kind
@@ -201,7 +201,7 @@ class HandleKind:
             updated, result = await scope.edit(record, edit)
         except SessionNotFound:
             raise self.unknown(value) from None  # revoked or expired meanwhile
-        except StateTooLarge as error:
+        except OversizedState as error:
             # The handle's own data: a tool error that says why (issue #12 row 3), as at
             # creation; nothing was stored.
             raise HandleError(

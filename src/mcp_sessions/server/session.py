@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.carriers import Carrier, Resolution
 from ..core.errors import (
+    OversizedState,
     SessionError,
     SessionNotFound,
     SessionRequired,
     StateConflict,
-    StateTooLarge,
 )
 from ..core.names import (
     LIFECYCLE_EXPLICIT,
@@ -309,7 +309,7 @@ class RequestScope:
         except NotFound:
             raise SessionNotFound() from None
         except StoreStateTooLarge as error:
-            raise StateTooLarge(
+            raise OversizedState(
                 f"The session state would be {error.size} bytes of JSON, over this server's "
                 f"limit of {limit}. Store less per session."
             ) from None
