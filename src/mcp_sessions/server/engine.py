@@ -8,6 +8,7 @@ store, the sealing codec and the quotas, and creates and destroys sessions
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from ..core.names import (
 from ..core.principal import Principal
 from ..core.records import JSONObject, Record
 from ..core.sealing import KeyRing, StateCodec
-from ..stores import AlreadyExists, Store, open_store
+from ..stores import AlreadyExists, NotFound, Store, open_store
 from .contention import EditQueue
 from .outage import GuardedStore
 from .quotas import Quotas
@@ -126,6 +127,59 @@ class SessionEngine:
 
     async def aclose(self) -> None:
         await self.store.close()
+
+    # -- records -------------------------------------------------------------------------
+
+    async def open_record(
+        self, kind: str, record_id: str, principal: str, *, origin: str | None = None
+    ) -> Record | None:
+        """``principal``'s live record, touched (its idle TTL starts again), or ``None``:
+        unknown, expired, another principal's, gone before the touch, or (with ``origin``)
+        begun another way. One answer for all of them (DESIGN §2)."""
+        record = await self.store.get(kind, record_id, principal)
+        if record is None or (origin is not None and record.origin != origin):
+            return None
+        try:
+            return await self.store.touch(record)
+        except NotFound:
+            return None
+
+    async def record_legacy(
+        self, session_id: str, principal: str, caller: str, attributes: JSONObject
+    ) -> Record:
+        """Store the legacy session the SDK has just minted ``session_id`` for (DESIGN §5),
+        counted against ``caller``'s quota (admitted beforehand)."""
+        record = Record.new(
+            kind=SESSION_KIND,
+            id=session_id,
+            principal=principal,
+            origin="legacy",
+            now=time.time(),
+            idle_ttl=self.config.idle_ttl,
+            max_lifetime=self.config.max_lifetime,
+            attributes=attributes,
+        )
+        with contextlib.suppress(AlreadyExists):
+            await self.store.create(record)
+        await self.quotas.note(caller, "legacy", record)
+        return record
+
+    async def start_handle_session(self, session_id: str, principal: str, caller: str) -> Record:
+        """A new session named by a handle argument (the ``session_start`` fallback, issue
+        #11); raises LimitExceeded (-31005) or StoreUnavailable (-31006)."""
+        record = Record.new(
+            kind=SESSION_KIND,
+            id=session_id,
+            principal=principal,
+            origin="handle",
+            now=time.time(),
+            idle_ttl=self.config.idle_ttl,
+            max_lifetime=self.config.max_lifetime,
+        )
+        await self.quotas.admit(caller, "sessions", now=record.created_at)
+        await self.store.create(record)
+        await self.quotas.note(caller, "sessions", record)
+        return record
 
     # -- session/create and session/destroy (DESIGN §3) ----------------------------------
 

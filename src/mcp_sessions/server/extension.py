@@ -11,7 +11,6 @@ endpoint is ``server/http.py``; principals, ``server/principal.py``.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
@@ -49,7 +48,6 @@ from ..core.names import (
     SESSION_INDEPENDENT_METHODS,
     SESSION_KIND,
 )
-from ..core.records import Record
 from ..core.sealing import KeyRing
 from ..core.timestamps import rfc3339
 from ..stores import Store
@@ -384,22 +382,10 @@ class Sessions(Extension):
     async def _session_start(self) -> str:
         """The handle fallback: a new session whose id is returned as a handle string."""
         scope = _require_scope()
-        config = self.config
-        record = Record.new(
-            kind=SESSION_KIND,
-            id=f"{FALLBACK_ARGUMENT}-{new_session_id()}",
-            principal=scope.principal.key,
-            origin="handle",
-            now=time.time(),
-            idle_ttl=config.idle_ttl,
-            max_lifetime=config.max_lifetime,
-        )
-        caller = scope.caller()
-        quotas = self.engine.quotas
         try:
-            await quotas.admit(caller, "sessions", now=record.created_at)
-            await self.engine.store.create(record)
-            await quotas.note(caller, "sessions", record)
+            record = await self.engine.start_handle_session(
+                f"{FALLBACK_ARGUMENT}-{new_session_id()}", scope.principal.key, scope.caller()
+            )
         except SessionError as error:  # a quota (-31005), the store down (-31006)
             raise to_mcp_error(error) from None
         scope.minted.append((SESSION_KIND, record.id))

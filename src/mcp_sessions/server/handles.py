@@ -177,14 +177,9 @@ class HandleKind:
             parse_handle(value, kind=self.kind)
         except InvalidHandle as exc:
             raise HandleError(str(exc)) from None
-        store = self._engine.store
-        record = await store.get(self.kind, value, scope.principal.key)
+        record = await self._engine.open_record(self.kind, value, scope.principal.key)
         if record is None:
             raise self.unknown(value)
-        try:
-            record = await store.touch(record)
-        except NotFound:
-            raise self.unknown(value) from None
         scope.handles[(self.kind, value)] = record
         return record
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import time
 import uuid
 from collections.abc import AsyncIterator, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -52,7 +51,6 @@ from ..core.names import (
     SESSION_KIND,
 )
 from ..core.records import Record
-from ..stores import AlreadyExists, NotFound
 from .engine import SessionEngine
 from .principal import current_principal
 
@@ -294,14 +292,9 @@ class LegacyGate:
             await self.stateful(scope, receive, send)
 
     async def _lookup(self, session_id: str) -> Record | None:
-        store = self.engine.store
-        record = await store.get(SESSION_KIND, session_id, current_principal().key)
-        if record is None or record.origin != "legacy":
-            return None
-        try:
-            return await store.touch(record)
-        except NotFound:
-            return None
+        return await self.engine.open_record(
+            SESSION_KIND, session_id, current_principal().key, origin="legacy"
+        )
 
     async def _checked_body(
         self, receive: Receive, send: Send
@@ -397,8 +390,6 @@ class LegacyGate:
     ) -> None:
         principal = current_principal()
         engine = self.engine
-        store = engine.store
-        config = self.config
         client = params if isinstance(params, dict) else {}
         attributes = {
             "protocolVersion": client.get("protocolVersion"),
@@ -429,20 +420,8 @@ class LegacyGate:
             return
 
         async def remember(minted: str) -> None:
-            record = Record.new(
-                kind=SESSION_KIND,
-                id=minted,
-                principal=principal.key,
-                origin="legacy",
-                now=time.time(),
-                idle_ttl=config.idle_ttl,
-                max_lifetime=config.max_lifetime,
-                attributes=attributes,
-            )
             # Stored before the client can see the id, so its next request finds it.
-            with contextlib.suppress(AlreadyExists):
-                await store.create(record)
-            await engine.quotas.note(caller, "legacy", record)
+            await engine.record_legacy(minted, principal.key, caller, attributes)
 
         #: The SDK's manager refused (503 "Too many open sessions": its cap on live
         #: connections, shared by every caller); its answer is held back.
