@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+from .core.errors import InvalidRequest
+
 logger = logging.getLogger("mcp_sessions.serving")
 
 
@@ -75,9 +77,7 @@ class HTTPLimits:
 def _raw_response(status: int, message: str) -> bytes:
     """A complete response that closes the connection, written before any app runs; the body
     is a JSON-RPC error (id null, -32600), as the gateway's own HTTP-level refusals are."""
-    body = json.dumps(
-        {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
-    ).encode()
+    body = json.dumps(InvalidRequest(message).response()).encode()
     phrase = HTTPStatus(status).phrase
     head = (
         f"HTTP/1.1 {status} {phrase}\r\n"

@@ -11,7 +11,12 @@ from pathlib import Path
 
 import mcp_sessions
 from mcp_sessions.core import names
-from mcp_sessions.core.errors import BodyTooLarge, MissingLegacySessionId, SessionNotFound
+from mcp_sessions.core.errors import (
+    BodyTooLarge,
+    InvalidRequest,
+    MissingLegacySessionId,
+    SessionNotFound,
+)
 
 PACKAGE = Path(mcp_sessions.__file__).parent
 
@@ -150,6 +155,12 @@ def test_standard_error_bodies() -> None:
     }
     assert BodyTooLarge.http_status == 413
     assert SessionNotFound().response("a")["error"]["code"] == -31001
+    assert InvalidRequest("Request Timeout").response() == {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": -32600, "message": "Request Timeout"},
+    }
+    assert isinstance(MissingLegacySessionId(), InvalidRequest)
 
 
 def test_session_independent_methods() -> None:

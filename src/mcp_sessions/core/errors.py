@@ -214,22 +214,28 @@ class InvalidParams(SessionError):
     default_message = "Invalid params"
 
 
-class MissingLegacySessionId(SessionError):
-    """A 2025-11-25 Streamable HTTP request after ``initialize`` without the legacy session
-    header (spec 2025-11-25 "Session Management" item 3: the server answers 400)."""
+class InvalidRequest(SessionError):
+    """An HTTP request refused before any JSON-RPC method runs (JSON-RPC 2.0 §5.1: -32600);
+    the message says what was wrong, the subclass or ``http_status`` which status."""
 
     code = INVALID_REQUEST
     http_status = 400
+    default_message = "Invalid Request"
+
+
+class MissingLegacySessionId(InvalidRequest):
+    """A 2025-11-25 Streamable HTTP request after ``initialize`` without the legacy session
+    header (spec 2025-11-25 "Session Management" item 3: the server answers 400)."""
+
     default_message = (
         f"Bad Request: missing {HEADER_LEGACY_SESSION_ID} header; send the id from the "
         "initialize response on every later request"
     )
 
 
-class BodyTooLarge(SessionError):
+class BodyTooLarge(InvalidRequest):
     """An HTTP request body over the size the endpoint accepts, refused unread (413)."""
 
-    code = INVALID_REQUEST
     http_status = 413
 
     def __init__(self, limit: int) -> None:
