@@ -164,6 +164,15 @@ class SessionEngine:
         await self.quotas.note(caller, "legacy", record)
         return record
 
+    async def end_legacy(self, session_id: str, principal: str, caller: str) -> bool:
+        """End a legacy session (HTTP ``DELETE``, DESIGN §5); ``False`` if ``principal`` has
+        no live one by that id. Its slot of ``caller``'s quota is freed."""
+        if await self.open_record(SESSION_KIND, session_id, principal, origin="legacy") is None:
+            return False
+        if await self.store.delete(SESSION_KIND, session_id, principal):
+            await self.quotas.release(caller, "legacy", session_id)
+        return True
+
     async def start_handle_session(self, session_id: str, principal: str, caller: str) -> Record:
         """A new session named by a handle argument (the ``session_start`` fallback, issue
         #11); raises LimitExceeded (-31005) or StoreUnavailable (-31006)."""

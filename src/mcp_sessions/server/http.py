@@ -498,20 +498,14 @@ class LegacyGate:
         await self.stateful({**scope, "method": "DELETE", "headers": headers}, nothing, discard)
 
     async def _delete(self, scope: Scope, receive: Receive, send: Send, session_id: str) -> None:
-        store = self.engine.store
         principal = current_principal()
+        caller = self.engine.quotas.caller_of_scope(principal, scope)
         try:
-            record = await self._lookup(session_id)
-            deleted = record is not None and await store.delete(
-                SESSION_KIND, session_id, principal.key
-            )
-            if deleted:
-                quotas = self.engine.quotas
-                await quotas.release(quotas.caller_of_scope(principal, scope), "legacy", session_id)
+            found = await self.engine.end_legacy(session_id, principal.key, caller)
         except StoreUnavailable as error:
             await _send_retryable(send, error)
             return
-        if record is None:
+        if not found:
             await _send_error(send, 404, SessionNotFound())
             return
         if session_id in self.local:
