@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .serving import _HEAD_TIMEOUT_MESSAGE, HTTPLimits, Linger, _HeadClock, refuse
+from ._serving_head import HEAD_TIMEOUT_MESSAGE, HeadClock, HTTPLimits, Linger, refuse
 
 
 class _HeadRefused(Exception):
@@ -29,7 +29,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.timeout_keep_alive = self.limits.keep_alive_timeout  # type: ignore[assignment]
-        self.head_clock = _HeadClock(self.loop, self.limits.header_timeout, self._head_timed_out)
+        self.head_clock = HeadClock(self.loop, self.limits.header_timeout, self._head_timed_out)
         self.in_head = False
         self.head_fields = 0
         self.head_bytes = 0  # the fields parsed so far
@@ -94,7 +94,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.refused or self.transport.is_closing():
             return
         if self.in_head:
-            self._refuse(_HEAD_TIMEOUT_MESSAGE, 408)
+            self._refuse(HEAD_TIMEOUT_MESSAGE, 408)
         else:
             self.transport.close()  # not a byte yet: nothing to answer
 

@@ -18,11 +18,9 @@ from .core.limits import (
     DEFAULT_MAX_LEGACY_SESSIONS,
     DEFAULT_MAX_SESSIONS,
 )
+from .core.names import HEADER_LEGACY_SESSION_ID
 from .core.sealing import KeyRing, SealingKey, StateCodec, read_token_header
-
-
-def rfc3339(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+from .core.timestamps import rfc3339
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -236,7 +234,7 @@ def token_inspect(
     type=click.IntRange(min=1),
     default=DEFAULT_MAX_LEGACY_SESSIONS,
     show_default=True,
-    help="Live Mcp-Session-Id sessions one caller may hold.",
+    help=f"Live {HEADER_LEGACY_SESSION_ID} sessions one caller may hold.",
 )
 @click.option(
     "--max-creations-per-minute",
@@ -352,7 +350,7 @@ def demo(
         f"state {state}, lifecycle {lifecycle}{', bearer auth' if tokens else ''})\n"
         f"  try: npx @modelcontextprotocol/inspector --cli {url} --method tools/list\n"
         f"  in Python: mcp_sessions.client.Client('{url}') keeps a session for you\n"
-        f"  ({plain}; 2025-11-25 clients get Mcp-Session-Id) - see docs/server.md",
+        f"  ({plain}; 2025-11-25 clients get {HEADER_LEGACY_SESSION_ID}) - see docs/server.md",
         err=True,
     )
     limits = HTTPLimits(

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from mcp_sessions.core import (
     InvalidState,
     KeyRing,
+    OversizedState,
     SealingKey,
     StateCodec,
-    StateTooLarge,
     newest_token,
     read_token_header,
 )
@@ -174,7 +174,7 @@ def test_size_cap() -> None:
     def fits(size: int) -> bool:
         try:
             token = seal({"blob": "x" * size})
-        except StateTooLarge:
+        except OversizedState:
             return False
         assert len(token) <= 4096
         return True
@@ -186,7 +186,7 @@ def test_size_cap() -> None:
         low, high = (middle, high) if fits(middle) else (low, middle)
     # The largest state that fits seals to a token right at the cap.
     assert len(seal({"blob": "x" * low})) > 4090
-    with pytest.raises(StateTooLarge) as caught:
+    with pytest.raises(OversizedState) as caught:
         seal({"blob": "x" * high})
     assert "server" in caught.value.message and "4096" in caught.value.message
 

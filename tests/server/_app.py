@@ -30,7 +30,7 @@ from mcp_sessions.core.records import JSONObject
 from mcp_sessions.core.sealing import KeyRing
 from mcp_sessions.demo import StaticTokens
 from mcp_sessions.server import CurrentSession, OptionalSession, Session, Sessions
-from mcp_sessions.server.sdk import current_scope
+from mcp_sessions.server.extension import current_scope
 from mcp_sessions.stores import Store
 
 #: The logger the ``log`` tool writes to (the correlation tests read its records).

@@ -17,7 +17,7 @@ from mcp_sessions.core.errors import (
     SESSION_REQUIRED,
     SessionNotFound,
 )
-from mcp_sessions.server.sdk import fallback_session_required
+from mcp_sessions.server.extension import fallback_session_required
 
 from ._app import build_app
 from .helpers import (

@@ -27,10 +27,9 @@ import json
 import re
 from typing import Any, ClassVar
 
-from .errors import SessionError
+from .errors import INVALID_REQUEST, SessionError
 
 PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
 
 #: Deepest array/object nesting accepted in a request body. MCP messages sit 3–4 levels deep
 #: (envelope, params, arguments); 100 leaves tool arguments ample room while staying far

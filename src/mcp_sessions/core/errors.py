@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from .names import (
+    HEADER_CLIENT_SESSION_ID,
+    HEADER_LEGACY_SESSION_ID,
+    META_SESSION_ID,
+    METHOD_SESSION_CREATE,
+)
+
 SESSION_NOT_FOUND = -31001
 SESSION_REQUIRED = -31002
 INVALID_STATE = -31003
@@ -18,6 +25,8 @@ STORE_UNAVAILABLE = -31006
 #: SEP-2243's code for a header that disagrees with the body; DESIGN §3 reuses it.
 HEADER_MISMATCH = -32020
 INVALID_PARAMS = -32602
+#: JSON-RPC 2.0 §5.1: the message is not a valid request.
+INVALID_REQUEST = -32600
 
 
 class SessionError(Exception):
@@ -43,6 +52,11 @@ class SessionError(Exception):
             error["data"] = self.data
         return error
 
+    def response(self, request_id: Any = None) -> dict[str, Any]:
+        """The whole JSON-RPC error response answering ``request_id`` (``null`` when the
+        request's id is unknown, JSON-RPC 2.0 §5)."""
+        return {"jsonrpc": "2.0", "id": request_id, "error": self.to_jsonrpc()}
+
 
 class SessionNotFound(SessionError):
     """Unknown, expired, destroyed, or another principal's session: one answer for all."""
@@ -60,8 +74,9 @@ class SessionRequired(SessionError):
 
     code = SESSION_REQUIRED
     default_message = (
-        "This request needs a session: send params._meta['dev.mcpsessions/sessionId'] "
-        "(and the Mcp-Client-Session-Id header over HTTP), or call session/create first."
+        f"This request needs a session: send params._meta['{META_SESSION_ID}'] "
+        f"(and the {HEADER_CLIENT_SESSION_ID} header over HTTP), or call "
+        f"{METHOD_SESSION_CREATE} first."
     )
 
 
@@ -97,14 +112,24 @@ class StateConflict(SessionError):
     )
 
 
-class StateTooLarge(SessionError):
-    """Sealed state over the size cap (DESIGN §4)."""
+class OversizedState(SessionError):
+    """Session state over a size cap, answered -32602: a sealed token over ``max_state_bytes``
+    (DESIGN §4) or a stored state over ``max_server_state_bytes``.
+
+    The wire error; a store's own refusal of a large document is
+    :class:`mcp_sessions.stores.StateTooLarge`, which the server turns into this one.
+    """
 
     code = INVALID_PARAMS
     default_message = (
         "The session state is larger than the 4096 bytes a sealed token may carry. Keep large "
         "state on the server (state mode 'server') and put only small values in the token."
     )
+
+
+#: The name of :class:`OversizedState` before issue #17 (it shared its name with the store's
+#: own error); kept so that existing imports work.
+StateTooLarge = OversizedState
 
 
 class LimitExceeded(SessionError):
@@ -187,3 +212,32 @@ class InvalidParams(SessionError):
     code = INVALID_PARAMS
     http_status = 400
     default_message = "Invalid params"
+
+
+class InvalidRequest(SessionError):
+    """An HTTP request refused before any JSON-RPC method runs (JSON-RPC 2.0 §5.1: -32600);
+    the message says what was wrong, the subclass or ``http_status`` which status."""
+
+    code = INVALID_REQUEST
+    http_status = 400
+    default_message = "Invalid Request"
+
+
+class MissingLegacySessionId(InvalidRequest):
+    """A 2025-11-25 Streamable HTTP request after ``initialize`` without the legacy session
+    header (spec 2025-11-25 "Session Management" item 3: the server answers 400)."""
+
+    default_message = (
+        f"Bad Request: missing {HEADER_LEGACY_SESSION_ID} header; send the id from the "
+        "initialize response on every later request"
+    )
+
+
+class BodyTooLarge(InvalidRequest):
+    """An HTTP request body over the size the endpoint accepts, refused unread (413)."""
+
+    http_status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Request body over {limit} bytes")
+        self.limit = limit

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from .errors import LimitExceeded
+from .names import HEADER_LEGACY_SESSION_ID
 
 #: What a quota counts: stored sessions (``_meta`` / alias carriers, ``session/create``, the
 #: handle fallback), legacy ``Mcp-Session-Id`` sessions, and handles of every kind.
@@ -36,12 +37,12 @@ LIMIT_FIELD: Final[dict[Counted, str]] = {
 }
 _NOUN: Final[dict[Counted, str]] = {
     "sessions": "live sessions",
-    "legacy": "live legacy (Mcp-Session-Id) sessions",
+    "legacy": f"live legacy ({HEADER_LEGACY_SESSION_ID}) sessions",
     "handles": "live handles",
 }
 _HOW_TO_FREE: Final[dict[Counted, str]] = {
     "sessions": "or at once when you destroy one (session/destroy)",
-    "legacy": "or at once when you end one (HTTP DELETE with its Mcp-Session-Id)",
+    "legacy": f"or at once when you end one (HTTP DELETE with its {HEADER_LEGACY_SESSION_ID})",
     "handles": "or sooner if the server revokes one",
 }
 

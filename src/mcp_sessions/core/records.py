@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-from .names import SESSION_KIND
-
 JSONObject = dict[str, Any]
 
 
@@ -61,10 +59,6 @@ class Record(NamedTuple):
 
     def is_expired(self, now: float) -> bool:
         return now >= self.expires_at
-
-    @property
-    def is_session(self) -> bool:
-        return self.kind == SESSION_KIND
 
     @classmethod
     def new(

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .errors import InvalidState, StateTooLarge
+from .errors import InvalidState, OversizedState
 from .names import MAX_STATE_BYTES
 
 TOKEN_PREFIX = "ms1."
@@ -283,7 +283,7 @@ class StateCodec:
         seq: int,
         now: float | None = None,
     ) -> str:
-        """A new token for ``state``. Raises :class:`StateTooLarge` over the cap, and
+        """A new token for ``state``. Raises :class:`OversizedState` over the cap, and
         ``TypeError``/``ValueError`` if ``state`` is not a JSON object."""
         if not isinstance(state, dict):
             raise TypeError(
@@ -300,7 +300,7 @@ class StateCodec:
         raw_len = _HEADER.size + _NONCE_LEN + plain_len + _TAG_LEN
         token_len = len(TOKEN_PREFIX) + (raw_len * 4 + 2) // 3
         if token_len > self.max_bytes:
-            raise StateTooLarge(
+            raise OversizedState(
                 f"The session state seals to {token_len} bytes, over the {self.max_bytes}-byte "
                 "limit of a state token. Keep large state on the server (state mode 'server') "
                 "and put only small values in the token."

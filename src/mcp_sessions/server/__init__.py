@@ -5,15 +5,15 @@ from __future__ import annotations
 from ..core.limits import Limits
 from ..serving import HTTPLimits, serve, uvicorn_config
 from .engine import SessionEngine, SessionsConfig
-from .handles import HandleError, HandleKind
-from .sdk import (
+from .extension import (
     CurrentSession,
     OptionalSession,
     Sessions,
-    current_principal,
     current_session,
     optional_session,
 )
+from .handles import HandleError, HandleKind
+from .principal import current_principal
 from .session import Session
 
 __all__ = [

@@ -85,15 +85,6 @@ def conversation_id_from_baggage(baggage: object) -> str | None:
     return None
 
 
-def baggage_with_conversation(baggage: str | None, conversation_id: str) -> str:
-    """``baggage`` with ``gen_ai.conversation.id`` set (clients use this)."""
-    member = f"{BAGGAGE_CONVERSATION_ID}={urllib.parse.quote(conversation_id, safe='')}"
-    if not baggage:
-        return member
-    kept = [m for m in baggage.split(",") if m.partition("=")[0].strip() != BAGGAGE_CONVERSATION_ID]
-    return ",".join([*kept, member])
-
-
 _propagator_installed = False
 
 

@@ -21,19 +21,21 @@ from pydantic import Field
 
 from ..core.errors import (
     LimitExceeded,
+    OversizedState,
     SessionError,
     SessionNotFound,
-    StateTooLarge,
     StoreUnavailable,
 )
 from ..core.handles import InvalidHandle, mint_handle, parse_handle, validate_kind
 from ..core.limits import json_size
 from ..core.records import JSONObject, Record
 from ..stores import NotFound
+from .errors import to_mcp_error
 from .session import Edit
 
 if TYPE_CHECKING:
-    from .engine import RequestScope, SessionEngine
+    from .engine import SessionEngine
+    from .session import RequestScope
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -59,7 +61,7 @@ def _readable_outage(
         try:
             return await method(self, *args, **kwargs)
         except StoreUnavailable as error:
-            raise self._engine.translate(error) from None
+            raise to_mcp_error(error) from None
 
     return wrapper
 
@@ -157,7 +159,7 @@ class HandleKind:
         try:
             await quotas.admit(caller, "handles", now=record.created_at)
         except LimitExceeded as error:
-            raise self._engine.translate(error) from None
+            raise to_mcp_error(error) from None
         await self._engine.store.create(record)
         await quotas.note(caller, "handles", record)
         scope.handles[(self.kind, record.id)] = record
@@ -175,14 +177,9 @@ class HandleKind:
             parse_handle(value, kind=self.kind)
         except InvalidHandle as exc:
             raise HandleError(str(exc)) from None
-        store = self._engine.store
-        record = await store.get(self.kind, value, scope.principal.key)
+        record = await self._engine.open_record(self.kind, value, scope.principal.key)
         if record is None:
             raise self.unknown(value)
-        try:
-            record = await store.touch(record)
-        except NotFound:
-            raise self.unknown(value) from None
         scope.handles[(self.kind, value)] = record
         return record
 
@@ -199,14 +196,14 @@ class HandleKind:
             updated, result = await scope.edit(record, edit)
         except SessionNotFound:
             raise self.unknown(value) from None  # revoked or expired meanwhile
-        except StateTooLarge as error:
+        except OversizedState as error:
             # The handle's own data: a tool error that says why (issue #12 row 3), as at
             # creation; nothing was stored.
             raise HandleError(
                 f"The {self.kind} handle {value!r} was not changed: {error.message}"
             ) from None
         except SessionError as error:
-            raise self._engine.translate(error) from None
+            raise to_mcp_error(error) from None
         scope.handles[(self.kind, value)] = updated
         return result
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import time
 import uuid
 from collections.abc import AsyncIterator, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -34,36 +33,55 @@ from starlette.routing import Route
 from ..core.bodies import MalformedBody, NotAMessage, parse_message
 from ..core.carriers import RequestView, resolve_carrier
 from ..core.errors import (
+    BodyTooLarge,
     HeaderMismatch,
     InvalidParams,
     InvalidSessionId,
     LimitExceeded,
+    MissingLegacySessionId,
     SessionError,
     SessionNotFound,
     StoreUnavailable,
 )
 from ..core.limits import json_size
-from ..core.names import LEGACY_PROTOCOL_VERSIONS, SESSION_KIND
+from ..core.names import (
+    HEADER_LEGACY_SESSION_ID,
+    HEADER_PROTOCOL_VERSION,
+    LEGACY_PROTOCOL_VERSIONS,
+    SESSION_KIND,
+)
 from ..core.records import Record
-from ..stores import AlreadyExists, NotFound
-from .engine import legacy_record_var
-from .sdk import current_principal
+from .engine import SessionEngine
+from .principal import current_principal
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
-
-    from .sdk import Sessions
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Any
 Send = Any
 
-#: Bodies larger than this are refused with 413 before anything parses them.
-DEFAULT_MAX_BODY = 4 * 1024 * 1024
+#: Header names as ASGI spells them (lowercase; bytes in raw header lists).
+_LEGACY_ID = HEADER_LEGACY_SESSION_ID.lower()
+_LEGACY_ID_RAW = _LEGACY_ID.encode("latin-1")
+_PROTOCOL_VERSION = HEADER_PROTOCOL_VERSION.lower()
+
+#: Where, in the ASGI scope's ``state``, the gate leaves the legacy record it has just read
+#: and touched: the SDK hands the middleware that request, so the record is not read twice.
+_CHECKED_RECORD = "mcp_sessions.legacy_record"
 
 
-def streamable_http_app(sessions: Sessions, mcp: MCPServer, **options: Any) -> Starlette:
+def checked_legacy_record(request: Any) -> Record | None:
+    """The legacy record the gate checked for ``request`` (the SDK's Starlette request),
+    if it did."""
+    scope = getattr(request, "scope", None)
+    state = scope.get("state") if isinstance(scope, dict) else None
+    found = state.get(_CHECKED_RECORD) if isinstance(state, dict) else None
+    return found if isinstance(found, Record) else None
+
+
+def streamable_http_app(engine: SessionEngine, mcp: MCPServer, **options: Any) -> Starlette:
     """``mcp.streamable_http_app(**options)`` with legacy sessions kept in the store."""
     if options.get("stateless_http"):
         raise ValueError(
@@ -81,7 +99,7 @@ def streamable_http_app(sessions: Sessions, mcp: MCPServer, **options: Any) -> S
         max_request_body_size=stateful.max_request_body_size,
     )
     gate = LegacyGate(
-        sessions,
+        engine,
         stateful=_find_endpoint(app, path),
         stateless=StreamableHTTPASGIApp(stateless),
         max_body=stateful.max_request_body_size,
@@ -93,11 +111,11 @@ def streamable_http_app(sessions: Sessions, mcp: MCPServer, **options: Any) -> S
     @contextlib.asynccontextmanager
     async def lifespan(starlette: Starlette) -> AsyncIterator[Any]:
         async with previous_lifespan(starlette) as state, stateless.run():
-            await sessions.engine.start()  # logs a store that is down or keeps nothing
+            await engine.start()  # logs a store that is down or keeps nothing
             try:
                 yield state
             finally:
-                await sessions.aclose()
+                await engine.aclose()
 
     app.router.lifespan_context = lifespan
     return app
@@ -141,9 +159,7 @@ async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
 
 
 async def _send_error(send: Send, status: int, error: SessionError, request_id: Any = None) -> None:
-    await _send_json(
-        send, status, {"jsonrpc": "2.0", "id": request_id, "error": error.to_jsonrpc()}
-    )
+    await _send_json(send, status, error.response(request_id))
 
 
 async def _send_retryable(send: Send, error: SessionError, request_id: Any = None) -> None:
@@ -151,7 +167,7 @@ async def _send_retryable(send: Send, error: SessionError, request_id: Any = Non
     ``retry_after`` as ``Retry-After`` (RFC 9110 §10.2.3, whole seconds): 429 for a quota,
     503 for a store outage (issue #12)."""
     retry_after: float | None = getattr(error, "retry_after", None)
-    payload = json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error.to_jsonrpc()}).encode()
+    payload = json.dumps(error.response(request_id)).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),
@@ -211,7 +227,7 @@ def _without_session_id(send: Send) -> Send:
             headers = [
                 (name, value)
                 for name, value in message.get("headers", [])
-                if name.lower() != b"mcp-session-id"
+                if name.lower() != _LEGACY_ID_RAW
             ]
             message = {**message, "headers": headers}
         await send(message)
@@ -222,8 +238,11 @@ def _without_session_id(send: Send) -> Send:
 class LegacyGate:
     """The ASGI endpoint in front of the SDK's managers (see the module docstring)."""
 
-    def __init__(self, sessions: Sessions, *, stateful: Any, stateless: Any, max_body: int) -> None:
-        self.sessions = sessions
+    def __init__(
+        self, engine: SessionEngine, *, stateful: Any, stateless: Any, max_body: int
+    ) -> None:
+        self.engine = engine
+        self.config = engine.config
         self.stateful = stateful
         self.stateless = stateless
         self.max_body = max_body
@@ -235,7 +254,7 @@ class LegacyGate:
             await self.stateful(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        version = headers.get("mcp-protocol-version")
+        version = headers.get(_PROTOCOL_VERSION)
         method = scope["method"]
         checked: tuple[bytes, dict[str, Any]] | None = None
         if method == "POST":
@@ -250,7 +269,7 @@ class LegacyGate:
             # goes to the modern path, which answers unsupported versions itself (-32022).
             await self.stateful(scope, receive, send)
             return
-        session_id = headers.get("mcp-session-id")
+        session_id = headers.get(_LEGACY_ID)
         if checked is not None:
             await self._post(scope, receive, send, headers, session_id, *checked)
         elif method == "DELETE" and session_id is not None:
@@ -273,14 +292,9 @@ class LegacyGate:
             await self.stateful(scope, receive, send)
 
     async def _lookup(self, session_id: str) -> Record | None:
-        store = self.sessions.engine.store
-        record = await store.get(SESSION_KIND, session_id, current_principal().key)
-        if record is None or record.origin != "legacy":
-            return None
-        try:
-            return await store.touch(record)
-        except NotFound:
-            return None
+        return await self.engine.open_record(
+            SESSION_KIND, session_id, current_principal().key, origin="legacy"
+        )
 
     async def _checked_body(
         self, receive: Receive, send: Send
@@ -289,8 +303,7 @@ class LegacyGate:
         try:
             body = await _read_body(receive, self.max_body)
         except _BodyTooLarge:
-            error = {"code": -32600, "message": f"Request body over {self.max_body} bytes"}
-            await _send_json(send, 413, {"jsonrpc": "2.0", "id": None, "error": error})
+            await _send_error(send, 413, BodyTooLarge(self.max_body))
             return None
         try:
             return body, parse_message(body)
@@ -320,9 +333,9 @@ class LegacyGate:
                     method=str(rpc_method),
                     meta=meta if isinstance(meta, dict) else None,
                     headers=headers,
-                    protocol_version=headers.get("mcp-protocol-version"),
+                    protocol_version=headers.get(_PROTOCOL_VERSION),
                 ),
-                self.sessions.config.carriers,
+                self.config.carriers,
             )
         except (HeaderMismatch, InvalidSessionId) as error:
             await _send_error(send, 400, error, request_id)
@@ -332,20 +345,8 @@ class LegacyGate:
             return
         send = _without_session_id(send)
         if session_id is None:
-            if self.sessions.config.legacy_sessions_required and rpc_method is not None:
-                await _send_json(
-                    send,
-                    400,
-                    {
-                        "jsonrpc": "2.0",
-                        "id": request_id,
-                        "error": {
-                            "code": -32600,
-                            "message": "Bad Request: missing Mcp-Session-Id header; send the id "
-                            "from the initialize response on every later request",
-                        },
-                    },
-                )
+            if self.config.legacy_sessions_required and rpc_method is not None:
+                await _send_error(send, 400, MissingLegacySessionId(), request_id)
                 return
             await self.stateless(scope, replay, send)
             return
@@ -357,7 +358,7 @@ class LegacyGate:
         if record is None:
             await _send_error(send, 404, SessionNotFound(), request_id)
             return
-        legacy_record_var.set(record)  # the middleware finds it here instead of reading again
+        scope.setdefault("state", {})[_CHECKED_RECORD] = record  # see checked_legacy_record
         if session_id not in self.local:
             await self.stateless(scope, replay, send)
             return
@@ -388,9 +389,7 @@ class LegacyGate:
         raw_receive: Receive,
     ) -> None:
         principal = current_principal()
-        engine = self.sessions.engine
-        store = engine.store
-        config = self.sessions.config
+        engine = self.engine
         client = params if isinstance(params, dict) else {}
         attributes = {
             "protocolVersion": client.get("protocolVersion"),
@@ -421,20 +420,8 @@ class LegacyGate:
             return
 
         async def remember(minted: str) -> None:
-            record = Record.new(
-                kind=SESSION_KIND,
-                id=minted,
-                principal=principal.key,
-                origin="legacy",
-                now=time.time(),
-                idle_ttl=config.idle_ttl,
-                max_lifetime=config.max_lifetime,
-                attributes=attributes,
-            )
             # Stored before the client can see the id, so its next request finds it.
-            with contextlib.suppress(AlreadyExists):
-                await store.create(record)
-            await engine.quotas.note(caller, "legacy", record)
+            await engine.record_legacy(minted, principal.key, caller, attributes)
 
         #: The SDK's manager refused (503 "Too many open sessions": its cap on live
         #: connections, shared by every caller); its answer is held back.
@@ -451,7 +438,7 @@ class LegacyGate:
             if full:
                 return
             if message["type"] == "http.response.start" and message["status"] < 400:
-                minted = Headers(raw=message.get("headers", [])).get("mcp-session-id")
+                minted = Headers(raw=message.get("headers", [])).get(_LEGACY_ID)
                 if minted is not None:
                     try:
                         await remember(minted)
@@ -485,7 +472,7 @@ class LegacyGate:
                 except StoreUnavailable as error:
                     unavailable.append((minted, error))
                     return
-                headers = [*message.get("headers", []), (b"mcp-session-id", minted.encode())]
+                headers = [*message.get("headers", []), (_LEGACY_ID_RAW, minted.encode())]
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -498,9 +485,9 @@ class LegacyGate:
         headers = [
             (name, value)
             for name, value in scope.get("headers", [])
-            if name.lower() not in (b"content-type", b"content-length", b"mcp-session-id")
+            if name.lower() not in (b"content-type", b"content-length", _LEGACY_ID_RAW)
         ]
-        headers.append((b"mcp-session-id", session_id.encode()))
+        headers.append((_LEGACY_ID_RAW, session_id.encode()))
 
         async def nothing() -> Message:
             return {"type": "http.disconnect"}
@@ -511,20 +498,14 @@ class LegacyGate:
         await self.stateful({**scope, "method": "DELETE", "headers": headers}, nothing, discard)
 
     async def _delete(self, scope: Scope, receive: Receive, send: Send, session_id: str) -> None:
-        store = self.sessions.engine.store
         principal = current_principal()
+        caller = self.engine.quotas.caller_of_scope(principal, scope)
         try:
-            record = await self._lookup(session_id)
-            deleted = record is not None and await store.delete(
-                SESSION_KIND, session_id, principal.key
-            )
-            if deleted:
-                quotas = self.sessions.engine.quotas
-                await quotas.release(quotas.caller_of_scope(principal, scope), "legacy", session_id)
+            found = await self.engine.end_legacy(session_id, principal.key, caller)
         except StoreUnavailable as error:
             await _send_retryable(send, error)
             return
-        if record is None:
+        if not found:
             await _send_error(send, 404, SessionNotFound())
             return
         if session_id in self.local:

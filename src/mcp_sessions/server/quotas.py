@@ -32,7 +32,7 @@ from ..core.records import Record
 from ..stores import AlreadyExists
 
 if TYPE_CHECKING:
-    from .engine import SessionEngine
+    from ..stores import Store
 
 #: The principal part of ledger keys; principal keys are ``anonymous`` or a JSON array, so
 #: no caller's own records can ever sit under it.
@@ -51,11 +51,11 @@ _PRUNE_ABOVE = 10_000
 
 
 class Quotas:
-    """The limits of one server, counted in its engine's store."""
+    """The limits of one server, counted in the server's store."""
 
-    def __init__(self, limits: Limits, engine: SessionEngine) -> None:
+    def __init__(self, limits: Limits, store: Store) -> None:
         self.limits = limits
-        self._engine = engine
+        self._store = store
         self._buckets: dict[str, TokenBucket] = {}
         #: (caller, counted) → (recheck at, room frees up at): refusals remembered.
         self._full: dict[tuple[str, Counted], tuple[float, float]] = {}
@@ -137,13 +137,13 @@ class Quotas:
         )
         # AlreadyExists: a parallel first request with the same id has counted it already.
         with contextlib.suppress(AlreadyExists):
-            await self._engine.store.create(entry)
+            await self._store.create(entry)
 
     async def release(self, caller: str, counted: Counted, id: str) -> None:
         """``caller`` removed the ``counted`` thing ``id``: its room is free at once."""
         self._full.pop((caller, counted), None)
         if self.limits.cap(counted) is not None:
-            await self._engine.store.delete(LEDGER_KIND[counted], id, LEDGER_PREFIX + caller)
+            await self._store.delete(LEDGER_KIND[counted], id, LEDGER_PREFIX + caller)
 
     async def _check_room(self, caller: str, counted: Counted, cap: int, now: float) -> None:
         key = (caller, counted)
@@ -153,7 +153,7 @@ class Quotas:
             if now < recheck_at:
                 raise too_many(counted, cap, frees_at - now)
             del self._full[key]
-        store = self._engine.store
+        store = self._store
         ledger_key = LEDGER_PREFIX + caller
         if await store.count(ledger_key, kind=LEDGER_KIND[counted], now=now) < cap:
             return
@@ -174,7 +174,7 @@ class Quotas:
     async def _check_ledger(self, ledger: list[Record], now: float) -> tuple[int, float]:
         """How many ledger entries still count a live record, and when the first of those
         can expire at the earliest (a record's expiry only ever moves later)."""
-        store = self._engine.store
+        store = self._store
         live = 0
         frees_at = math.inf
         for entry in ledger:

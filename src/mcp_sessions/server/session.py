@@ -1,39 +1,47 @@
-"""The one object tools see, whichever carrier brought the session (DESIGN §2)."""
+"""One request's session: the :class:`Session` tools see, whichever carrier brought it
+(DESIGN §2), and the :class:`RequestScope` that resolves, loads, edits and stamps it."""
 
 from __future__ import annotations
 
-import functools
-import math
+import asyncio
+import inspect
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..core.carriers import Carrier
-from ..core.errors import SessionError
+from ..core.carriers import Carrier, Resolution
+from ..core.errors import (
+    OversizedState,
+    SessionError,
+    SessionNotFound,
+    SessionRequired,
+    StateConflict,
+)
+from ..core.names import (
+    LIFECYCLE_EXPLICIT,
+    LIFECYCLE_IMPLICIT,
+    META_EXPIRES_AT,
+    META_STATE,
+    SESSION_KIND,
+)
 from ..core.principal import Principal
-from ..core.records import JSONObject, Record
+from ..core.records import JSONObject, Record, copy_json
+from ..core.timestamps import rfc3339
+from ..stores import AlreadyExists, NotFound, VersionConflict
+from ..stores import StateTooLarge as StoreStateTooLarge
+from .contention import conflict_backoff
+from .errors import to_mcp_error
 
 if TYPE_CHECKING:
-    from .engine import RequestScope
+    from .engine import SessionEngine
 
 T = TypeVar("T")
 
+#: Carriers through which a client proposes its own id (implicit creation applies).
+CLIENT_CARRIERS = frozenset({Carrier.META, Carrier.SEP2822, Carrier.OPENAI, Carrier.BEDROCK})
+
 Edit = Callable[[JSONObject], "T | Awaitable[T]"]
-
-
-def rfc3339(timestamp: float) -> str | None:
-    """``timestamp`` as RFC 3339 UTC to the second; ``None`` for no expiry (infinity)."""
-    if not math.isfinite(timestamp):
-        return None
-    return _rfc3339_second(int(timestamp))
-
-
-@functools.lru_cache(maxsize=256)
-def _rfc3339_second(second: int) -> str:
-    # Every result carries its session's expiry, and most fall within the same few seconds:
-    # formatting a datetime costs more than the rest of the result's _meta.
-    return datetime.fromtimestamp(second, UTC).isoformat().replace("+00:00", "Z")
 
 
 class Session:
@@ -110,7 +118,7 @@ class Session:
         try:
             self._record, result = await self._scope.edit(self._record, edit)
         except SessionError as error:
-            raise self._scope.engine.translate(error) from None
+            raise to_mcp_error(error) from None
         return result
 
     async def set(self, key: str, value: Any) -> None:
@@ -127,3 +135,241 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<Session {self.id} via {self.carrier.value} v{self.version}>"
+
+
+class RequestScope:
+    """One request's session, resolved from its carrier on first use."""
+
+    def __init__(
+        self,
+        engine: SessionEngine,
+        resolution: Resolution,
+        principal: Principal,
+        meta: Mapping[str, Any],
+        conversation_id: str | None,
+    ) -> None:
+        self.engine = engine
+        self.resolution = resolution
+        self.principal = principal
+        self.meta = meta
+        self.conversation_id = conversation_id
+        self._session: Session | None = None
+        #: Handle records this request loaded or made, by (kind, handle).
+        self.handles: dict[tuple[str, str], Record] = {}
+        #: Handles this request minted, as (kind, handle): listed in the result's _meta so a
+        #: gateway pins each to the replica that holds it (issue #11).
+        self.minted: list[tuple[str, str]] = []
+        self._token_out: str | None = None
+        self._seq = 0
+        self._conflict_current: Record | None = None
+        #: A tool error to answer instead of running the tool (a malformed handle argument).
+        self.refusal: str | None = None
+        #: The transport's request (the SDK's Starlette request over HTTP, else ``None``):
+        #: quotas tell anonymous callers apart by its client address.
+        self.request: Any = None
+        #: The legacy session record the HTTP gate has just read and touched for this request
+        #: (``server/http.py``), handed over with the request so it is not read twice.
+        self.legacy_record: Record | None = None
+
+    def caller(self) -> str:
+        """This request's quota key (the principal, or an anonymous caller's address)."""
+        return self.engine.quotas.caller(self.principal, self.request)
+
+    @property
+    def carrier(self) -> Carrier:
+        return self.resolution.carrier
+
+    @property
+    def _sealed(self) -> bool:
+        # Sealed state needs a client that echoes tokens: extension-aware carriers only.
+        # Legacy sessions and session handles (plain clients) keep their state in the store.
+        return self.engine.config.state == "sealed" and self.carrier in CLIENT_CARRIERS
+
+    @property
+    def session_id(self) -> str | None:
+        return self.resolution.session_id
+
+    @property
+    def loaded(self) -> Session | None:
+        """The session if this request used it, else ``None``."""
+        return self._session
+
+    async def session(self) -> Session:
+        """The request's session; raises SessionRequired / SessionNotFound / InvalidState."""
+        if self._session is not None:
+            return self._session
+        session_id = self.resolution.session_id
+        if session_id is None:
+            raise SessionRequired(self.engine.session_required_message)
+        if self._sealed:
+            self._session = self._open_sealed(session_id)
+        else:
+            self._session = await self._open_stored(session_id)
+        return self._session
+
+    def _open_sealed(self, session_id: str) -> Session:
+        now = time.time()
+        config = self.engine.config
+        token = self.meta.get(META_STATE)
+        record = Record.new(
+            kind=SESSION_KIND,
+            id=session_id,
+            principal=self.principal.key,
+            origin="client",
+            now=now,
+            idle_ttl=self.engine.codec.ttl,
+        )
+        if token is not None:
+            opened = self.engine.codec.unseal(
+                token, principal=self.principal.key, session_id=session_id, now=now
+            )
+            self._seq = opened.seq
+            record = record._replace(
+                state=opened.state, version=opened.seq, max_expires_at=opened.expires_at
+            )
+            return Session(self, record, created=False)
+        if config.lifecycle == LIFECYCLE_EXPLICIT:
+            # Explicit sealed sessions prove their creation with the token session/create gave.
+            raise SessionNotFound()
+        return Session(self, record, created=True)
+
+    async def _open_stored(self, session_id: str) -> Session:
+        checked = self.legacy_record
+        if (
+            self.carrier is Carrier.LEGACY
+            and checked is not None
+            and checked.id == session_id
+            and checked.principal == self.principal.key
+        ):
+            # The HTTP gate has just read and touched this legacy session: no second read.
+            return Session(self, checked, created=False)
+        store = self.engine.store
+        config = self.engine.config
+        key = self.principal.key
+        record = await store.get(SESSION_KIND, session_id, key)
+        created = False
+        if record is None:
+            # Unknown to this principal. Another principal's session with the same id is not
+            # in the way: the store keys records by principal too, so the id is unknown here
+            # and gets exactly the unknown-id answer (DESIGN §2).
+            # A connection's session is created on first use whatever the lifecycle: its id
+            # is minted by the adapter, never proposed by a client (carrier 5, issue #11).
+            connection = self.carrier is Carrier.CONNECTION
+            implicit = connection or (
+                config.lifecycle == LIFECYCLE_IMPLICIT and self.carrier in CLIENT_CARRIERS
+            )
+            if not implicit:
+                raise SessionNotFound()
+            record = Record.new(
+                kind=SESSION_KIND,
+                id=session_id,
+                principal=key,
+                origin="connection" if connection else "client",
+                now=time.time(),
+                idle_ttl=config.idle_ttl,
+                max_lifetime=config.max_lifetime,
+            )
+            caller = self.caller()
+            await self.engine.quotas.admit(caller, "sessions")
+            try:
+                await store.create(record)
+                created = True
+                await self.engine.quotas.note(caller, "sessions", record)
+            except AlreadyExists:
+                # A parallel first request of this principal won the race: use its session.
+                record = await store.get(SESSION_KIND, session_id, key)
+                if record is None:  # and it was destroyed (or expired) in between
+                    raise SessionNotFound() from None
+        else:
+            try:
+                record = await store.touch(record)
+            except NotFound:
+                raise SessionNotFound() from None
+        return Session(self, record, created=created)
+
+    # -- used by Session.update ---------------------------------------------------------------
+
+    async def commit(self, record: Record, state: JSONObject) -> Record | None:
+        """Store ``state`` if ``record`` is still current; ``None`` on a version conflict."""
+        config = self.engine.config
+        if record.kind == SESSION_KIND and self._sealed:
+            # Sealing now surfaces an oversize state to the tool that caused it.
+            self._token_out = self.engine.codec.seal(
+                state, principal=self.principal.key, session_id=record.id, seq=self._seq + 1
+            )
+            return record._replace(state=state, version=self._seq + 1)
+        limit = config.max_server_state_bytes
+        try:
+            return await self.engine.store.compare_and_set(
+                record.kind, record.id, self.principal.key, record.version, state, max_bytes=limit
+            )
+        except VersionConflict as conflict:
+            self._conflict_current = conflict.current
+            return None
+        except NotFound:
+            raise SessionNotFound() from None
+        except StoreStateTooLarge as error:
+            raise OversizedState(
+                f"The session state would be {error.size} bytes of JSON, over this server's "
+                f"limit of {limit}. Store less per session."
+            ) from None
+
+    async def edit(self, record: Record, edit: Edit[T]) -> tuple[Record, T]:
+        """Read-modify-write: ``edit`` a private copy of ``record``'s state, store it with a
+        compare-and-set, and on a version conflict run ``edit`` again on the current state.
+
+        Returns the stored record and what ``edit`` returned. Raises StateConflict after
+        ``max_retries`` lost races, SessionNotFound if the record is gone.
+        """
+        queue = self.engine.edit_queue
+        key = (record.kind, record.id, self.principal.key)
+        held = False
+        if not (record.kind == SESSION_KIND and self._sealed):  # sealed: nothing stored
+            # One edit per record at a time in this process (issue #12 item 7): the others
+            # wait and start from what it stored, so only other processes' writes conflict.
+            held = queue.take(key, self) or await queue.wait(key, self) is not None
+            # Start from what an earlier edit here stored (None above: an edit inside an edit).
+            record = queue.latest(key, record)
+        stored: Record | None = None
+        try:
+            for conflicts in range(self.engine.config.max_retries):
+                if conflicts:
+                    delay = conflict_backoff(conflicts)
+                    if delay:
+                        # Another process keeps winning: let it finish, not race in step.
+                        await asyncio.sleep(delay)
+                draft = copy_json(record.state)
+                result = edit(draft)
+                if inspect.isawaitable(result):
+                    result = await result
+                stored = await self.commit(record, draft)
+                if stored is not None:
+                    return stored, result
+                record = await self.reload(record)
+            raise StateConflict()
+        finally:
+            if held:
+                queue.leave(key, stored)
+
+    async def reload(self, record: Record) -> Record:
+        current, self._conflict_current = self._conflict_current, None
+        if current is not None:
+            return current
+        fresh = await self.engine.store.get(record.kind, record.id, self.principal.key)
+        if fresh is None:
+            raise SessionNotFound()
+        return fresh
+
+    # -- what the result carries (DESIGN §3) ----------------------------------------------
+
+    def result_meta(self) -> dict[str, Any]:
+        """``_meta`` entries for the result: expiry, and a new state token if it changed."""
+        if self._session is None:
+            return {}
+        meta: dict[str, Any] = {}
+        expiry = rfc3339(self._session.expires_at)
+        if expiry is not None:
+            meta[META_EXPIRES_AT] = expiry
+        if self._token_out is not None:
+            meta[META_STATE] = self._token_out
+        return meta

@@ -1,16 +1,16 @@
-"""The one adapter to the MCP Python SDK (``mcp`` >= 2.3).
+"""The extension on an ``MCPServer``: :class:`Sessions` and its middleware (``mcp`` >= 2.3).
 
-Everything that touches the SDK's extension surfaces lives here, so an SDK change is mended
-in one module: the ``Extension`` (capability ad, ``session/create`` / ``session/destroy``,
-the ``tools/call`` interceptor that checks handles), the middleware (provisional in the SDK:
+The SDK's extension surfaces meet the session model here: the ``Extension`` (capability ad,
+``session/create`` / ``session/destroy``, the ``session_start`` fallback tool, the
+``tools/call`` interceptor that checks handles), the middleware (provisional in the SDK:
 carrier resolution, result ``_meta``) and the ``Resolve`` dependencies that hand tools their
-:class:`~mcp_sessions.server.session.Session` (research/sdk-digest.md §2).
+:class:`~mcp_sessions.server.session.Session` (research/sdk-digest.md §2). The legacy HTTP
+endpoint is ``server/http.py``; principals, ``server/principal.py``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import replace
@@ -18,8 +18,6 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Annotated, Any
 from weakref import WeakKeyDictionary
 
-from mcp.server.auth.middleware.auth_context import get_access_token
-from mcp.server.auth.provider import principal_components
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding, ToolBinding
 from mcp.server.mcpserver import Resolve
@@ -47,20 +45,23 @@ from ..core.names import (
     METHOD_SESSION_CREATE,
     METHOD_SESSION_DESTROY,
     MODERN_PROTOCOL_VERSIONS,
+    SESSION_INDEPENDENT_METHODS,
     SESSION_KIND,
 )
-from ..core.principal import ANONYMOUS, Principal
-from ..core.records import Record
 from ..core.sealing import KeyRing
+from ..core.timestamps import rfc3339
 from ..stores import Store
 from .correlation import (
     conversation_id_from_baggage,
     install_log_record_factory,
     install_tolerant_propagator,
 )
-from .engine import Lifecycle, RequestScope, SessionEngine, SessionsConfig, StateMode
+from .engine import Lifecycle, SessionEngine, SessionsConfig, StateMode
+from .errors import to_mcp_error
 from .handles import HandleError, HandleKind
-from .session import Session, rfc3339
+from .http import checked_legacy_record, streamable_http_app
+from .principal import current_principal
+from .session import RequestScope, Session
 
 logger = logging.getLogger("mcp_sessions")
 
@@ -68,18 +69,6 @@ logger = logging.getLogger("mcp_sessions")
 _scope_var: ContextVar[RequestScope | None] = ContextVar("mcp_sessions_scope", default=None)
 _NO_META: Mapping[str, Any] = MappingProxyType({})
 
-#: Methods whose results must never depend on the session (DESIGN §3, SEP-2567).
-LIST_METHODS = frozenset(
-    {
-        "tools/list",
-        "prompts/list",
-        "resources/list",
-        "resources/templates/list",
-        "server/discover",
-        "initialize",
-        "ping",
-    }
-)
 #: The argument that carries a session handle when the fallback is on.
 FALLBACK_ARGUMENT = "session"
 FALLBACK_TOOL = "session_start"
@@ -94,19 +83,6 @@ def fallback_session_required(argument: str) -> str:
         f"tool calls (or, if your client speaks the {EXTENSION_ID} extension, send "
         f"params._meta[{META_SESSION_ID!r}])."
     )
-
-
-def current_principal() -> Principal:
-    """The caller, from the SDK's auth context (python-sdk's own ownership triple)."""
-    token = get_access_token()
-    if token is None:
-        return ANONYMOUS
-    client_id, issuer, subject = principal_components(token)
-    return Principal(issuer=issuer, subject=subject, client_id=client_id)
-
-
-def to_mcp_error(error: SessionError) -> MCPError:
-    return MCPError(code=error.code, message=error.message, data=error.data)
 
 
 def current_scope() -> RequestScope | None:
@@ -206,16 +182,17 @@ class Sessions(Extension):
         self,
         *,
         store: Store | str | None = None,
-        lifecycle: Lifecycle = "implicit",
-        state: StateMode = "server",
+        # Defaults are SessionsConfig's own, so they are written once (engine.py).
+        lifecycle: Lifecycle = SessionsConfig.lifecycle,
+        state: StateMode = SessionsConfig.state,
         keys: KeyRing | None = None,
-        idle_ttl: float = 3600.0,
-        max_lifetime: float | None = 7 * 24 * 3600.0,
+        idle_ttl: float = SessionsConfig.idle_ttl,
+        max_lifetime: float | None = SessionsConfig.max_lifetime,
         carriers: CarrierPolicy | None = None,
         handle_fallback: bool = False,
-        audience: str = "mcp-sessions",
-        legacy_sessions_required: bool = True,
-        max_server_state_bytes: int = 1 << 20,
+        audience: str = SessionsConfig.audience,
+        legacy_sessions_required: bool = SessionsConfig.legacy_sessions_required,
+        max_server_state_bytes: int = SessionsConfig.max_server_state_bytes,
         limits: Limits | None = None,
     ) -> None:
         policy = carriers or CarrierPolicy()
@@ -234,9 +211,6 @@ class Sessions(Extension):
         #: Per-caller quotas, creation rate and creation sizes (issue #12, docs/security.md).
         self.limits = limits if limits is not None else Limits()
         self.engine = SessionEngine(self.config, store=store, keys=keys, limits=self.limits)
-        # Errors raised inside tool bodies (Session.update) must reach the client as the
-        # JSON-RPC errors of DESIGN §3, which the SDK passes through only as MCPError.
-        self.engine.translate = to_mcp_error
         self.handle_fallback = handle_fallback
         if handle_fallback and policy.handle_argument is not None:
             self.engine.session_required_message = fallback_session_required(policy.handle_argument)
@@ -351,9 +325,7 @@ class Sessions(Extension):
     def streamable_http_app(self, mcp: MCPServer, **options: Any) -> Starlette:
         """``mcp.streamable_http_app(**options)`` with legacy sessions kept in the store, so
         that any replica serves any session. Use it instead of the SDK's method."""
-        from .http import streamable_http_app
-
-        return streamable_http_app(self, mcp, **options)
+        return streamable_http_app(self.engine, mcp, **options)
 
     # -- methods --------------------------------------------------------------------------
 
@@ -410,22 +382,10 @@ class Sessions(Extension):
     async def _session_start(self) -> str:
         """The handle fallback: a new session whose id is returned as a handle string."""
         scope = _require_scope()
-        config = self.config
-        record = Record.new(
-            kind=SESSION_KIND,
-            id=f"{FALLBACK_ARGUMENT}-{new_session_id()}",
-            principal=scope.principal.key,
-            origin="handle",
-            now=time.time(),
-            idle_ttl=config.idle_ttl,
-            max_lifetime=config.max_lifetime,
-        )
-        caller = scope.caller()
-        quotas = self.engine.quotas
         try:
-            await quotas.admit(caller, "sessions", now=record.created_at)
-            await self.engine.store.create(record)
-            await quotas.note(caller, "sessions", record)
+            record = await self.engine.start_handle_session(
+                f"{FALLBACK_ARGUMENT}-{new_session_id()}", scope.principal.key, scope.caller()
+            )
         except SessionError as error:  # a quota (-31005), the store down (-31006)
             raise to_mcp_error(error) from None
         scope.minted.append((SESSION_KIND, record.id))
@@ -515,6 +475,7 @@ class SessionMiddleware:
         )
         scope.refusal = refusal
         scope.request = request
+        scope.legacy_record = checked_legacy_record(request)
         token = _scope_var.set(scope)
         try:
             result = await call_next(ctx)
@@ -549,7 +510,7 @@ class SessionMiddleware:
                 **result,
                 "_meta": {**(result.get("_meta") or {}), META_MINTED_HANDLES: minted},
             }
-        if method in LIST_METHODS or scope.loaded is None:
+        if method in SESSION_INDEPENDENT_METHODS or scope.loaded is None:
             return result
         extra = scope.result_meta()
         if extra:
