@@ -9,9 +9,11 @@ from mcp.shared.exceptions import MCPError
 
 from mcp_sessions.client import (
     Client,
+    ClientSessionError,
     CreateSession,
     InvalidStateError,
     LegacySessionLost,
+    LimitExceededError,
     NewSession,
     ResumeSession,
     SessionNotFoundError,
@@ -19,6 +21,7 @@ from mcp_sessions.client import (
     SessionsError,
     StateConflictError,
     StateJar,
+    StoreUnavailableError,
     translate_error,
 )
 from mcp_sessions.client.policy import AutoSession, normalize_policy
@@ -50,15 +53,19 @@ async def test_in_process_servers_work_and_are_never_persisted(mode: str, tmp_pa
         (-31002, SessionRequiredError),
         (-31003, InvalidStateError),
         (-31004, StateConflictError),
+        (-31005, LimitExceededError),
+        (-31006, StoreUnavailableError),
     ],
 )
 def test_wire_codes_become_typed_errors_with_the_servers_message(
-    code: int, kind: type[SessionsError]
+    code: int, kind: type[ClientSessionError]
 ) -> None:
     typed = translate_error(MCPError(code, "as the server said", {"hint": 1}))
     assert type(typed) is kind and isinstance(typed, MCPError)
     assert (typed.code, typed.message, typed.data) == (code, "as the server said", {"hint": 1})
     assert str(typed) == "as the server said"
+    # The former name of the base class still catches every one of them.
+    assert isinstance(typed, SessionsError)
 
 
 def test_other_errors_pass_through_untouched() -> None:

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 from .client import SessionClient
 from .errors import (
+    ClientSessionError,
     InvalidStateError,
     LegacySessionLost,
+    LimitExceededError,
     SessionNotFoundError,
     SessionRequiredError,
     SessionsError,
     SessionsUnsupported,
     StateConflictError,
+    StoreUnavailableError,
     translate_error,
 )
 from .jar import JarEntry, JarScope, StateJar
@@ -42,12 +45,14 @@ Client = SessionClient
 __all__ = [
     "AutoSession",
     "Client",
+    "ClientSessionError",
     "ClientSessions",
     "CreateSession",
     "InvalidStateError",
     "JarEntry",
     "JarScope",
     "LegacySessionLost",
+    "LimitExceededError",
     "NewSession",
     "ResumeSession",
     "SessionClient",
@@ -61,5 +66,6 @@ __all__ = [
     "SessionsUnsupported",
     "StateConflictError",
     "StateJar",
+    "StoreUnavailableError",
     "translate_error",
 ]

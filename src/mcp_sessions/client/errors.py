@@ -13,7 +13,14 @@ from typing import Any, ClassVar
 from mcp.shared.exceptions import MCPError
 from mcp.types import ErrorData
 
-from ..core.errors import INVALID_STATE, SESSION_NOT_FOUND, SESSION_REQUIRED, STATE_CONFLICT
+from ..core.errors import (
+    INVALID_STATE,
+    LIMIT_EXCEEDED,
+    SESSION_NOT_FOUND,
+    SESSION_REQUIRED,
+    STATE_CONFLICT,
+    STORE_UNAVAILABLE,
+)
 
 #: JSON-RPC "method not found": what a server without the extension answers ``session/create``.
 METHOD_NOT_FOUND = -32601
@@ -21,9 +28,12 @@ METHOD_NOT_FOUND = -32601
 _LOST_MARK = "dev.mcpsessions/legacySessionLost"
 
 
-class SessionsError(MCPError):
-    """An error of the session layer. Still an ``MCPError``: code that catches those keeps
-    working; ``code``, ``message`` and ``data`` are what the server sent."""
+class ClientSessionError(MCPError):
+    """A session error as the client receives it. Still an ``MCPError``: code that catches
+    those keeps working; ``code``, ``message`` and ``data`` are what the server sent.
+
+    (The server raises :class:`mcp_sessions.core.errors.SessionError`; this is its client-side
+    counterpart, named apart so the two are never mistaken.)"""
 
     default_code: ClassVar[int] = -32603
 
@@ -31,7 +41,7 @@ class SessionsError(MCPError):
         super().__init__(code if code is not None else self.default_code, message, data)
 
 
-class SessionNotFoundError(SessionsError):
+class SessionNotFoundError(ClientSessionError):
     """-31001: unknown, expired, destroyed, or another principal's session (DESIGN §3).
 
     Start over with ``await client.sessions.new()``."""
@@ -39,13 +49,13 @@ class SessionNotFoundError(SessionsError):
     default_code = SESSION_NOT_FOUND
 
 
-class SessionRequiredError(SessionsError):
+class SessionRequiredError(ClientSessionError):
     """-31002: the request needed a session and named none."""
 
     default_code = SESSION_REQUIRED
 
 
-class InvalidStateError(SessionsError):
+class InvalidStateError(ClientSessionError):
     """-31003: the state token was refused (tampered, expired, another session, principal or
     server). Roll back to a good snapshot, or drop the state with
     ``client.sessions.forget_state()``."""
@@ -53,13 +63,27 @@ class InvalidStateError(SessionsError):
     default_code = INVALID_STATE
 
 
-class StateConflictError(SessionsError):
+class StateConflictError(ClientSessionError):
     """-31004: the server lost too many compare-and-set races in a row; retry the request."""
 
     default_code = STATE_CONFLICT
 
 
-class LegacySessionLost(SessionsError):
+class LimitExceededError(ClientSessionError):
+    """-31005: a per-caller quota or the creation rate is used up; the message names the limit
+    and when room frees up. Wait, or free room (destroy sessions you no longer need)."""
+
+    default_code = LIMIT_EXCEEDED
+
+
+class StoreUnavailableError(ClientSessionError):
+    """-31006: the server's session store is down or too slow; nothing was changed. Retry
+    shortly."""
+
+    default_code = STORE_UNAVAILABLE
+
+
+class LegacySessionLost(ClientSessionError):
     """The server answered HTTP 404 to a request carrying ``Mcp-Session-Id``: that legacy
     session is over (SEP-1372). The client no longer sends the id; further requests fail with
     this error until ``await client.sessions.renew_legacy()`` (or open the client with
@@ -68,17 +92,22 @@ class LegacySessionLost(SessionsError):
     default_code = -32600
 
 
-class SessionsUnsupported(SessionsError):
+class SessionsUnsupported(ClientSessionError):
     """The server does not offer what was asked (``session/create``, fork, rollback)."""
 
     default_code = METHOD_NOT_FOUND
 
 
-_BY_CODE: dict[int, type[SessionsError]] = {
+#: The former name of :class:`ClientSessionError`, kept so existing ``except`` clauses work.
+SessionsError = ClientSessionError
+
+_BY_CODE: dict[int, type[ClientSessionError]] = {
     SESSION_NOT_FOUND: SessionNotFoundError,
     SESSION_REQUIRED: SessionRequiredError,
     INVALID_STATE: InvalidStateError,
     STATE_CONFLICT: StateConflictError,
+    LIMIT_EXCEEDED: LimitExceededError,
+    STORE_UNAVAILABLE: StoreUnavailableError,
 }
 
 
@@ -88,7 +117,7 @@ def translate_error(error: MCPError) -> MCPError:
     The verbs of :class:`SessionClient` apply this already; use it around
     ``client.session.send_request(...)`` and other direct SDK calls.
     """
-    if isinstance(error, SessionsError):
+    if isinstance(error, ClientSessionError):
         return error
     data = error.data
     if isinstance(data, dict) and _LOST_MARK in data:

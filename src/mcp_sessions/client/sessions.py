@@ -19,7 +19,7 @@ from pydantic import ConfigDict
 
 from ..core.ids import new_session_id, validate_session_id
 from ..core.names import EXTENSION_ID, LIFECYCLE_EXPLICIT
-from .errors import METHOD_NOT_FOUND, SessionsError, SessionsUnsupported, translate_error
+from .errors import METHOD_NOT_FOUND, ClientSessionError, SessionsUnsupported, translate_error
 from .jar import JarScope, StateJar, token_seq
 from .policy import (
     AutoSession,
@@ -261,7 +261,7 @@ class ClientSessions:
         result = await self._call(_SessionCreate(params=_Params.model_validate(params)))
         session_id = result.get("sessionId")
         if not isinstance(session_id, str):
-            raise SessionsError(f"session/create answered without a sessionId: {result!r}")
+            raise ClientSessionError(f"session/create answered without a sessionId: {result!r}")
         token = result.get("state")
         expires_at = result.get("expiresAt")
         self.jar.offer(
