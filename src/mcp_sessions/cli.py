@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +18,9 @@ from .core.limits import (
     DEFAULT_MAX_SESSIONS,
 )
 from .core.names import HEADER_LEGACY_SESSION_ID
-from .core.sealing import KeyRing, SealingKey, StateCodec, read_token_header
+from .core.sealing import SealingKey, StateCodec, read_token_header
 from .core.timestamps import rfc3339
+from .keyfiles import load_or_create_key_file, read_key_file, write_key_file
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,13 +54,12 @@ def keys_new(output: Path | None, force: bool) -> None:
     A key file holds one key per line, newest first: the first key seals, every key unseals.
     To rotate, put a new key on top, and remove the old one once its tokens have expired.
     """
-    line = SealingKey.generate().to_text() + "\n"
+    key = SealingKey.generate()
     if output is None:
-        click.echo(line, nl=False)
+        click.echo(key.to_text())
         return
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
     try:
-        fd = os.open(output, flags, 0o600)
+        write_key_file(output, key, replace=force)
     except FileExistsError:
         raise click.ClickException(
             f"{output} exists; use --force to replace it, or add the new key on top of the "
@@ -68,9 +67,6 @@ def keys_new(output: Path | None, force: bool) -> None:
         ) from None
     except OSError as exc:
         raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        os.fchmod(handle.fileno(), 0o600)  # also when --force replaced a wider file
-        handle.write(line)
     click.echo(f"wrote a new sealing key to {output} (mode 0600)", err=True)
 
 
@@ -102,7 +98,7 @@ def token_inspect(
     if value == "-":
         value = sys.stdin.read().strip()
     try:
-        ring = KeyRing.from_file(key_file)
+        ring = read_key_file(key_file)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     try:
@@ -110,7 +106,7 @@ def token_inspect(
     except InvalidState as exc:
         raise click.ClickException(f"not a state token: {exc.reason}") from None
     try:
-        opened = StateCodec(ring, audience=audience or "inspect").open(value)
+        opened = StateCodec(ring, audience=audience or "inspect").open_unverified(value)
     except InvalidState as exc:
         raise click.ClickException(
             f"cannot unseal (key id {header.kid}, seq {header.seq}): {exc.reason}"
@@ -287,7 +283,7 @@ def demo(
     import logging
 
     from .core.limits import Limits
-    from .demo import StaticTokens, build_demo, load_or_create_keys
+    from .demo import StaticTokens, build_demo
     from .stores import StoreError, default_store_url, state_dir
 
     logging.basicConfig(
@@ -304,7 +300,7 @@ def demo(
             mode=0o700, parents=True, exist_ok=True
         )
     try:
-        keys = load_or_create_keys(key_file or Path(state_dir()) / "demo-keys.txt")
+        keys = load_or_create_key_file(key_file or Path(state_dir()) / "demo-keys.txt")
         tokens = StaticTokens.from_file(auth_tokens) if auth_tokens else None
         base_url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
         mcp, sessions = build_demo(

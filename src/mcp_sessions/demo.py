@@ -20,7 +20,7 @@ from pydantic import AnyHttpUrl
 
 from .core.limits import Limits
 from .core.records import JSONObject
-from .core.sealing import KeyRing, SealingKey
+from .core.sealing import KeyRing
 from .server import CurrentSession, Sessions
 from .server.engine import Lifecycle, StateMode
 from .server.handles import HandleError
@@ -69,17 +69,6 @@ class StaticTokens:
         if subject is None:
             return None
         return AccessToken(token=token, client_id="demo", scopes=[], subject=subject)
-
-
-def load_or_create_keys(path: Path) -> KeyRing:
-    """The demo's sealing keys: read ``path``, or create it (0600) on first run so that
-    sealed tokens survive a restart."""
-    if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(SealingKey.generate().to_text() + "\n")
-    return KeyRing.from_file(path)
 
 
 def build_demo(

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mcp_sessions.core import KeyRing, SealingKey, StateCodec
+from mcp_sessions.keyfiles import read_key_file
 
 CLI = [sys.executable, "-m", "mcp_sessions"]
 
@@ -52,7 +53,7 @@ def key_file(tmp_path: Path) -> Path:
 
 
 def seal_with(key_file: Path, *, ttl: float = 600, now: float | None = None) -> str:
-    codec = StateCodec(KeyRing.from_file(key_file), audience="demo", ttl=ttl)
+    codec = StateCodec(read_key_file(key_file), audience="demo", ttl=ttl)
     return codec.seal(
         {"cart": ["é", 2]}, principal="anonymous", session_id="s" * 20, seq=5, now=now
     )

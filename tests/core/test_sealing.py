@@ -19,6 +19,7 @@ from mcp_sessions.core import (
     read_token_header,
 )
 from mcp_sessions.core.sealing import TOKEN_PREFIX
+from mcp_sessions.keyfiles import read_key_file
 
 NOW = 1_800_000_000.0
 ALICE = '["https://idp","alice","app"]'
@@ -202,7 +203,7 @@ def test_key_text_round_trip_and_errors(tmp_path: Any) -> None:
     path = tmp_path / "keys"
     path.write_text(f"# newest first\n{key.to_text()}\n\n{SealingKey.generate().to_text()}\n")
     path.chmod(0o600)
-    ring = KeyRing.from_file(path)
+    ring = read_key_file(path)
     assert len(ring.keys) == 2 and ring.sealing_kid == key.kid
     with pytest.raises(ValueError, match="line 1"):
         KeyRing.from_text("nonsense")
@@ -211,6 +212,6 @@ def test_key_text_round_trip_and_errors(tmp_path: Any) -> None:
     with pytest.raises(ValueError, match="32 are required"):
         SealingKey.from_text("mcps-key-1:AAAA")
     with pytest.raises(ValueError, match="cannot read key file"):
-        KeyRing.from_file(tmp_path / "missing")
+        read_key_file(tmp_path / "missing")
     with pytest.raises(ValueError, match="same key twice"):
         KeyRing([key, key])

@@ -29,6 +29,7 @@ from pydantic import AnyHttpUrl
 from mcp_sessions.core.records import JSONObject
 from mcp_sessions.core.sealing import KeyRing
 from mcp_sessions.demo import StaticTokens
+from mcp_sessions.keyfiles import read_key_file
 from mcp_sessions.server import CurrentSession, OptionalSession, Session, Sessions
 from mcp_sessions.server.extension import current_scope
 from mcp_sessions.stores import Store
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         store=args.store,
         state=args.state,
         lifecycle=args.lifecycle,
-        keys=KeyRing.from_file(args.key_file) if args.key_file else None,
+        keys=read_key_file(args.key_file) if args.key_file else None,
         idle_ttl=args.idle_ttl,
         handle_ttl=args.handle_ttl,
         auth_tokens=StaticTokens.from_file(args.auth_tokens) if args.auth_tokens else None,

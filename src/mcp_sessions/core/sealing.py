@@ -144,25 +144,6 @@ class KeyRing:
             )
         return cls(keys)
 
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> KeyRing:
-        """The keys of a key file, which only its owner may read (issue #12): a file that
-        group or others can access is refused, before its keys are read."""
-        try:
-            with open(path, encoding="utf-8") as handle:
-                mode = os.fstat(handle.fileno()).st_mode
-                if os.name == "posix" and mode & 0o077:
-                    shown = os.fspath(path)
-                    raise ValueError(
-                        f"key file {shown!r} is open to group or others (mode "
-                        f"{mode & 0o777:04o}); sealing keys must be secret: run "
-                        f"chmod 600 {shown}"
-                    )
-                text = handle.read()
-        except OSError as exc:
-            raise ValueError(f"cannot read key file {os.fspath(path)!r}: {exc.strerror}") from None
-        return cls.from_text(text, where=f"key file {os.fspath(path)!r}")
-
     def aead(self, kid: bytes) -> AESGCM | None:
         return self._aeads.get(kid)
 
@@ -349,7 +330,7 @@ class StateCodec:
             raise InvalidState("malformed: state is not a JSON object")
         return state
 
-    def open(self, token: object) -> UnsealedState:
+    def open_unverified(self, token: object) -> UnsealedState:
         """Decrypt and authenticate ``token`` without checking its binding or expiry.
 
         For diagnostics (``mcp-sessions token inspect``); servers use :meth:`unseal`.
