@@ -28,7 +28,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from ..core.records import Record
-from ..stores import AlreadyExists, NotFound, Store, VersionConflict
+from ..stores import AlreadyExists, NotFound, Store, VersionConflict, touch_live
 
 PIN_KIND = "pin"
 
@@ -77,12 +77,12 @@ class PinTable:
                 return None
         else:
             record = cached.record
-        try:
-            record = await self.store.touch(record)
-        except NotFound:
+        touched = await touch_live(self.store, record)
+        if touched is None:
             self._drop(principal, session_key)
             return None
-        self._remember(record)
+        self._remember(touched)
+        record = touched
         return self.upstream_of(record)
 
     async def place(self, session_key: str, principal: str, upstream: str, origin: str) -> str:

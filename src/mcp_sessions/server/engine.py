@@ -32,7 +32,7 @@ from ..core.names import (
 from ..core.principal import Principal
 from ..core.records import JSONObject, Record
 from ..core.sealing import KeyRing, StateCodec
-from ..stores import AlreadyExists, NotFound, Store, open_store
+from ..stores import AlreadyExists, Store, open_store, touch_live
 from .contention import EditQueue
 from .outage import GuardedStore
 from .quotas import Quotas
@@ -139,10 +139,7 @@ class SessionEngine:
         record = await self.store.get(kind, record_id, principal)
         if record is None or (origin is not None and record.origin != origin):
             return None
-        try:
-            return await self.store.touch(record)
-        except NotFound:
-            return None
+        return await touch_live(self.store, record)
 
     async def record_legacy(
         self, session_id: str, principal: str, caller: str, attributes: JSONObject

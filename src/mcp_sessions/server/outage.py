@@ -21,15 +21,14 @@ from typing import Any, NoReturn, ParamSpec, TypeVar
 
 from ..core.errors import StoreUnavailable
 from ..core.records import JSONObject, Record
-from ..stores import AlreadyExists, NotFound, Store, StoreError, VersionConflict
-from ..stores import StateTooLarge as StoreStateTooLarge
+from ..stores import AlreadyExists, NotFound, StateOverMaxBytes, Store, StoreError, VersionConflict
 
 logger = logging.getLogger("mcp_sessions")
 P = ParamSpec("P")
 T = TypeVar("T")
 
 #: Store errors that are answers of the contract, not failures: they pass through unchanged.
-OUTCOMES = (AlreadyExists, NotFound, VersionConflict, StoreStateTooLarge)
+OUTCOMES = (AlreadyExists, NotFound, VersionConflict, StateOverMaxBytes)
 #: While an outage lasts, its cause is logged again at most this often (seconds).
 LOG_INTERVAL = 60.0
 

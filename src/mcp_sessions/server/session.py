@@ -28,8 +28,7 @@ from ..core.names import (
 from ..core.principal import Principal
 from ..core.records import JSONObject, Record, copy_json
 from ..core.timestamps import rfc3339
-from ..stores import AlreadyExists, NotFound, VersionConflict
-from ..stores import StateTooLarge as StoreStateTooLarge
+from ..stores import AlreadyExists, NotFound, StateOverMaxBytes, VersionConflict, touch_live
 from .contention import conflict_backoff
 from .errors import to_mcp_error
 
@@ -281,10 +280,10 @@ class RequestScope:
                 if record is None:  # and it was destroyed (or expired) in between
                     raise SessionNotFound() from None
         else:
-            try:
-                record = await store.touch(record)
-            except NotFound:
-                raise SessionNotFound() from None
+            touched = await touch_live(store, record)
+            if touched is None:
+                raise SessionNotFound()
+            record = touched
         return Session(self, record, created=created)
 
     # -- used by Session.update ---------------------------------------------------------------
@@ -308,7 +307,7 @@ class RequestScope:
             return None
         except NotFound:
             raise SessionNotFound() from None
-        except StoreStateTooLarge as error:
+        except StateOverMaxBytes as error:
             raise OversizedState(
                 f"The session state would be {error.size} bytes of JSON, over this server's "
                 f"limit of {limit}. Store less per session."

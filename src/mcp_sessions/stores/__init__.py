@@ -29,6 +29,7 @@ from .base import (
     StoreError,
     StoreUnavailable,
     VersionConflict,
+    touch_live,
 )
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
@@ -180,4 +181,5 @@ __all__ = [
     "default_store_url",
     "open_store",
     "state_dir",
+    "touch_live",
 ]

@@ -176,3 +176,12 @@ class Store(Protocol):
     async def __aexit__(self, *exc_info: object) -> None:
         """:meth:`close`."""
         ...
+
+
+async def touch_live(store: Store, record: Record) -> Record | None:
+    """``record`` touched (its idle TTL starts again), or ``None`` if it went away since it was
+    read (expired, deleted): the get-then-touch step every reader of a live record takes."""
+    try:
+        return await store.touch(record)
+    except NotFound:
+        return None
