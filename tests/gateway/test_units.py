@@ -115,6 +115,24 @@ def test_chunked_bodies_are_decoded_piece_by_piece() -> None:
     assert asyncio.run(run()) == [b"hello", b" world"]
 
 
+def test_bytes_after_the_last_chunk_forbid_reuse() -> None:
+    """Nothing may follow a response on a keep-alive connection (no pipelining on the hop):
+    the body is passed on, but the connection is not given back to the pool."""
+
+    async def run(tail: bytes) -> tuple[list[bytes], bool]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"3\r\nabc\r\n0\r\n\r\n" + tail)
+        reader.feed_eof()
+        connection = Connection(reader, None, HopDeadlines(read=5))  # type: ignore[arg-type]
+        framing = head("HTTP/1.1 200 OK\ntransfer-encoding: chunked\n")
+        chunks = [chunk async for chunk in connection.body(framing)]
+        return chunks, framing.keep_alive
+
+    assert asyncio.run(run(b"")) == ([b"abc"], True)
+    assert asyncio.run(run(b"GARBAGE")) == ([b"abc"], False)
+    assert asyncio.run(run(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nx")) == ([b"abc"], False)
+
+
 def test_a_cut_response_is_an_error() -> None:
     async def run() -> None:
         reader = asyncio.StreamReader()

@@ -9,6 +9,12 @@ closed. Through a real gateway process:
   connection is closed, never reused (row 15);
 * ``Transfer-Encoding`` with ``Content-Length``: the body is read by its chunks, the stale
   length is dropped, and the connection is closed after it (row 15);
+* a body cut short by the upstream closing the connection is a 502 too (issue #17).
+
+Issue #17's table of malformed upstream responses is ``RESPONSES``: negative, hex-prefixed,
+signed, underscored and oversized chunk sizes, conflicting and signed ``Content-Length``
+(``MALFORMED``: 502, connection closed), TE with CL (read by chunks, connection closed), and
+truncated bodies (``TRUNCATED``: 502).
 * a field the upstream names in ``Connection`` never reaches the client (row 13);
 * a client's own ``X-Forwarded-*`` is replaced by the gateway's view, unless
   ``--trust-forwarded`` (row 13);
