@@ -14,21 +14,31 @@ the two cores:
 * sequential: one connection, one request at a time (latency);
 * concurrent: 16 connections, 16 sessions, each one request at a time (throughput).
 
-The three targets run interleaved, round after round, and each figure is the best round
-(background noise then hits all three alike). Targets: gateway throughput (concurrent) >= 0.8x
-direct; added p50 latency (sequential) <= 1 ms.
+The targets run interleaved, round after round, each round starting with another one, and
+each figure is the best round (background noise then hits all alike). Targets: gateway
+throughput (concurrent) >= 0.8x direct; added p50 latency (sequential) <= 1 ms.
 
 Spawn: ``mcp-sessions gateway --spawn 'mcp-sessions demo --stdio'`` with a warm pool. In pairs,
 each after the same quiet pause (pool full, nothing starting): the first request of a new
 session (a process from the warm pool) and a request to a process already serving a session;
 target: median first request <= 1.2x the median request to a running process. Run with the
 default probe, and with a ``--spawn-warmup`` request that runs the tool once per process.
+
+Comparing two versions of the gateway (issue #17, the upstream parser): ``--baseline DIR``,
+DIR holding an earlier ``src/`` (``git archive <commit> src | tar -x -C DIR``), adds a
+``gateway-before`` target run from it, interleaved with the others; ``--parsers`` times
+only the parsing of one upstream response (head + 120-byte body) by this tree's
+``gateway/http1.py``, the baseline's, and h11, in interleaved rounds:
+
+    .venv/bin/python bench/bench_gateway.py --baseline /tmp/base --skip-spawn
+    .venv/bin/python bench/bench_gateway.py --baseline /tmp/base --parsers
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import shutil
@@ -44,7 +54,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from mcp_sessions.gateway.http1 import Connection, ConnectionPool
+from mcp_sessions.gateway.http1 import Connection, ConnectionPool, HopDeadlines
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("mcp-sessions"))
@@ -71,9 +81,18 @@ class Proc:
     port: int
 
 
-def start(name: str, argv: list[str], port: int, logs: Path, ready_path: str = "/") -> Proc:
+def start(
+    name: str,
+    argv: list[str],
+    port: int,
+    logs: Path,
+    ready_path: str = "/",
+    env: dict[str, str] | None = None,
+) -> Proc:
     log = (logs / f"{name}.log").open("wb")
-    popen = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    popen = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+    )
     log.close()
     deadline = time.monotonic() + 40
     while time.monotonic() < deadline:
@@ -177,7 +196,7 @@ class Client:
     ``keepalive_requests``, 1000 by default)."""
 
     def __init__(self, port: int) -> None:
-        self.pool = ConnectionPool("127.0.0.1", port)
+        self.pool = ConnectionPool("127.0.0.1", port, HopDeadlines(read=30))
         self.connection: Connection | None = None
 
     async def one(self, payload: bytes) -> float:
@@ -186,8 +205,8 @@ class Client:
         connection = self.connection
         started = time.perf_counter()
         await connection.send(payload)
-        head = await connection.read_head(30)
-        body = b"".join([chunk async for chunk in connection.body(head, 30)])
+        head = await connection.read_head()
+        body = b"".join([chunk async for chunk in connection.body(head)])
         elapsed = time.perf_counter() - started
         if not head.keep_alive:
             connection.close()
@@ -302,13 +321,101 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f}"
 
 
+# -- parsers ----------------------------------------------------------------------------------
+
+_BODY = json.dumps(
+    {"jsonrpc": "2.0", "id": 1, "result": {"content": [{"type": "text", "text": "12345"}]}}
+).encode()
+UPSTREAM_BODY = _BODY + b" " * (120 - len(_BODY))
+UPSTREAM_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\ndate: Tue, 01 Dec 2026 00:00:00 GMT\r\nserver: uvicorn\r\n"
+    b"content-type: application/json\r\nmcp-session-id: 4f1c2a9e000040008000000000000001\r\n"
+    b"content-length: 120\r\n\r\n" + UPSTREAM_BODY
+)
+
+
+async def parse_with_http1(module: object, count: int) -> float:
+    """Seconds per response read by ``module``'s :class:`Connection` (head and body under
+    one deadline, as the proxy reads a JSON-RPC answer), from an in-memory stream."""
+    connection_type = module.Connection  # type: ignore[attr-defined]
+    deadlines_type = getattr(module, "HopDeadlines", None)
+    started = time.perf_counter()
+    for _ in range(count):
+        reader = asyncio.StreamReader(limit=64 * 1024)
+        reader.feed_data(UPSTREAM_RESPONSE)
+        if deadlines_type is not None:
+            connection = connection_type(reader, None, deadlines_type(read=5))
+            head, body = await connection.read_response(small=65536)
+        else:  # before issue #17: a timeout argument
+            connection = connection_type(reader, None)
+            head, body = await connection.read_response(5, small=65536)
+        if head.status != 200 or body != UPSTREAM_BODY:
+            raise RuntimeError("parse failed")
+    return (time.perf_counter() - started) / count
+
+
+async def parse_with_h11(count: int) -> float:
+    """The same with h11 (a client connection that sent a request first, as h11 requires)."""
+    import h11
+
+    request = h11.Request(
+        method="POST", target="/mcp", headers=[("host", "a"), ("content-length", "0")]
+    )
+    started = time.perf_counter()
+    for _ in range(count):
+        reader = asyncio.StreamReader(limit=64 * 1024)
+        reader.feed_data(UPSTREAM_RESPONSE)
+        async with asyncio.timeout(5):
+            connection = h11.Connection(h11.CLIENT)
+            connection.send(request)
+            connection.send(h11.EndOfMessage())
+            connection.receive_data(await reader.readuntil(b"\r\n\r\n"))
+            head = connection.next_event()
+            connection.receive_data(await reader.readexactly(len(UPSTREAM_BODY)))
+            data = connection.next_event()
+            connection.next_event()  # EndOfMessage
+        if not isinstance(head, h11.Response) or getattr(data, "data", b"") != UPSTREAM_BODY:
+            raise RuntimeError("parse failed")
+    return (time.perf_counter() - started) / count
+
+
+def bench_parsers(baseline: Path | None, rounds: int, count: int) -> None:
+    from mcp_sessions.gateway import http1
+
+    parsers: dict[str, object] = {"this tree (httptools)": http1}
+    if baseline is not None:
+        path = baseline / "mcp_sessions" / "gateway" / "http1.py"
+        spec = importlib.util.spec_from_file_location("http1_before", path)
+        assert spec is not None and spec.loader is not None
+        before = importlib.util.module_from_spec(spec)
+        sys.modules["http1_before"] = before  # dataclasses look their module up there
+        spec.loader.exec_module(before)
+        parsers["baseline (hand parser)"] = before
+    times: dict[str, list[float]] = {name: [] for name in [*parsers, "h11"]}
+    for _ in range(rounds):
+        for name, module in parsers.items():
+            times[name].append(asyncio.run(parse_with_http1(module, count)))
+        times["h11"].append(asyncio.run(parse_with_h11(count)))
+    print(f"parsing one upstream response, {count} per round, {rounds} rounds (best kept)")
+    print("| parser | µs per response (best) | median of rounds |")
+    print("|---|---|---|")
+    for name, values in times.items():
+        print(f"| {name} | {min(values) * 1e6:.1f} | {statistics.median(values) * 1e6:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--baseline", type=Path, help="an earlier src/ to compare the gateway with")
+    parser.add_argument("--parsers", action="store_true", help="time the response parsers only")
+    parser.add_argument("--skip-spawn", action="store_true")
     args = parser.parse_args()
+    if args.parsers:
+        bench_parsers(args.baseline, max(args.rounds, 5), 20000)
+        return
     sequential_n = 300 if args.quick else 1000
     concurrent_n = 60 if args.quick else 150
     connections = 16
@@ -343,21 +450,37 @@ def main() -> None:
             "/healthz",
         )
         procs.append(gateway)
+        before = None
+        if args.baseline is not None:
+            bport = free_port()
+            env = {**os.environ, "PYTHONPATH": str(args.baseline.resolve())}
+            argv = [sys.executable, "-c", "from mcp_sessions.cli import main; main()", "gateway"]
+            upstream = ["--upstream", f"http://127.0.0.1:{port}/mcp", "--port", str(bport)]
+            before = start("gateway-before", argv + upstream, bport, logs, "/healthz", env)
+            procs.append(before)
         nginx = start_nginx(demo, logs)
         if nginx is not None:
             procs.append(nginx)
         targets = {"direct": port, "gateway": gport}
+        if before is not None:
+            targets["gateway-before"] = before.port
         if nginx is not None:
             targets["nginx"] = nginx.port
 
         print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         sequential: dict[str, list[Figures]] = {name: [] for name in targets}
         concurrent: dict[str, list[Figures]] = {name: [] for name in targets}
-        for _ in range(args.rounds):
-            for name, target in targets.items():
-                sequential[name].append(asyncio.run(measure(target, 1, sequential_n)))
-            for name, target in targets.items():
-                concurrent[name].append(asyncio.run(measure(target, connections, concurrent_n)))
+        names = list(targets)
+        for round_number in range(args.rounds):
+            # Each round starts with another target, so none always runs first or last.
+            shift = round_number % len(names)
+            order = names[shift:] + names[:shift]
+            for name in order:
+                sequential[name].append(asyncio.run(measure(targets[name], 1, sequential_n)))
+            for name in order:
+                concurrent[name].append(
+                    asyncio.run(measure(targets[name], connections, concurrent_n))
+                )
 
         print(
             f"rounds: {args.rounds} (best kept); sequential: {sequential_n} requests; "
@@ -391,9 +514,20 @@ def main() -> None:
         )
         if nginx is None:
             print("nginx: not installed (scripts/install-test-tools installs it); skipped")
-        for proc in (gateway, demo):
+        if before is not None:
+            b_seq, b_con = best(sequential["gateway-before"]), best(concurrent["gateway-before"])
+            print(
+                f"gateway vs gateway-before: throughput (concurrent) "
+                f"{g_con.throughput / b_con.throughput:.2f}x, sequential "
+                f"{g_seq.throughput / b_seq.throughput:.2f}x, p50 (sequential) "
+                f"{ms(g_seq.p50)} vs {ms(b_seq.p50)} ms"
+            )
+        for proc in (gateway, demo, *([before] if before else [])):
             stop(proc)
-        procs = [p for p in procs if p not in (gateway, demo)]
+        procs = [p for p in procs if p not in (gateway, demo, before)]
+        if args.skip_spawn:
+            print("\nload average after: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+            return
 
         # Spawn: first request of a new session (warm pool) vs a request to a running process,
         # with the default probe, then with a --spawn-warmup request that runs the tool once.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 
 import pytest
 
@@ -11,7 +12,9 @@ from mcp_sessions.gateway.app import Gateway
 from mcp_sessions.gateway.config import GatewayConfig, SpawnSettings
 from mcp_sessions.gateway.http1 import (
     Connection,
+    HopDeadlines,
     MalformedResponse,
+    RequestSent,
     ResponseHead,
     UpstreamError,
     parse_head,
@@ -54,8 +57,8 @@ def test_framing_is_strict() -> None:
     both = head("HTTP/1.1 200 OK\ncontent-length: 5\ntransfer-encoding: chunked\n")
     assert (both.framing, both.keep_alive) == ("chunked", False)
     assert all(name != b"content-length" for name, _ in both.headers)
-    same = head("HTTP/1.1 200 OK\ncontent-length: 7\ncontent-length: 7, 007\n")
-    assert (same.framing, same.length, same.keep_alive) == ("length", 7, True)
+    one = head("HTTP/1.1 200 OK\ncontent-length: 007\n")
+    assert (one.framing, one.length, one.keep_alive) == ("length", 7, True)
     not_last = head("HTTP/1.1 200 OK\ntransfer-encoding: gzip\n")
     assert (not_last.framing, not_last.keep_alive) == ("close", False)
     named = head("HTTP/1.1 200 OK\nconnection: X-Secret, keep-alive\ncontent-length: 0\n")
@@ -63,6 +66,9 @@ def test_framing_is_strict() -> None:
     for broken in (
         "HTTP/1.1 200 OK\ncontent-length: 5\ncontent-length: 6\n",
         "HTTP/1.1 200 OK\ncontent-length: 5, 6\n",
+        # The same length twice: RFC 9112 §6.3 item 5 lets a recipient refuse it; llhttp does.
+        "HTTP/1.1 200 OK\ncontent-length: 7\ncontent-length: 7, 007\n",
+        "HTTP/1.1 200 OK\ncontent-length: 7\ncontent-length: 7\n",
         "HTTP/1.1 200 OK\ncontent-length: +5\n",
         "HTTP/1.1 200 OK\ncontent-length: 1_0\n",
         "HTTP/1.1 200 OK\ncontent-length: -1\n",
@@ -81,17 +87,16 @@ def test_framing_is_strict() -> None:
 @pytest.mark.parametrize(
     "body",
     [b"-3\r\nabc\r\n0\r\n\r\n", b"0x3\r\nabc\r\n0\r\n\r\n", b"1_0\r\n", b"+3\r\nabc\r\n",
-     b"3\r\nabcXY0\r\n\r\n", b" 3\r\nabc\r\n", b"\r\n"],
+     b"3\r\nabcXY0\r\n\r\n", b" 3\r\nabc\r\n", b"\r\n",
+     b"1" + b"0" * 16 + b"\r\n"],
 )  # fmt: skip
 def test_chunk_sizes_are_hex_digits_only(body: bytes) -> None:
     async def run() -> None:
         reader = asyncio.StreamReader()
         reader.feed_data(body)
         reader.feed_eof()
-        connection = Connection(reader, None)  # type: ignore[arg-type]
-        async for _chunk in connection.body(
-            head("HTTP/1.1 200 OK\ntransfer-encoding: chunked\n"), 5
-        ):
+        connection = Connection(reader, None, HopDeadlines(read=5))  # type: ignore[arg-type]
+        async for _chunk in connection.body(head("HTTP/1.1 200 OK\ntransfer-encoding: chunked\n")):
             pass
 
     with pytest.raises(MalformedResponse):
@@ -103,11 +108,29 @@ def test_chunked_bodies_are_decoded_piece_by_piece() -> None:
         reader = asyncio.StreamReader()
         reader.feed_data(b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\ntrailer: x\r\n\r\n")
         reader.feed_eof()
-        connection = Connection(reader, None)  # type: ignore[arg-type]
+        connection = Connection(reader, None, HopDeadlines(read=5))  # type: ignore[arg-type]
         framing = head("HTTP/1.1 200 OK\ntransfer-encoding: chunked\n")
-        return [chunk async for chunk in connection.body(framing, 5)]
+        return [chunk async for chunk in connection.body(framing)]
 
     assert asyncio.run(run()) == [b"hello", b" world"]
+
+
+def test_bytes_after_the_last_chunk_forbid_reuse() -> None:
+    """Nothing may follow a response on a keep-alive connection (no pipelining on the hop):
+    the body is passed on, but the connection is not given back to the pool."""
+
+    async def run(tail: bytes) -> tuple[list[bytes], bool]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"3\r\nabc\r\n0\r\n\r\n" + tail)
+        reader.feed_eof()
+        connection = Connection(reader, None, HopDeadlines(read=5))  # type: ignore[arg-type]
+        framing = head("HTTP/1.1 200 OK\ntransfer-encoding: chunked\n")
+        chunks = [chunk async for chunk in connection.body(framing)]
+        return chunks, framing.keep_alive
+
+    assert asyncio.run(run(b"")) == ([b"abc"], True)
+    assert asyncio.run(run(b"GARBAGE")) == ([b"abc"], False)
+    assert asyncio.run(run(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nx")) == ([b"abc"], False)
 
 
 def test_a_cut_response_is_an_error() -> None:
@@ -115,14 +138,14 @@ def test_a_cut_response_is_an_error() -> None:
         reader = asyncio.StreamReader()
         reader.feed_data(b"abc")
         reader.feed_eof()
-        connection = Connection(reader, None)  # type: ignore[arg-type]
+        connection = Connection(reader, None, HopDeadlines(read=5))  # type: ignore[arg-type]
         framing = head("HTTP/1.1 200 OK\ncontent-length: 10\n")
-        async for _chunk in connection.body(framing, 5):
+        async for _chunk in connection.body(framing):
             pass
 
-    with pytest.raises(UpstreamError, match="cut the response short") as caught:
+    # The request reached the upstream: never replayed.
+    with pytest.raises(RequestSent, match="cut the response short"):
         asyncio.run(run())
-    assert caught.value.sent is True
 
 
 def test_configuration_is_checked() -> None:
@@ -169,6 +192,21 @@ def test_the_command_refuses_clearly(arguments: list[str], message: str) -> None
     )
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_the_command_needs_httptools_for_upstreams() -> None:
+    """Without the ``gateway`` extra's httptools, ``--upstream`` refuses to start and says how
+    to get it (a ``None`` in ``sys.modules`` makes it unimportable, as if not installed)."""
+    without = (
+        "import sys; sys.modules['httptools'] = None; from mcp_sessions.cli import main; "
+        "sys.argv = ['mcp-sessions', 'gateway', '--upstream', 'http://127.0.0.1:9/mcp']; main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", without], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode != 0
+    assert "needs httptools" in result.stderr
+    assert "pip install 'mcp-sessions[gateway]'" in result.stderr
 
 
 @pytest.mark.anyio

@@ -9,6 +9,12 @@ closed. Through a real gateway process:
   connection is closed, never reused (row 15);
 * ``Transfer-Encoding`` with ``Content-Length``: the body is read by its chunks, the stale
   length is dropped, and the connection is closed after it (row 15);
+* a body cut short by the upstream closing the connection is a 502 too (issue #17).
+
+Issue #17's table of malformed upstream responses is ``RESPONSES``: negative, hex-prefixed,
+signed, underscored and oversized chunk sizes, conflicting and signed ``Content-Length``
+(``MALFORMED``: 502, connection closed), TE with CL (read by chunks, connection closed), and
+truncated bodies (``TRUNCATED``: 502).
 * a field the upstream names in ``Connection`` never reaches the client (row 13);
 * a client's own ``X-Forwarded-*`` is replaced by the gateway's view, unless
   ``--trust-forwarded`` (row 13);
@@ -52,6 +58,8 @@ RESPONSES: dict[str, bytes] = {
     "chunk-0x": _chunked(b"0x10"),
     "chunk-underscore": _chunked(b"1_0"),
     "chunk-plus": _chunked(b"+10"),
+    # More than 64 bits of size (llhttp: "Chunk size overflow").
+    "chunk-oversized": _chunked(b"1" + b"0" * 16),
     # Two different lengths (§6.3 item 5): the last one used to win.
     "two-lengths": b"HTTP/1.1 200 OK\r\n" + _JSON + b"content-length: 36\r\n"
     b"content-length: 20\r\n\r\n" + BODY,
@@ -65,6 +73,10 @@ RESPONSES: dict[str, bytes] = {
     b"transfer-encoding: chunked\r\n\r\n"
     + hex(len(b"event: message\ndata: {}\n\n"))[2:].encode() + b"\r\n"
     + b"event: message\ndata: {}\n\n\r\n-3\r\nabc\r\n0\r\n\r\n",
+    # Truncated bodies: the upstream closes the connection before the body is complete.
+    "length-truncated": b"HTTP/1.1 200 OK\r\n" + _JSON + b"content-length: 100\r\n\r\n" + BODY,
+    "chunked-truncated": b"HTTP/1.1 200 OK\r\n" + _JSON + b"transfer-encoding: chunked\r\n\r\n"
+    + b"40\r\n" + BODY,
     # A field named in Connection is hop-by-hop (RFC 9110 §7.6.1).
     "connection-named": b"HTTP/1.1 200 OK\r\n" + _JSON + b"connection: X-Secret, keep-alive\r\n"
     b"x-secret: upstream-internal-token\r\nx-visible: yes\r\n"
@@ -75,9 +87,12 @@ MALFORMED = (
     "chunk-0x",
     "chunk-underscore",
     "chunk-plus",
+    "chunk-oversized",
     "two-lengths",
     "length-sign",
 )
+#: Cases after which the raw upstream closes the connection (it died mid-response).
+TRUNCATED = ("length-truncated", "chunked-truncated")
 HEALTHY = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
 
 
@@ -153,6 +168,8 @@ class RawUpstream:
                     with self._lock:
                         self.posts.append(Post(number, case, headers))
                     conn.sendall(RESPONSES[case])
+                    if case in TRUNCATED:
+                        return
             except OSError:
                 return
 
@@ -318,3 +335,25 @@ def test_errors_do_not_name_the_upstream(tmp_path_factory: pytest.TempPathFactor
         assert str(port) in gateway.log_tail(200)  # the operator still learns where
     finally:
         stop(gateway)
+
+
+@pytest.mark.parametrize("case", TRUNCATED)
+def test_a_truncated_body_is_a_502(
+    raw: RawUpstream, tmp_path_factory: pytest.TempPathFactory, case: str
+) -> None:
+    """The upstream dies mid-body (RFC 9112 §8: an incomplete message): the client gets a
+    502 with the JSON-RPC error, not a 200 with half a body, and the gateway takes that
+    upstream out of rotation (a connection that dies mid-request; see gateway/upstreams.py).
+    Its own gateway: the module's one must keep its upstream in service."""
+    proc = _gateway(tmp_path_factory.mktemp(f"gateway-{case}"), case, raw)
+    try:
+        with httpx2.Client(timeout=20) as client:
+            reply = post(client, proc, case)
+        assert reply.status_code == 502, reply.text
+        error = reply.json()["error"]
+        assert error["code"] == -31010
+        assert "lost the connection" in error["message"]
+        assert str(raw.port) not in reply.text and "127.0.0.1" not in reply.text
+        assert "cut the response short" in proc.log_tail(200)  # the operator learns why
+    finally:
+        stop(proc)

@@ -225,6 +225,13 @@ def gateway(**options: Any) -> None:
         raise click.ClickException(
             "the gateway needs prometheus-client for /metrics: pip install 'mcp-sessions[gateway]'"
         )
+    if importlib.util.find_spec("httptools") is None:
+        # The upstream hop frames HTTP/1.1 with httptools' llhttp (gateway/http1.py), and the
+        # configuration imports it.
+        raise click.ClickException(
+            "the gateway needs httptools to read its upstreams' responses: "
+            "pip install 'mcp-sessions[gateway]'"
+        )
     config = _config(options)
     serve(config, host=options["host"], port=options["port"], log_level=options["log_level"])
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .asgi import HOP_BY_HOP, Incoming
 from .config import GatewayConfig
-from .http1 import Connection, ResponseHead, StaleConnection, UpstreamError
+from .http1 import Connection, RequestSent, ResponseHead, StaleConnection
 from .trust import FORWARDED_FIELDS
 from .upstreams import Upstream
 
@@ -96,15 +96,12 @@ async def send_request(
     """Send the request; returns the connection, the response head and — when it is short
     and of known length, the common case — the whole response body."""
     head = request_head(config, upstream, request)
-    timeout = config.upstream_timeout
     is_head = request.method == "HEAD"
     if streaming:
         connection = await upstream.pool.connect()
         try:
             await _stream_body(config, connection, head, request)
-            response, body = await connection.read_response(
-                timeout, small=SMALL_BODY, head_request=is_head
-            )
+            response, body = await connection.read_response(small=SMALL_BODY, head_request=is_head)
             return connection, response, body
         except BaseException:
             connection.close()
@@ -119,9 +116,9 @@ async def send_request(
             except (ConnectionError, OSError) as exc:
                 if connection.reused:  # the upstream had closed it: it read nothing
                     raise StaleConnection(str(exc)) from None
-                raise UpstreamError(f"connection lost: {exc}", sent=True) from None
+                raise RequestSent(f"connection lost: {exc}") from None
             response, body = await connection.read_response(
-                timeout, small=SMALL_BODY, head_request=is_head, replayable=replayable
+                small=SMALL_BODY, head_request=is_head, replayable=replayable
             )
             return connection, response, body
         except StaleConnection:
@@ -130,7 +127,7 @@ async def send_request(
         except BaseException:
             connection.close()
             raise
-    raise UpstreamError("the upstream closed two connections in a row", sent=True)
+    raise RequestSent("the upstream closed two connections in a row")
 
 
 async def _stream_body(
@@ -143,11 +140,11 @@ async def _stream_body(
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
-            raise UpstreamError("the client went away mid-request", sent=True)
+            raise RequestSent("the client went away mid-request")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise UpstreamError("the request body is longer than its Content-Length", sent=True)
+            raise RequestSent("the request body is longer than its Content-Length")
         if chunk:
             await connection.send(chunk)
         if not message.get("more_body", False):

@@ -45,7 +45,15 @@ from .config import GatewayConfig
 from .errors import NoUpstream, ParseError, UpstreamFailed, handle_lost, session_lost
 from .forward import SMALL_BODY, send_request
 from .handles import HANDLE, MintedPins, minted_in_body, pin_key, request_handles
-from .http1 import Connection, MalformedResponse, ResponseHead, UpstreamError
+from .http1 import (
+    Connection,
+    HopDeadlines,
+    MalformedResponse,
+    NothingSent,
+    ResponseHead,
+    UpstreamError,
+    UpstreamTimedOut,
+)
 from .metrics import GatewayMetrics
 from .pins import PinTable
 from .trust import TrustPolicy, refuse
@@ -70,7 +78,7 @@ class HTTPBackend:
         self.upstreams = UpstreamSet(
             list(config.upstreams),
             health=config.health,
-            connect_timeout=config.connect_timeout,
+            deadlines=HopDeadlines(read=config.upstream_timeout, connect=config.connect_timeout),
         )
         self.pins = PinTable(store, ttl=config.session_idle)
         self.trust = TrustPolicy(
@@ -262,13 +270,17 @@ class HTTPBackend:
             try:
                 return await self._exchange(upstream, request, route, principal, watched, streaming)
             except UpstreamError as error:
-                self.metrics.upstream_errors.labels(upstream.name, str(error.sent).lower()).inc()
-                if not error.timed_out and not isinstance(error, MalformedResponse):
-                    # A broken response is not a dead upstream: it stays in the rotation.
+                sent = not isinstance(error, NothingSent)
+                self.metrics.upstream_errors.labels(
+                    upstream.name, "true" if sent else "false"
+                ).inc()
+                if not isinstance(error, UpstreamTimedOut | MalformedResponse):
+                    # A slow upstream, or a broken response, is not a dead upstream: it stays
+                    # in the rotation.
                     self.upstreams.mark_failed(upstream, str(error))
-                if error.sent:
+                if sent:
                     logger.warning("request to %s failed: %s", upstream.name, error)
-                    if error.responded or watched.started:
+                    if watched.started:
                         return 502  # the response had started: it was cut, nothing to add
                     failure = UpstreamFailed(_public_failure(error, "while handling this request"))
                     return await send_error(send, failure, self._request_id(request))
@@ -372,7 +384,7 @@ class HTTPBackend:
         if head.framing == "chunked" and not event_stream:
             # The first chunk is read before the status goes out, so that broken framing in
             # it still gets a clean 502 rather than a cut 200 (issue #12).
-            chunks = connection.body(head, self.config.upstream_timeout)
+            chunks = connection.body(head)
             first = await anext(chunks, b"")
         await send({"type": "http.response.start", "status": head.status, "headers": headers})
         if head.framing == "none":
@@ -406,13 +418,12 @@ class HTTPBackend:
                     await handles.feed(first)  # scanned, not held: pins what it completes
                 await send({"type": "http.response.body", "body": first, "more_body": True})
             if chunks is None:
-                chunks = connection.body(head, self.config.upstream_timeout)
+                chunks = connection.body(head)
             async for chunk in chunks:
                 if handles is not None:
                     await handles.feed(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UpstreamError as error:
-            error.responded = True
             if head.framing != "length" and request.body is not None:
                 # An event stream cut mid-way: end it with the error the request is owed.
                 await self._send_stream_error(upstream, request, send, error)
@@ -485,7 +496,7 @@ def _public_failure(error: UpstreamError, when: str) -> str:
     address or its own words (those go to the log; issue #12)."""
     if isinstance(error, MalformedResponse):
         what = "sent a response that breaks HTTP/1.1 framing"
-    elif error.timed_out:
+    elif isinstance(error, UpstreamTimedOut):
         what = "sent nothing within the gateway's --upstream-timeout"
     else:
         what = "lost the connection"

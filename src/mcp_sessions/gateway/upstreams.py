@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .http1 import ConnectionPool, UpstreamError
+from .http1 import ConnectionPool, HopDeadlines, UpstreamError
 
 logger = logging.getLogger("mcp_sessions.gateway")
 
@@ -69,14 +69,12 @@ class Upstream:
         self,
         address: UpstreamAddress,
         *,
-        connect_timeout: float,
+        deadlines: HopDeadlines,
         max_idle: int = 64,
     ) -> None:
         self.address = address
         self.name = address.url
-        self.pool = ConnectionPool(
-            address.host, address.port, connect_timeout=connect_timeout, max_idle=max_idle
-        )
+        self.pool = ConnectionPool(address.host, address.port, deadlines, max_idle=max_idle)
         self.in_flight = 0
         self.healthy = True
         self._successes = 0
@@ -130,7 +128,7 @@ class UpstreamSet:
         urls: list[str],
         *,
         health: HealthSettings,
-        connect_timeout: float,
+        deadlines: HopDeadlines,
     ) -> None:
         if not urls:
             raise ValueError("give at least one --upstream URL (or use --spawn)")
@@ -139,7 +137,7 @@ class UpstreamSet:
         if len(set(names)) != len(names):
             raise ValueError("the same --upstream URL is given twice")
         self.health = health
-        self.upstreams = [Upstream(a, connect_timeout=connect_timeout) for a in addresses]
+        self.upstreams = [Upstream(a, deadlines=deadlines) for a in addresses]
         self.by_name = {u.name: u for u in self.upstreams}
         self._task: asyncio.Task[None] | None = None
 
@@ -156,7 +154,9 @@ class UpstreamSet:
         settings = self.health
         path = settings.path or "/"
         try:
-            connection = await asyncio.wait_for(upstream.pool.connect(), settings.timeout)
+            connect = min(settings.timeout, upstream.pool.deadlines.connect)
+            probe = HopDeadlines(read=settings.timeout, connect=connect)
+            connection = await upstream.pool.connect(probe)
             try:
                 request = (
                     f"GET {path} HTTP/1.1\r\nhost: {upstream.address.netloc}\r\n"
@@ -164,7 +164,7 @@ class UpstreamSet:
                     "connection: close\r\n\r\n"
                 ).encode()
                 await asyncio.wait_for(connection.send(request), settings.timeout)
-                head = await connection.read_head(settings.timeout)
+                head = await connection.read_head()
             finally:
                 connection.close()
         except (UpstreamError, OSError, TimeoutError) as exc:
