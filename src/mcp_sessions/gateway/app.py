@@ -18,9 +18,10 @@ import logging
 import time
 from typing import Any, Protocol
 
+from ..asgi import Receive, Scope, Send, send_bytes, send_error
 from ..core.errors import BodyTooLarge, InvalidRequest
 from ..stores import Store, open_store
-from .asgi import Incoming, Receive, Scope, Send, send_bytes, send_error
+from .asgi import Incoming
 from .config import GatewayConfig
 from .metrics import GatewayMetrics
 

@@ -1,9 +1,9 @@
-"""The incoming request as both gateway backends see it, and the gateway's refusal of a body
-over its limit.
+"""The incoming request as both gateway backends see it (read lazily: most requests are
+routed on a header or two), the hop-by-hop fields, and the gateway's refusal of a body over
+its limit.
 
-The answers (plain, JSON-RPC errors, event streams), body reading and the disconnect watch are
-the project's shared ASGI plumbing, :mod:`mcp_sessions.asgi`, re-exported here for the
-backends."""
+Reading, answering and event streams are the project's shared ASGI plumbing,
+:mod:`mcp_sessions.asgi`."""
 
 from __future__ import annotations
 
@@ -14,43 +14,15 @@ from typing import Any
 
 from ..asgi import (
     CONTENT_LENGTH,
-    LEGACY_SESSION_FIELD,
-    LEGACY_SESSION_FIELD_BYTES,
     PROTOCOL_VERSION_FIELD,
-    Message,
     Receive,
     Scope,
     Send,
-    end_stream,
     read_body,
-    send_bytes,
     send_error,
-    send_json,
-    sse_event,
-    wait_disconnect,
 )
 from ..core.errors import BodyTooLarge, InvalidRequest
 from ..core.names import META_PROTOCOL_VERSION
-
-__all__ = [
-    "HOP_BY_HOP",
-    "LEGACY_SESSION_FIELD",
-    "LEGACY_SESSION_FIELD_BYTES",
-    "PROTOCOL_VERSION_FIELD",
-    "HeaderView",
-    "Incoming",
-    "Message",
-    "Receive",
-    "Scope",
-    "Send",
-    "end_stream",
-    "read_body_or_refuse",
-    "send_bytes",
-    "send_error",
-    "send_json",
-    "sse_event",
-    "wait_disconnect",
-]
 
 #: Hop-by-hop fields (RFC 9110 §7.6.1) — never forwarded, in either direction.
 HOP_BY_HOP = frozenset(

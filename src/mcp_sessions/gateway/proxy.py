@@ -31,19 +31,17 @@ from typing import Any
 # this module (an import circle, issue #17).
 import mcp_sessions.gateway.routing as routing
 
-from ..core.errors import SessionError, StoreUnavailable
-from ..stores import Store, StoreError
-from .asgi import (
-    HOP_BY_HOP,
+from ..asgi import (
     LEGACY_SESSION_FIELD_BYTES,
-    Incoming,
     Message,
     Send,
     end_stream,
-    read_body_or_refuse,
     send_error,
     wait_disconnect,
 )
+from ..core.errors import SessionError, StoreUnavailable
+from ..stores import Store, StoreError
+from .asgi import HOP_BY_HOP, Incoming, read_body_or_refuse
 from .config import GatewayConfig
 from .errors import NoUpstream, ParseError, UpstreamFailed, handle_lost, session_lost
 from .forward import SMALL_BODY, send_request

@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..asgi import Send, send_error
 from ..core.principal import ANONYMOUS, Principal
-from .asgi import Incoming, Send, send_error
+from .asgi import Incoming
 from .errors import Unauthenticated
 from .routing import principal_from_claims, principal_key
 
