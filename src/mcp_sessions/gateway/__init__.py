@@ -10,7 +10,8 @@ Layout, one concept per module:
 * :mod:`.proxy` — the HTTP backend, and :mod:`.forward` — its request's way to an upstream;
 * :mod:`.spawn` — the process-per-session backend (:mod:`.spawn.child`, :mod:`.spawn.pool`,
   :mod:`.spawn.backend`);
-* :mod:`.asgi` — the incoming request and the answers, plain and streamed, both backends send;
+* :mod:`.asgi` — the incoming request both backends read (the answers, plain and streamed,
+  are :mod:`mcp_sessions.asgi`'s, shared with the server);
 * :mod:`.app` — the ASGI front; :mod:`.metrics`, :mod:`.emit` (nginx/HAProxy/Envoy
   configurations), :mod:`.cli`.
 

@@ -18,8 +18,10 @@ import logging
 import time
 from typing import Any, Protocol
 
+from ..asgi import Receive, Scope, Send, send_bytes, send_error
+from ..core.errors import BodyTooLarge, InvalidRequest
 from ..stores import Store, open_store
-from .asgi import Incoming, Receive, Scope, Send, send_bytes, send_plain_error
+from .asgi import Incoming
 from .config import GatewayConfig
 from .metrics import GatewayMetrics
 
@@ -135,22 +137,20 @@ class Gateway:
             await send_bytes(send, 200, payload, self.metrics.content_type.encode())
             return
         if request.header_bytes > config.max_header_bytes:
-            status = await send_plain_error(
-                send,
-                431,
+            refusal = InvalidRequest(
                 f"request header fields total {request.header_bytes} bytes, over the "
                 f"gateway's limit of {config.max_header_bytes}; send ids in headers and "
-                "state in the body",
+                "state in the body"
             )
+            status = await send_error(send, refusal, status=431)
         elif request.content_length is not None and request.content_length < 0:
-            status = await send_plain_error(send, 400, "invalid Content-Length")
+            status = await send_error(send, InvalidRequest("invalid Content-Length"))
         elif request.content_length is not None and request.content_length > config.max_body_bytes:
-            status = await send_plain_error(
-                send,
-                413,
+            refusal = InvalidRequest(
                 f"request body of {request.content_length} bytes is over the "
-                f"gateway's limit of {config.max_body_bytes}",
+                f"gateway's limit of {config.max_body_bytes}"
             )
+            status = await send_error(send, refusal, status=BodyTooLarge.http_status)
         else:
             status = await self.backend.handle(request, send)
         metrics = self.metrics

@@ -1,22 +1,28 @@
-"""ASGI plumbing shared by both backends: the incoming request, limits, plain answers, and
-the event-stream pieces (SSE frame, the error that ends a cut stream, the disconnect watch)."""
+"""The incoming request as both gateway backends see it (read lazily: most requests are
+routed on a header or two), the hop-by-hop fields, and the gateway's refusal of a body over
+its limit.
+
+Reading, answering and event streams are the project's shared ASGI plumbing,
+:mod:`mcp_sessions.asgi`."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import SessionError, SessionNotFound
-from ..core.names import HEADER_LEGACY_SESSION_ID, HEADER_PROTOCOL_VERSION, META_PROTOCOL_VERSION
-from .errors import error_body
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from ..asgi import (
+    CONTENT_LENGTH,
+    PROTOCOL_VERSION_FIELD,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    send_error,
+)
+from ..core.errors import BodyTooLarge, InvalidRequest
+from ..core.names import META_PROTOCOL_VERSION
 
 #: Hop-by-hop fields (RFC 9110 §7.6.1) — never forwarded, in either direction.
 HOP_BY_HOP = frozenset(
@@ -32,18 +38,6 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
-
-
-#: MCP header fields as ASGI names them (lowercase), derived once from :mod:`..core.names`,
-#: which alone spells them: the legacy session id as text (a :class:`HeaderView` key) and as
-#: bytes (raw ASGI and upstream fields), and the protocol version.
-LEGACY_SESSION_FIELD = HEADER_LEGACY_SESSION_ID.lower()
-LEGACY_SESSION_FIELD_BYTES = LEGACY_SESSION_FIELD.encode("latin-1")
-PROTOCOL_VERSION_FIELD = HEADER_PROTOCOL_VERSION.lower()
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class HeaderView(Mapping[str, str]):
@@ -102,7 +96,7 @@ class Incoming:
             size += len(name) + len(value) + 4
             if name not in fields:
                 fields[name] = value
-        length_field = fields.get(b"content-length")
+        length_field = fields.get(CONTENT_LENGTH)
         content_length: int | None = None
         if length_field is not None:
             try:
@@ -121,23 +115,9 @@ class Incoming:
         )
 
     async def read_body(self, limit: int) -> bytes:
-        """The whole body (at most ``limit`` bytes, else :class:`BodyTooLarge`)."""
-        if self.body is not None:
-            return self.body
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        self.body = b"".join(chunks)
+        """The whole body (at most ``limit`` bytes, else :class:`BodyTooLarge`), read once."""
+        if self.body is None:
+            self.body = await read_body(self.receive, limit)
         return self.body
 
     def parse(self) -> Any:
@@ -189,77 +169,12 @@ class Incoming:
         return "text/event-stream" in (self.headers.get("accept") or "")
 
 
-async def send_bytes(
-    send: Send,
-    status: int,
-    body: bytes,
-    content_type: bytes = b"application/json",
-    extra_headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    if extra_headers:
-        headers.extend(extra_headers)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def send_json(send: Send, status: int, payload: Any) -> None:
-    await send_bytes(send, status, json.dumps(payload).encode())
-
-
-async def send_error(
-    send: Send,
-    error: SessionError,
-    request_id: Any = None,
-    *,
-    status: int | None = None,
-    extra_headers: list[tuple[bytes, bytes]] | None = None,
-) -> int:
-    """Answer with a JSON-RPC error; returns the HTTP status used.
-
-    Without an explicit status: the error's own, 404 for SessionNotFound (DESIGN §5: the
-    legacy answer for a gone session, and the one SEP-1372 clients act on), else 400.
-    """
-    code = status or error.http_status or (404 if isinstance(error, SessionNotFound) else 400)
-    await send_bytes(send, code, error_body(error, request_id), extra_headers=extra_headers)
-    return code
-
-
-async def send_plain_error(send: Send, status: int, message: str) -> int:
-    """An HTTP-level refusal (limits), still with a JSON-RPC error body a client can show."""
-    body = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": message}}
-    await send_json(send, status, body)
-    return status
-
-
 async def read_body_or_refuse(request: Incoming, send: Send, limit: int) -> int | None:
     """Read the request's whole body: ``None`` when it fits ``limit``, else the status of the
     413 already sent (nothing of the body is forwarded)."""
     try:
         await request.read_body(limit)
     except BodyTooLarge:
-        return await send_plain_error(send, 413, f"request body over {limit} bytes")
+        refusal = InvalidRequest(f"request body over {limit} bytes")
+        return await send_error(send, refusal, status=BodyTooLarge.http_status)
     return None
-
-
-def sse_event(message: Any) -> bytes:
-    """One JSON-RPC message as a Streamable HTTP SSE ``message`` event (spec §2.1)."""
-    return b"event: message\ndata: " + json.dumps(message).encode() + b"\n\n"
-
-
-async def end_stream(send: Send, error: SessionError, request_id: Any) -> None:
-    """End an event stream whose status already went out with the error the request is owed:
-    a second status line is impossible, so the JSON-RPC error is the stream's last event."""
-    payload = {"jsonrpc": "2.0", "id": request_id, "error": error.to_jsonrpc()}
-    with contextlib.suppress(Exception):  # the client may be gone already
-        await send({"type": "http.response.body", "body": sse_event(payload), "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
-
-
-async def wait_disconnect(request: Incoming) -> None:
-    """Return when the client goes away (``http.disconnect``): raced against a long response
-    so that it does not outlive its reader. Only once the body has been read."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return

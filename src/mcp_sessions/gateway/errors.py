@@ -10,9 +10,6 @@ it gets -31010 with HTTP 502 (:class:`HandleLost`, issue #11), saying to start o
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from ..core.errors import SessionError, SessionNotFound
 
 UPSTREAM_FAILED = -31010
@@ -106,8 +103,3 @@ def handle_lost(handle: str, reason: str) -> HandleLost:
         f"state is gone with it, and this request was not applied: start over by calling "
         f"{maker} again."
     )
-
-
-def error_body(error: SessionError, request_id: Any = None) -> bytes:
-    """A JSON-RPC error response, encoded."""
-    return json.dumps({"jsonrpc": "2.0", "id": request_id, "error": error.to_jsonrpc()}).encode()

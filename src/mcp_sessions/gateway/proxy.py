@@ -27,20 +27,21 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import SessionError, StoreUnavailable
-from ..stores import Store, StoreError
-from . import routing
-from .asgi import (
-    HOP_BY_HOP,
+# Not ``from . import routing``: that imports the package, whose lazy ``Gateway`` imports
+# this module (an import circle, issue #17).
+import mcp_sessions.gateway.routing as routing
+
+from ..asgi import (
     LEGACY_SESSION_FIELD_BYTES,
-    Incoming,
     Message,
     Send,
     end_stream,
-    read_body_or_refuse,
     send_error,
     wait_disconnect,
 )
+from ..core.errors import SessionError, StoreUnavailable
+from ..stores import Store, StoreError
+from .asgi import HOP_BY_HOP, Incoming, read_body_or_refuse
 from .config import GatewayConfig
 from .errors import NoUpstream, ParseError, UpstreamFailed, handle_lost, session_lost
 from .forward import SMALL_BODY, send_request
@@ -249,8 +250,7 @@ class HTTPBackend:
                         "sent. Retry it shortly."
                     ),
                     self._request_id(request),
-                    extra_headers=[(b"retry-after", b"1")],
-                )
+                )  # with Retry-After: the error's own retry_after
         self._decisions[route.decision].inc()
         watched = _WatchedSend(send)
         exclude: set[str] = set()
@@ -445,7 +445,7 @@ class HTTPBackend:
         """:meth:`_pump` while watching for the client to go away: a long event stream must
         not outlive its reader (the upstream connection is then closed)."""
         pump = asyncio.ensure_future(self._pump(upstream, request, send, connection, head, handles))
-        watch = asyncio.ensure_future(wait_disconnect(request))
+        watch = asyncio.ensure_future(wait_disconnect(request.receive))
         try:
             await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
         finally:

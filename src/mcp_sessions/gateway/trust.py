@@ -39,10 +39,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..asgi import Send, send_error
 from ..core.principal import ANONYMOUS, Principal
-from . import routing
-from .asgi import Incoming, Send, send_error
+from .asgi import Incoming
 from .errors import Unauthenticated
+from .routing import principal_from_claims, principal_key
 
 logger = logging.getLogger("mcp_sessions.gateway")
 
@@ -178,7 +179,7 @@ class TokenVerifier:
             raise Unauthenticated(
                 f"Unauthorized: the bearer token does not verify ({exc})."
             ) from None
-        principal = routing.principal_from_claims(claims)
+        principal = principal_from_claims(claims)
         if principal.subject is None and principal.client_id is None:
             raise Unauthenticated("Unauthorized: the bearer token names no sub or client_id.")
         return principal
@@ -252,7 +253,7 @@ class TrustPolicy:
         if not value:
             return ANONYMOUS.key
         if self.unverified_claims:
-            return routing.principal_key(request.headers)
+            return principal_key(request.headers)
         return credential_principal(value).key
 
     def quota_key(self, principal: str, request: Incoming) -> str:

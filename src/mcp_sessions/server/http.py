@@ -18,10 +18,9 @@ SDK maps the JSON-RPC codes to HTTP statuses itself.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import uuid
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from mcp.server.auth.middleware.bearer_auth import RequireAuthMiddleware
@@ -30,6 +29,21 @@ from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.routing import Route
 
+from ..asgi import (
+    CONTENT_LENGTH,
+    CONTENT_TYPE,
+    LEGACY_SESSION_FIELD,
+    LEGACY_SESSION_FIELD_BYTES,
+    PROTOCOL_VERSION_FIELD,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+    replay,
+    send_empty,
+    send_error,
+)
 from ..core.bodies import MalformedBody, NotAMessage, parse_message
 from ..core.carriers import RequestView, resolve_carrier
 from ..core.errors import (
@@ -39,33 +53,17 @@ from ..core.errors import (
     InvalidSessionId,
     LimitExceeded,
     MissingLegacySessionId,
-    SessionError,
     SessionNotFound,
     StoreUnavailable,
 )
 from ..core.limits import json_size
-from ..core.names import (
-    HEADER_LEGACY_SESSION_ID,
-    HEADER_PROTOCOL_VERSION,
-    LEGACY_PROTOCOL_VERSIONS,
-    SESSION_KIND,
-)
+from ..core.names import LEGACY_PROTOCOL_VERSIONS, SESSION_KIND
 from ..core.records import Record
 from .engine import SessionEngine
 from .principal import current_principal
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Any
-Send = Any
-
-#: Header names as ASGI spells them (lowercase; bytes in raw header lists).
-_LEGACY_ID = HEADER_LEGACY_SESSION_ID.lower()
-_LEGACY_ID_RAW = _LEGACY_ID.encode("latin-1")
-_PROTOCOL_VERSION = HEADER_PROTOCOL_VERSION.lower()
 
 #: Where, in the ASGI scope's ``state``, the gate leaves the legacy record it has just read
 #: and touched: the SDK hands the middleware that request, so the record is not read twice.
@@ -143,77 +141,6 @@ def _put_endpoint(app: Starlette, path: str, gate: LegacyGate) -> None:
     _endpoint_holder(app, path).app = gate
 
 
-async def _send_json(send: Send, status: int, body: dict[str, Any]) -> None:
-    payload = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(payload)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})
-
-
-async def _send_error(send: Send, status: int, error: SessionError, request_id: Any = None) -> None:
-    await _send_json(send, status, error.response(request_id))
-
-
-async def _send_retryable(send: Send, error: SessionError, request_id: Any = None) -> None:
-    """A JSON-RPC error body with the error's HTTP status and, when it has one, its
-    ``retry_after`` as ``Retry-After`` (RFC 9110 §10.2.3, whole seconds): 429 for a quota,
-    503 for a store outage (issue #12)."""
-    retry_after: float | None = getattr(error, "retry_after", None)
-    payload = json.dumps(error.response(request_id)).encode()
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(payload)).encode()),
-    ]
-    if retry_after is not None:
-        headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
-    status = error.http_status or 500
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        message: Message = await receive()  # disconnect notifications after the body
-        return message
-
-    return replay
-
-
 def _without_session_id(send: Send) -> Send:
     """``send`` minus any ``Mcp-Session-Id`` response header.
 
@@ -227,7 +154,7 @@ def _without_session_id(send: Send) -> Send:
             headers = [
                 (name, value)
                 for name, value in message.get("headers", [])
-                if name.lower() != _LEGACY_ID_RAW
+                if name.lower() != LEGACY_SESSION_FIELD_BYTES
             ]
             message = {**message, "headers": headers}
         await send(message)
@@ -254,7 +181,7 @@ class LegacyGate:
             await self.stateful(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        version = headers.get(_PROTOCOL_VERSION)
+        version = headers.get(PROTOCOL_VERSION_FIELD)
         method = scope["method"]
         checked: tuple[bytes, dict[str, Any]] | None = None
         if method == "POST":
@@ -263,13 +190,13 @@ class LegacyGate:
             checked = await self._checked_body(receive, send)
             if checked is None:
                 return
-            receive = _replay(checked[0], receive)
+            receive = replay(checked[0], receive)
         if version is not None and version not in LEGACY_PROTOCOL_VERSIONS:
             # The SDK's own era rule: any version header that is not a handshake-era version
             # goes to the modern path, which answers unsupported versions itself (-32022).
             await self.stateful(scope, receive, send)
             return
-        session_id = headers.get(_LEGACY_ID)
+        session_id = headers.get(LEGACY_SESSION_FIELD)
         if checked is not None:
             await self._post(scope, receive, send, headers, session_id, *checked)
         elif method == "DELETE" and session_id is not None:
@@ -279,10 +206,10 @@ class LegacyGate:
             try:
                 record = await self._lookup(session_id)
             except StoreUnavailable as error:
-                await _send_retryable(send, error)
+                await send_error(send, error)
                 return
             if record is None:
-                await _send_error(send, 404, SessionNotFound())
+                await send_error(send, SessionNotFound())
             elif session_id in self.local:
                 await self.stateful(scope, receive, send)
             else:
@@ -301,14 +228,14 @@ class LegacyGate:
     ) -> tuple[bytes, dict[str, Any]] | None:
         """The POST body and its one JSON-RPC message, or ``None`` once refused."""
         try:
-            body = await _read_body(receive, self.max_body)
-        except _BodyTooLarge:
-            await _send_error(send, 413, BodyTooLarge(self.max_body))
+            body = await read_body(receive, self.max_body)
+        except BodyTooLarge as error:
+            await send_error(send, error)
             return None
         try:
             return body, parse_message(body)
         except (MalformedBody, NotAMessage) as error:
-            await _send_error(send, 400, error)
+            await send_error(send, error)
             return None
 
     async def _post(
@@ -321,7 +248,7 @@ class LegacyGate:
         body: bytes,
         message: dict[str, Any],
     ) -> None:
-        replay = receive  # already replays ``body``
+        replayed = receive  # already replays ``body``
         request_id = message.get("id")
         rpc_method = message.get("method")
         params = message.get("params")
@@ -333,34 +260,34 @@ class LegacyGate:
                     method=str(rpc_method),
                     meta=meta if isinstance(meta, dict) else None,
                     headers=headers,
-                    protocol_version=headers.get(_PROTOCOL_VERSION),
+                    protocol_version=headers.get(PROTOCOL_VERSION_FIELD),
                 ),
                 self.config.carriers,
             )
         except (HeaderMismatch, InvalidSessionId) as error:
-            await _send_error(send, 400, error, request_id)
+            await send_error(send, error, request_id)
             return
         if rpc_method == "initialize":
-            await self._initialize(scope, replay, send, params, request_id, body, receive)
+            await self._initialize(scope, replayed, send, params, request_id, body, receive)
             return
         send = _without_session_id(send)
         if session_id is None:
             if self.config.legacy_sessions_required and rpc_method is not None:
-                await _send_error(send, 400, MissingLegacySessionId(), request_id)
+                await send_error(send, MissingLegacySessionId(), request_id)
                 return
-            await self.stateless(scope, replay, send)
+            await self.stateless(scope, replayed, send)
             return
         try:
             record = await self._lookup(session_id)
         except StoreUnavailable as error:
-            await _send_retryable(send, error, request_id)
+            await send_error(send, error, request_id)
             return
         if record is None:
-            await _send_error(send, 404, SessionNotFound(), request_id)
+            await send_error(send, SessionNotFound(), request_id)
             return
         scope.setdefault("state", {})[_CHECKED_RECORD] = record  # see checked_legacy_record
         if session_id not in self.local:
-            await self.stateless(scope, replay, send)
+            await self.stateless(scope, replayed, send)
             return
         # Served here statefully; if the SDK lost the connection (idle timeout), serve the
         # request statelessly instead of answering 404 for a session the store still has.
@@ -373,10 +300,10 @@ class LegacyGate:
             if not lost:
                 await send(message)
 
-        await self.stateful(scope, replay, watch)
+        await self.stateful(scope, replayed, watch)
         if lost:
             self.local.discard(session_id)
-            await self.stateless(scope, _replay(body, receive), send)
+            await self.stateless(scope, replay(body, receive), send)
 
     async def _initialize(
         self,
@@ -410,13 +337,13 @@ class LegacyGate:
                 else "initialize: clientInfo holds a number JSON cannot store (NaN or "
                 "Infinity); no session was opened."
             )
-            await _send_error(send, 400, refusal, request_id)
+            await send_error(send, refusal, request_id)
             return
         caller = engine.quotas.caller_of_scope(principal, scope)
         try:
             await engine.quotas.admit(caller, "legacy")
         except (LimitExceeded, StoreUnavailable) as error:
-            await _send_retryable(send, error, request_id)
+            await send_error(send, error, request_id)
             return
 
         async def remember(minted: str) -> None:
@@ -438,7 +365,7 @@ class LegacyGate:
             if full:
                 return
             if message["type"] == "http.response.start" and message["status"] < 400:
-                minted = Headers(raw=message.get("headers", [])).get(_LEGACY_ID)
+                minted = Headers(raw=message.get("headers", [])).get(LEGACY_SESSION_FIELD)
                 if minted is not None:
                     try:
                         await remember(minted)
@@ -454,7 +381,7 @@ class LegacyGate:
             # No record, so no session: end the SDK's in-memory one too, or every initialize
             # during an outage would hold a slot of its session table until the idle timeout.
             await self._end_connection(scope, minted)
-            await _send_retryable(send, outage, request_id)
+            await send_error(send, outage, request_id)
             return
         if not full:
             return
@@ -472,22 +399,25 @@ class LegacyGate:
                 except StoreUnavailable as error:
                     unavailable.append((minted, error))
                     return
-                headers = [*message.get("headers", []), (_LEGACY_ID_RAW, minted.encode())]
+                headers = [
+                    *message.get("headers", []),
+                    (LEGACY_SESSION_FIELD_BYTES, minted.encode()),
+                ]
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.stateless(scope, _replay(body, raw_receive), add_session_id)
+        await self.stateless(scope, replay(body, raw_receive), add_session_id)
         if unavailable:
-            await _send_retryable(send, unavailable[0][1], request_id)
+            await send_error(send, unavailable[0][1], request_id)
 
     async def _end_connection(self, scope: Scope, session_id: str) -> None:
         """DELETE ``session_id`` in the stateful manager, answering nobody."""
         headers = [
             (name, value)
             for name, value in scope.get("headers", [])
-            if name.lower() not in (b"content-type", b"content-length", _LEGACY_ID_RAW)
+            if name.lower() not in (CONTENT_TYPE, CONTENT_LENGTH, LEGACY_SESSION_FIELD_BYTES)
         ]
-        headers.append((_LEGACY_ID_RAW, session_id.encode()))
+        headers.append((LEGACY_SESSION_FIELD_BYTES, session_id.encode()))
 
         async def nothing() -> Message:
             return {"type": "http.disconnect"}
@@ -503,10 +433,10 @@ class LegacyGate:
         try:
             found = await self.engine.end_legacy(session_id, principal.key, caller)
         except StoreUnavailable as error:
-            await _send_retryable(send, error)
+            await send_error(send, error)
             return
         if not found:
-            await _send_error(send, 404, SessionNotFound())
+            await send_error(send, SessionNotFound())
             return
         if session_id in self.local:
             self.local.discard(session_id)
@@ -515,5 +445,4 @@ class LegacyGate:
                 return None
 
             await self.stateful(scope, receive, discard)  # end the live connection here
-        await send({"type": "http.response.start", "status": 204, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+        await send_empty(send, 204)

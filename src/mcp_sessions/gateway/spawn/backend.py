@@ -19,29 +19,36 @@ serves which session, and when processes start and stop, is :mod:`.pool`'s.
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 from typing import Any
 
-from ...core.errors import LimitExceeded, SessionError, SessionNotFound
-from ...core.ids import new_session_id
-from ...core.names import HEADER_LEGACY_SESSION_ID, META_SHARED_CONNECTION, MODERN_PROTOCOL_VERSIONS
-from .. import routing
-from ..asgi import (
+from ...asgi import (
+    CONTENT_TYPE,
+    EVENT_STREAM_MEDIA_TYPE,
     LEGACY_SESSION_FIELD,
     LEGACY_SESSION_FIELD_BYTES,
-    Incoming,
     Send,
     end_stream,
-    read_body_or_refuse,
     send_bytes,
+    send_empty,
     send_error,
+    send_json,
     sse_event,
     wait_disconnect,
 )
+from ...core.errors import (
+    InvalidRequest,
+    LimitExceeded,
+    MissingLegacySessionId,
+    SessionError,
+    SessionNotFound,
+)
+from ...core.ids import new_session_id
+from ...core.names import META_SHARED_CONNECTION, MODERN_PROTOCOL_VERSIONS
+from ..asgi import Incoming, read_body_or_refuse
 from ..config import GatewayConfig
 from ..errors import GatewayAtCapacity, ParseError, UpstreamFailed, session_lost
 from ..metrics import GatewayMetrics
+from ..routing import route_for, route_from_headers
 from ..trust import TrustPolicy, refuse
 from .child import ChildProcess, ProcessExited, SessionKey, with_meta
 from .pool import ProcessPool, Tombstone
@@ -104,13 +111,8 @@ class SpawnBackend:
         if request.unparsable:
             return await send_error(send, ParseError())
         if not isinstance(message, dict):
-            error = {
-                "code": -32600,
-                "message": "Invalid request: send one JSON-RPC message per POST",
-            }
-            body = json.dumps({"jsonrpc": "2.0", "id": None, "error": error}).encode()
-            await send_bytes(send, 400, body)
-            return 400
+            refusal = InvalidRequest("Invalid request: send one JSON-RPC message per POST")
+            return await send_error(send, refusal)
         principal = await self.trust.principal(request)
         if not isinstance(principal, str):
             return await refuse(send, principal, request.rpc_id)
@@ -127,14 +129,15 @@ class SpawnBackend:
             else:
                 found = await self._session_process(request, principal, quota, modern)
                 if isinstance(found, int):
-                    return found if found else await self._reject_legacy(request, send)
+                    if found:
+                        return found
+                    return await send_error(send, MissingLegacySessionId(), request.rpc_id)
                 child, key = found
         except GatewayAtCapacity as error:
-            retry = [(b"retry-after", b"1")]
-            return await send_error(send, error, request.rpc_id, extra_headers=retry)
+            return await send_error(send, error, request.rpc_id, retry_after=1)
         except LimitExceeded as error:
-            retry = [(b"retry-after", str(math.ceil(error.retry_after or 1)).encode())]
-            return await send_error(send, error, request.rpc_id, extra_headers=retry)
+            retry = error.retry_after or 1
+            return await send_error(send, error, request.rpc_id, retry_after=retry)
         except SessionError as error:
             return await send_error(send, error, request.rpc_id)
         except (ProcessExited, OSError) as exc:
@@ -149,8 +152,7 @@ class SpawnBackend:
             return await send_error(send, UpstreamFailed(exc.description), request.rpc_id)
         except ParseError as error:
             return await send_error(send, error, request.rpc_id)
-        await send({"type": "http.response.start", "status": 202, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+        await send_empty(send, 202)
         return 202
 
     async def _session_process(
@@ -169,7 +171,7 @@ class SpawnBackend:
             if isinstance(found, Tombstone):
                 raise session_lost(found.description)
             raise SessionNotFound()
-        route = routing.route_for(
+        route = route_for(
             method=request.rpc_method or "POST",
             meta=request.meta,
             headers=request.headers,
@@ -189,19 +191,6 @@ class SpawnBackend:
             raise session_lost(found.description)
         child = await self.pool.bind(key, "modern" if modern else "legacy", quota)
         return child, key
-
-    async def _reject_legacy(self, request: Incoming, send: Send) -> int:
-        body = {
-            "jsonrpc": "2.0",
-            "id": request.rpc_id,
-            "error": {
-                "code": -32600,
-                "message": f"Bad Request: missing {HEADER_LEGACY_SESSION_ID} header; send the "
-                "id from the initialize response on every later request",
-            },
-        }
-        await send_bytes(send, 400, json.dumps(body).encode())
-        return 400
 
     async def _relay_request(
         self,
@@ -230,7 +219,7 @@ class SpawnBackend:
         timeout = self.config.upstream_timeout
         stream_started = False
         sse = request.accepts_sse()
-        watcher = asyncio.ensure_future(wait_disconnect(request))
+        watcher = asyncio.ensure_future(wait_disconnect(request.receive))
         try:
             while True:
                 getter = asyncio.ensure_future(pending.queue.get())
@@ -263,8 +252,7 @@ class SpawnBackend:
                     return await send_error(send, failure, request_id)
                 final = "method" not in item
                 if final and not stream_started:
-                    body = json.dumps(item).encode()
-                    await send_bytes(send, 200, body, extra_headers=session_header)
+                    await send_json(send, 200, item, extra_headers=session_header)
                     return 200
                 if not final and not sse:
                     continue  # the client takes JSON only: it gets the response alone
@@ -274,7 +262,7 @@ class SpawnBackend:
                             "type": "http.response.start",
                             "status": 200,
                             "headers": [
-                                (b"content-type", b"text/event-stream"),
+                                (CONTENT_TYPE, EVENT_STREAM_MEDIA_TYPE),
                                 (b"cache-control", b"no-cache, no-transform"),
                                 (b"x-accel-buffering", b"no"),
                                 *session_header,
@@ -296,7 +284,7 @@ class SpawnBackend:
         if not isinstance(principal, str):
             return await refuse(send, principal)
         legacy_id = request.headers.get(LEGACY_SESSION_FIELD)
-        client_id = routing.route_from_headers(request.headers)
+        client_id = route_from_headers(request.headers)
         keys = []
         if legacy_id:
             keys.append((principal, "legacy:" + legacy_id.strip()))
@@ -304,8 +292,7 @@ class SpawnBackend:
             keys.append((principal, client_id.key))
         for key in keys:
             if await self.pool.release(key, "ended by DELETE"):
-                await send({"type": "http.response.start", "status": 204, "headers": []})
-                await send({"type": "http.response.body", "body": b""})
+                await send_empty(send, 204)
                 return 204
             self.pool.tombstones.pop(key, None)
         return await send_error(send, SessionNotFound())
