@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from ..core.names import HEADER_LEGACY_SESSION_ID, HEADER_PARAM_PREFIX
+
 _CARRIERS = ("sep2822", "openai", "bedrock", "legacy", "principal")
 
 
@@ -42,15 +44,18 @@ _CARRIERS = ("sep2822", "openai", "bedrock", "legacy", "principal")
     "route_params",
     multiple=True,
     metavar="NAME",
-    help="Also route on the Mcp-Param-NAME header (a handle argument mirrored with "
-    "x-mcp-header), after the session carriers.",
+    help=f"Also route on the {HEADER_PARAM_PREFIX}NAME header (a handle argument mirrored "
+    "with x-mcp-header), after the session carriers.",
 )
 @click.option(
     "--no-carrier",
     "disabled",
     multiple=True,
     type=click.Choice(_CARRIERS),
-    help="Do not route on this carrier (input aliases, legacy Mcp-Session-Id, or the principal).",
+    help=(
+        f"Do not route on this carrier (input aliases, legacy {HEADER_LEGACY_SESSION_ID}, "
+        "or the principal)."
+    ),
 )
 @click.option(
     "--failover",

@@ -102,7 +102,8 @@ def nginx(settings: EmitSettings) -> str:
         "# without any, a per-request random key spreads requests over the upstreams.",
         "# hash ... consistent is ketama: removing a server moves only the keys it held.",
         "# Not covered, unlike mcp-sessions gateway: ids sent only in params._meta; legacy",
-        "# Mcp-Session-Id sessions (nginx OSS cannot learn the id an initialize response",
+        f"# {HEADER_LEGACY_SESSION_ID} sessions (nginx OSS cannot learn the id an initialize "
+        "response",
         "# mints, so run upstreams that share one session store, e.g. mcp-sessions servers",
         "# on one Redis); active health checks (passive: max_fails/fail_timeout).",
         "",
@@ -179,7 +180,8 @@ def haproxy(settings: EmitSettings) -> str:
         "#",
         "# The routing key is the first of these headers present: " + ", ".join(headers) + ";",
         "# without any, round robin. hash-type consistent: removing a server moves only the",
-        "# keys it held. Legacy Mcp-Session-Id ids are learned from initialize responses in",
+        f"# keys it held. Legacy {HEADER_LEGACY_SESSION_ID} ids are learned from initialize "
+        "responses in",
         "# a stick table (per HAProxy instance unless you configure peers).",
         "# Not covered, unlike mcp-sessions gateway: ids sent only in params._meta.",
         "global",
@@ -366,7 +368,8 @@ def envoy(settings: EmitSettings) -> str:
         "# terminal): " + ", ".join(headers) + ";",
         "# without any, a random upstream. RING_HASH: removing a host moves only its keys.",
         "# Not covered, unlike mcp-sessions gateway: ids sent only in params._meta; legacy",
-        "# Mcp-Session-Id ids minted by an initialize response (run upstreams that share one",
+        f"# {HEADER_LEGACY_SESSION_ID} ids minted by an initialize response (run upstreams that "
+        "share one",
         "# session store, or see Envoy's stateful_session envelope extension); body size",
         "# limits (add a buffer filter with max_request_bytes if you need one).",
     ]

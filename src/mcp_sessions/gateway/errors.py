@@ -11,6 +11,7 @@ it gets -31010 with HTTP 502 (:class:`HandleLost`, issue #11), saying to start o
 from __future__ import annotations
 
 from ..core.errors import SessionError, SessionNotFound
+from ..core.names import HEADER_LEGACY_SESSION_ID, META_SESSION_ID
 
 UPSTREAM_FAILED = -31010
 GATEWAY_AT_CAPACITY = -31011
@@ -79,7 +80,7 @@ def session_lost(reason: str) -> SessionNotFound:
     """The answer for a session whose upstream or process is gone (see the module docstring)."""
     return SessionNotFound(
         f"Session lost: {reason}. Its state is gone with it; start a new session (a new "
-        "dev.mcpsessions/sessionId, or initialize again for Mcp-Session-Id clients)."
+        f"{META_SESSION_ID}, or initialize again for {HEADER_LEGACY_SESSION_ID} clients)."
     )
 
 

@@ -20,6 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from ..core.names import HEADER_LEGACY_SESSION_ID
 from .routing import DECISIONS
 
 # The ``*_created`` series double every counter for little use; the gateway runs in a process
@@ -55,9 +56,9 @@ class GatewayMetrics:
         self.pins = Counter(
             "mcp_gateway_pins",
             "Pin events: placed (a new client-id session), learned (a legacy "
-            "Mcp-Session-Id from an initialize response), minted (a handle a result listed "
-            "as minted), moved (failover), forgotten (DELETE), lost (the pinned upstream is "
-            "unavailable; the session or handle got an error).",
+            f"{HEADER_LEGACY_SESSION_ID} from an initialize response), minted (a handle a "
+            "result listed as minted), moved (failover), forgotten (DELETE), lost (the pinned "
+            "upstream is unavailable; the session or handle got an error).",
             ["event"],
             registry=r,
         )
