@@ -74,7 +74,6 @@ class ChildProcess:
         self.process = process
         self.pid = process.pid
         self.era: Era = era
-        self.state = "starting"  # starting -> warm -> bound -> exited
         self.key: SessionKey | None = None
         #: Whose per-principal process quota this process counts against (once bound).
         self.quota: str | None = None
@@ -108,7 +107,8 @@ class ChildProcess:
         return child
 
     def __repr__(self) -> str:
-        return f"<ChildProcess pid={self.pid} {self.state} era={self.era}>"
+        phase = "exited" if not self.alive else "bound" if self.key is not None else "unbound"
+        return f"<ChildProcess pid={self.pid} {phase} era={self.era}>"
 
     @property
     def busy(self) -> bool:

@@ -122,7 +122,6 @@ class ProcessPool:
                 except ProcessExited:
                     await child.stop("not ready in time")
                     raise
-            child.state = "warm"
             return child
         finally:
             if not spawned:
@@ -252,7 +251,6 @@ class ProcessPool:
         finally:
             self._binding.pop(key, None)
             self._binding_quota.pop(key, None)
-        child.state = "bound"
         child.key = key
         child.quota = quota
         child.last_active = time.monotonic()
