@@ -411,8 +411,9 @@ class SessionMiddleware:
         loop, the notify-only wrapper of a 2026-07-28 stream, whose ``Connection`` is rebuilt
         per request). A single-exchange connection (2026-07-28 over HTTP, in-process) has the
         SDK's shared no-channel sentinel instead: no connection to key on, so no carrier 5.
-        ``ctx.session`` exposes no public accessor for it in ``mcp`` 2.3 (its ``Context``
-        rework is pending), hence the guarded private read; absent, carrier 5 is off.
+        ``ctx.session`` exposes no public accessor for it in ``mcp`` 2.3, hence the guarded
+        private read; absent, carrier 5 is off. Upstream: transport metadata on server
+        contexts, modelcontextprotocol/python-sdk#2098 (PR #2870 was closed unmerged).
         """
         connection = getattr(ctx.session, "_connection", None)
         if connection is None or not getattr(connection, "has_standalone_channel", False):
