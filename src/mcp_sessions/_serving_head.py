@@ -153,3 +153,27 @@ class HeadClock:
     def _fire(self) -> None:
         self.handle = None
         self.expire()
+
+
+class HeadGuard(asyncio.Protocol):
+    """What both limited protocols do alike, mixed in before uvicorn's own class: the header
+    timeout runs from the connection's start and ends with it, and once a request is refused
+    the rest of what the client sends is dropped (telling the :class:`Linger`)."""
+
+    head_clock: HeadClock
+    refused: bool
+    linger: Linger | None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.head_clock.arm()  # a new connection owes a request head
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.head_clock.disarm()
+        super().connection_lost(exc)
+
+    def dropping(self) -> bool:
+        """``True`` when input is to be dropped: this connection refused a request."""
+        if self.refused and self.linger is not None:
+            self.linger.input()
+        return self.refused

@@ -8,12 +8,11 @@ measured by the bytes fed to the parser since it began.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ._serving_head import HEAD_TIMEOUT_MESSAGE, HeadClock, HTTPLimits, Linger, refuse
+from ._serving_head import HEAD_TIMEOUT_MESSAGE, HeadClock, HeadGuard, HTTPLimits, Linger, refuse
 
 
 class _HeadRefused(Exception):
@@ -21,7 +20,7 @@ class _HeadRefused(Exception):
     ``HttpParserCallbackError``, which uvicorn answers with ``send_400_response``)."""
 
 
-class LimitedHttpToolsProtocol(HttpToolsProtocol):
+class LimitedHttpToolsProtocol(HeadGuard, HttpToolsProtocol):
     """uvicorn's httptools protocol with :class:`HTTPLimits` (see ``mcp_sessions.serving``)."""
 
     limits: ClassVar[HTTPLimits] = HTTPLimits()
@@ -39,18 +38,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.deferred: tuple[int, str] | None = None
         self.linger: Linger | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.head_clock.arm()  # a new connection owes a request head
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.head_clock.disarm()
-        super().connection_lost(exc)
-
     def data_received(self, data: bytes) -> None:
-        if self.refused:
-            if self.linger is not None:
-                self.linger.input()  # the rest of a refused request: dropped
+        if self.dropping():  # the rest of a refused request
             return
         super().data_received(data)
         if self.in_head and not self.transport.is_closing():

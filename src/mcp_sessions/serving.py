@@ -33,7 +33,7 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from ._serving_head import HEAD_TIMEOUT_MESSAGE, HeadClock, HTTPLimits, Linger, refuse
+from ._serving_head import HEAD_TIMEOUT_MESSAGE, HeadClock, HeadGuard, HTTPLimits, Linger, refuse
 
 HTTPImplementation = Literal["auto", "h11", "httptools"]
 
@@ -72,7 +72,7 @@ class _MeteredConnection(h11.Connection):
         return event
 
 
-class LimitedH11Protocol(H11Protocol):
+class LimitedH11Protocol(HeadGuard, H11Protocol):
     """uvicorn's h11 protocol with :class:`HTTPLimits` (see the module docstring)."""
 
     limits: ClassVar[HTTPLimits] = HTTPLimits()
@@ -85,18 +85,8 @@ class LimitedH11Protocol(H11Protocol):
         self.refused = False
         self.linger: Linger | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self.head_clock.arm()  # a new connection owes a request head
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.head_clock.disarm()
-        super().connection_lost(exc)
-
     def data_received(self, data: bytes) -> None:
-        if self.refused:
-            if self.linger is not None:
-                self.linger.input()  # the rest of a refused request: dropped
+        if self.dropping():  # the rest of a refused request
             return
         if self.conn.their_state is h11.IDLE:
             refusal = self._count_fields(self.conn.trailing_data[0] + data)
