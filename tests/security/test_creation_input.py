@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -20,7 +20,6 @@ import httpx2
 import pytest
 from tests.server.helpers import (
     ACCEPT,
-    TIMEOUT,
     RawHttp,
     Reply,
     ServerProcess,
@@ -29,7 +28,6 @@ from tests.server.helpers import (
     modern_request,
     new_id,
     sid,
-    start_demo,
     tool_value,
 )
 
@@ -49,26 +47,6 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path}/sessions.sqlite3"
     url: str = request.getfixturevalue("redis_url")
     return url
-
-
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    started: list[ServerProcess] = []
-
-    def start(*args: str) -> ServerProcess:
-        server = start_demo(tmp_path, *args, name=f"demo-{len(started)}")
-        started.append(server)
-        return server
-
-    yield start
-    for server in reversed(started):
-        server.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=TIMEOUT) as client:
-        yield client
 
 
 async def stored(store_url: str, kind: str) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
@@ -30,7 +30,6 @@ from tests.server.helpers import (
     mirror,
     new_id,
     sid,
-    start_demo,
     tool_value,
 )
 
@@ -54,27 +53,6 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path}/sessions.sqlite3"
     url: str = request.getfixturevalue("redis_url")
     return url
-
-
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """``demo(*args)``: ``mcp-sessions demo ARGS`` on a free port, stopped by PID."""
-    started: list[ServerProcess] = []
-
-    def start(*args: str) -> ServerProcess:
-        server = start_demo(tmp_path, *args, name=f"demo-{len(started)}")
-        started.append(server)
-        return server
-
-    yield start
-    for server in reversed(started):
-        server.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx2.AsyncClient]:
-    async with httpx2.AsyncClient(timeout=TIMEOUT) as client:
-        yield client
 
 
 async def count(
