@@ -31,6 +31,19 @@ SERVICES: dict[str, list[str]] = {
     "search": ["query"],
 }
 
+# The services' sample data (the demo has no real billing system behind it).
+INVOICES: dict[str, dict[str, Any]] = {
+    "inv-1001": {"customer": "Ada Lovelace", "amount": 120.0, "currency": "EUR"},
+    "inv-1002": {"customer": "Alan Turing", "amount": 75.5, "currency": "EUR"},
+    "inv-1003": {"customer": "Grace Hopper", "amount": 310.0, "currency": "USD"},
+}
+CUSTOMERS = ("Ada Lovelace", "Alan Turing", "Grace Hopper", "Edsger Dijkstra")
+DOCUMENTS = {
+    "refunds": "Refunds are issued to the original payment method within 5 days.",
+    "invoices": "Invoices are sent on the first day of each month.",
+    "notes": "Customer notes are visible to every agent of the account.",
+}
+
 
 class StaticTokens:
     """A token verifier for trying principal binding: bearer token → subject, from a file."""
@@ -152,25 +165,84 @@ def build_demo(
         items = await session.update(take)
         return {"items": items, "count": len(items), "status": "ordered" if items else "empty"}
 
-    # -- 3. progressive discovery (lists never change; the session says what is usable) -------
+    # -- 3. progressive discovery: each service is a toolset its session enables (issue #18) --
+    for service_name, tool_names in SERVICES.items():
+        sessions.toolset(
+            service_name,
+            tools=tool_names,
+            enabled_by=f"call connect(service={service_name!r})",
+            description=f"The {service_name} service's tools.",
+        )
+
     @mcp.tool()
     async def connect(service: str, session: CurrentSession) -> list[str]:
-        """Connect this session to a service (billing, crm, search); returns its actions."""
+        """Connect this session to a service (billing, crm, search); returns the tools it
+        enables for this session."""
         if service not in SERVICES:
             raise ToolError(f"unknown service {service!r}; choose one of {sorted(SERVICES)}")
-
-        def attach(state: JSONObject) -> None:
-            connected: list[str] = state.setdefault("services", [])
-            if service not in connected:
-                connected.append(service)
-
-        await session.update(attach)
+        await session.enable(service)
         return SERVICES[service]
 
     @mcp.tool()
+    async def disconnect(service: str, session: CurrentSession) -> dict[str, list[str]]:
+        """Disconnect this session from a service; returns the session's remaining tools."""
+        if service not in SERVICES:
+            raise ToolError(f"unknown service {service!r}; choose one of {sorted(SERVICES)}")
+        return (await session.disable(service)).tools()
+
+    @mcp.tool()
     async def actions(session: CurrentSession) -> dict[str, list[str]]:
-        """The actions this session can use now, by connected service."""
-        return {name: SERVICES[name] for name in session.get("services", [])}
+        """The tools this session can use now, by connected service (its surface)."""
+        return session.surface.tools()
+
+    @mcp.tool()
+    async def list_invoices() -> list[dict[str, Any]]:
+        """Billing: every invoice of the account."""
+        return [{"invoice": key, **invoice} for key, invoice in INVOICES.items()]
+
+    @mcp.tool()
+    async def refund(invoice: str, session: CurrentSession) -> dict[str, Any]:
+        """Billing: refund an invoice (once)."""
+        if invoice not in INVOICES:
+            raise ToolError(f"unknown invoice {invoice!r}; list_invoices shows them")
+
+        def take(state: JSONObject) -> bool:
+            refunded: list[str] = state.setdefault("refunded", [])
+            if invoice in refunded:
+                return False
+            refunded.append(invoice)
+            return True
+
+        done = await session.update(take)
+        return {"invoice": invoice, "status": "refunded" if done else "already refunded"}
+
+    @mcp.tool()
+    async def find_customer(name: str) -> list[str]:
+        """CRM: customers whose name contains ``name`` (case-insensitive)."""
+        return [customer for customer in CUSTOMERS if name.lower() in customer.lower()]
+
+    @mcp.tool()
+    async def add_note(customer: str, text: str, session: CurrentSession) -> list[str]:
+        """CRM: add a note to a customer; returns the customer's notes in this session."""
+        if customer not in CUSTOMERS:
+            raise ToolError(f"unknown customer {customer!r}; find_customer finds them")
+
+        def note(state: JSONObject) -> list[str]:
+            notes: list[str] = state.setdefault("notes", {}).setdefault(customer, [])
+            notes.append(text[:500])
+            return list(notes)
+
+        return await session.update(note)
+
+    @mcp.tool()
+    async def query(text: str) -> dict[str, str]:
+        """Search: the help articles whose title or text mentions ``text``."""
+        needle = text.lower()
+        return {
+            title: body
+            for title, body in DOCUMENTS.items()
+            if needle in title or needle in body.lower()
+        }
 
     # -- 4. multi-step VM provisioning with handles (SEP-2567) -------------------------------
     @mcp.tool()

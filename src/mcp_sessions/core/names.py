@@ -99,3 +99,29 @@ META_CLIENT_INFO: Final = "io.modelcontextprotocol/clientInfo"
 #: Notification ``_meta`` key naming the ``subscriptions/listen`` request a listen-stream
 #: notification belongs to (its request id).
 META_SUBSCRIPTION_ID: Final = "io.modelcontextprotocol/subscriptionId"
+
+# Toolsets: per-session tool scoping (issue #18, docs/wire.md "Scoped lists").
+#: Setting of :data:`EXTENSION_ID` in the *client's* capabilities (2026-07-28: per request in
+#: ``_meta[META_CLIENT_CAPABILITIES].extensions``; 2025-11-25: in ``initialize``): only the
+#: JSON value ``true`` asks for the session's surface from the list methods.
+CAPABILITY_SCOPED_LISTS: Final = "scopedLists"
+#: List result ``_meta`` flag (``true``): this list is the session's surface, not the global
+#: list (sent with ``ttlMs: 0`` and ``cacheScope: "private"`` at 2026-07-28, since ``_meta``
+#: is not in a cache's key: spec §2.5, §5.4 item 47).
+META_SCOPED: Final = "dev.mcpsessions/scoped"
+#: Result ``_meta`` key on a call that changed the session's surface: the list methods to
+#: fetch again (``["tools/list", ...]``); the 2026-07-28 stand-in for a per-session
+#: ``list_changed`` notification.
+META_LIST_CHANGED: Final = "dev.mcpsessions/listChanged"
+#: The session state key holding the enabled toolsets (a list of names): in the record, so
+#: every replica sharing a store (or the sealed token) agrees, edited by compare-and-set.
+STATE_TOOLSETS: Final = "dev.mcpsessions/toolsets"
+#: Most toolsets one session may have enabled at once (issue #18: bounded per session).
+MAX_ENABLED_TOOLSETS: Final = 32
+#: Most toolsets one server may declare, and the longest toolset name.
+MAX_DECLARED_TOOLSETS: Final = 256
+TOOLSET_NAME_MAX_LENGTH: Final = 64
+#: The list methods a toolset scopes, by the kind of member they list.
+LIST_METHOD_TOOLS: Final = "tools/list"
+LIST_METHOD_PROMPTS: Final = "prompts/list"
+LIST_METHOD_RESOURCES: Final = "resources/list"

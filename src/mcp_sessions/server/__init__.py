@@ -14,7 +14,7 @@ from .extension import (
 )
 from .handles import HandleError, HandleKind
 from .principal import current_principal
-from .session import Session
+from .session import Session, ToolsetError
 
 __all__ = [
     "CurrentSession",
@@ -27,6 +27,7 @@ __all__ = [
     "SessionEngine",
     "Sessions",
     "SessionsConfig",
+    "ToolsetError",
     "current_principal",
     "current_session",
     "optional_session",

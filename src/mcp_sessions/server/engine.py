@@ -32,6 +32,7 @@ from ..core.names import (
 from ..core.principal import Principal
 from ..core.records import JSONObject, Record
 from ..core.sealing import KeyRing, StateCodec
+from ..core.toolsets import Catalog
 from ..stores import AlreadyExists, Store, open_store, touch_live
 from .contention import EditQueue
 from .outage import GuardedStore
@@ -107,6 +108,8 @@ class SessionEngine:
         self.store: Store = opened if isinstance(opened, GuardedStore) else GuardedStore(opened)
         #: Serialises edits of one record within this process (issue #12 item 7).
         self.edit_queue = EditQueue()
+        #: The toolsets this server declares (issue #18, core/toolsets.py).
+        self.toolsets = Catalog()
         ring = keys if keys is not None else KeyRing.generate()
         self.codec = StateCodec(
             ring, audience=config.audience, ttl=config.idle_ttl, max_bytes=config.max_state_bytes

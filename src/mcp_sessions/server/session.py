@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from mcp.server.mcpserver.exceptions import ToolError
+
 from ..core.carriers import Carrier, Resolution
 from ..core.errors import (
     OversizedState,
@@ -24,10 +26,12 @@ from ..core.names import (
     META_EXPIRES_AT,
     META_STATE,
     SESSION_KIND,
+    STATE_TOOLSETS,
 )
 from ..core.principal import Principal
 from ..core.records import JSONObject, Record, copy_json
 from ..core.timestamps import rfc3339
+from ..core.toolsets import Surface, ToolsetRefused
 from ..stores import AlreadyExists, NotFound, StateOverMaxBytes, VersionConflict, touch_live
 from .contention import conflict_backoff
 from .errors import to_mcp_error
@@ -41,6 +45,11 @@ T = TypeVar("T")
 CLIENT_CARRIERS = frozenset({Carrier.META, Carrier.SEP2822, Carrier.OPENAI, Carrier.BEDROCK})
 
 Edit = Callable[[JSONObject], "T | Awaitable[T]"]
+
+
+class ToolsetError(ToolError):
+    """A toolset change that was refused (an unknown set, too many enabled): a tool error
+    whose message says why (the SDK would hide any other exception's)."""
 
 
 class Session:
@@ -132,6 +141,50 @@ class Session:
         """Empty the state (an :meth:`update`)."""
         await self.update(lambda state: state.clear())
 
+    # -- toolsets (issue #18; the rules in core/toolsets.py, the wiring in toolsets.py) -----
+
+    @property
+    def surface(self) -> Surface:
+        """The toolsets enabled in this session, and so what it sees and may call."""
+        catalog = self._scope.engine.toolsets
+        return catalog.surface(catalog.enabled_in(self._record.state))
+
+    async def enable(self, *toolsets: str) -> Surface:
+        """Enable toolsets for this session (an :meth:`update`); returns the new surface.
+        An unknown name, or more enabled sets than the server allows, is a tool error and
+        changes nothing."""
+        return await self._change_toolsets(toolsets, enable=True)
+
+    async def disable(self, *toolsets: str) -> Surface:
+        """Disable toolsets for this session (an :meth:`update`); returns the new surface."""
+        return await self._change_toolsets(toolsets, enable=False)
+
+    async def _change_toolsets(self, names: tuple[str, ...], *, enable: bool) -> Surface:
+        # One compare-and-set of the state, retried on conflict like any update, so replicas
+        # sharing a store agree; refused whole (ToolsetError), nothing stored.
+        catalog = self._scope.engine.toolsets
+        try:
+            catalog.changed(catalog.enabled_in(self.state), names, enable=enable)
+        except ToolsetRefused as error:
+            raise ToolsetError(str(error)) from None
+
+        def edit(state: JSONObject) -> tuple[tuple[str, ...], tuple[str, ...]]:
+            before = catalog.enabled_in(state)
+            after = catalog.changed(before, names, enable=enable)
+            if after:
+                state[STATE_TOOLSETS] = list(after)
+            else:
+                state.pop(STATE_TOOLSETS, None)
+            return before, after
+
+        try:
+            before, after = await self.update(edit)
+        except ToolsetRefused as error:  # others enabled sets meanwhile: over the cap now
+            raise ToolsetError(str(error)) from None
+        changed = self._scope.lists_changed
+        changed.extend(m for m in catalog.changed_lists(before, after) if m not in changed)
+        return catalog.surface(after)
+
     def __repr__(self) -> str:
         return f"<Session {self.id} via {self.carrier.value} v{self.version}>"
 
@@ -169,6 +222,8 @@ class RequestScope:
         #: The legacy session record the HTTP gate has just read and touched for this request
         #: (``server/http.py``), handed over with the request so it is not read twice.
         self.legacy_record: Record | None = None
+        #: The list methods whose result this request changed for its session (toolsets).
+        self.lists_changed: list[str] = []
 
     def caller(self) -> str:
         """This request's quota key (the principal, or an anonymous caller's address)."""
@@ -205,6 +260,29 @@ class RequestScope:
         else:
             self._session = await self._open_stored(session_id)
         return self._session
+
+    async def peek_state(self) -> Mapping[str, Any] | None:
+        """The session's state as stored (or sealed), without creating or touching it:
+        ``None`` when the request names no session, or one unknown to this principal."""
+        session_id = self.resolution.session_id
+        if session_id is None:
+            return None
+        if self._session is not None:
+            return self._session.state
+        if self._sealed:
+            try:
+                return (await self.session()).state
+            except SessionError:
+                return None
+        checked = self.legacy_record
+        if (
+            checked is not None
+            and checked.id == session_id
+            and checked.principal == self.principal.key
+        ):
+            return checked.state
+        record = await self.engine.store.get(SESSION_KIND, session_id, self.principal.key)
+        return None if record is None else record.state
 
     def _open_sealed(self, session_id: str) -> Session:
         now = time.time()
