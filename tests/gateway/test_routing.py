@@ -33,9 +33,10 @@ def decide(
     meta: dict[str, Any] | None = None,
     version: str | None = "2026-07-28",
     policy: RoutingPolicy | None = None,
+    method: str = "tools/call",
 ) -> routing.RouteKey:
     return route_for(
-        method="tools/call",
+        method=method,
         meta=meta,
         headers=headers or {},
         protocol_version=version,
@@ -196,3 +197,15 @@ def test_refusals_are_the_servers() -> None:
         decide(meta={"dev.mcpsessions/sessionId": "too-short"})
     with pytest.raises(InvalidSessionId):
         decide(meta={"dev.mcpsessions/sessionid": SID})  # a typo of our own key
+
+
+@pytest.mark.parametrize(
+    "method", ["tools/list", "prompts/list", "resources/list", "resources/templates/list"]
+)
+def test_a_list_carrying_a_session_is_routed_like_a_call(method: str) -> None:
+    """A session's scoped list (issue #18) must reach the upstream that holds the session."""
+    meta = {"dev.mcpsessions/sessionId": SID}
+    assert decide(method=method, meta=meta) == decide(method="tools/call", meta=meta)
+    assert decide(method=method, meta=meta).key == SID
+    legacy = decide(method=method, headers={"mcp-session-id": SID}, version="2025-11-25")
+    assert legacy.key == SID and legacy.legacy

@@ -138,3 +138,62 @@ def test_a_listen_stream_names_the_clients_own_request_id(gateway: Proc) -> None
         first = next(sse_messages(response.iter_lines()))
     assert first["method"] == "notifications/subscriptions/acknowledged"
     assert first["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "listen:0"
+
+
+@pytest.fixture
+def fresh_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """A gateway of its own: the module's one has used up its per-caller process quota."""
+    logs = tmp_path_factory.mktemp("gateway-spawn-scoping")
+    child = shlex.join(
+        [CLI, "demo", "--stdio", "--store", "memory://", "--key-file", str(logs / "keys.txt")]
+    )
+    proc = start_gateway(logs, "spawn-scoping", "--spawn", child, "--max-processes", "8")
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+@pytest.mark.anyio
+async def test_a_scoped_list_follows_its_session_through_spawn(fresh_gateway: Proc) -> None:
+    """Issue #18: an opted-in client's list and its gated calls reach its session's process."""
+    from mcp.client import advertise
+
+    from mcp_sessions.core.names import EXTENSION_ID, META_SCOPED, META_SESSION_ID
+
+    billing = {"list_invoices", "refund"}
+    meta = {META_SESSION_ID: new_id()}
+    async with httpx2.AsyncClient(timeout=TIMEOUT) as http:
+        transport = streamable_http_client(fresh_gateway.url, http_client=http)
+        scoped = advertise(EXTENSION_ID, {"scopedLists": True})
+        async with Client(transport, read_timeout_seconds=TIMEOUT, extensions=[scoped]) as sdk:
+            assert sdk.protocol_version == "2026-07-28"
+            listed = await sdk.list_tools(meta=meta)
+            assert listed.meta is not None and listed.meta[META_SCOPED] is True
+            assert not {tool.name for tool in listed.tools} & billing
+            assert (await sdk.call_tool("refund", {"invoice": "inv-1001"}, meta=meta)).is_error
+            assert not (await sdk.call_tool("connect", {"service": "billing"}, meta=meta)).is_error
+            listed = await sdk.list_tools(meta=meta)
+            assert {tool.name for tool in listed.tools} >= billing
+            refund = await sdk.call_tool("refund", {"invoice": "inv-1001"}, meta=meta)
+            assert refund.structured_content == {"invoice": "inv-1001", "status": "refunded"}
+
+
+@pytest.mark.anyio
+async def test_a_legacy_sessions_list_follows_it_through_spawn(fresh_gateway: Proc) -> None:
+    from mcp.types import ToolListChangedNotification
+
+    heard: list[object] = []
+
+    async def collect(message: object) -> None:
+        heard.append(message)
+
+    async with httpx2.AsyncClient(timeout=TIMEOUT) as http:
+        transport = streamable_http_client(fresh_gateway.url, http_client=http)
+        async with Client(
+            transport, mode="legacy", read_timeout_seconds=TIMEOUT, message_handler=collect
+        ) as sdk:
+            assert "query" not in {tool.name for tool in (await sdk.session.list_tools()).tools}
+            assert not (await sdk.call_tool("connect", {"service": "search"})).is_error
+            assert any(isinstance(m, ToolListChangedNotification) for m in heard)
+            assert "query" in {tool.name for tool in (await sdk.session.list_tools()).tools}
