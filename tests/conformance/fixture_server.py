@@ -346,6 +346,15 @@ def build_server(sessions: Sessions) -> MCPServer:
 
         return await session.update(bump)
 
+    # A toolset (issue #18): declared, so every list and call of the suite passes through the
+    # toolset hooks; the suite never enables it, and its results must not change.
+    sessions.toolset("fixture-extras", tools=["session_scoped_tool"])
+
+    @mcp.tool()
+    async def session_scoped_tool(session: CurrentSession) -> str:
+        """Runs only in a session that enabled the fixture-extras toolset."""
+        return session.id
+
     # ---- content ---------------------------------------------------------------------
 
     @mcp.tool()
