@@ -23,7 +23,12 @@ import pytest
 from mcp import Client
 from mcp.client import advertise
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import ToolListChangedNotification
+from mcp.server.mcpserver import MCPServer
+from mcp.types import (
+    PromptListChangedNotification,
+    ResourceListChangedNotification,
+    ToolListChangedNotification,
+)
 
 from mcp_sessions.core.names import (
     EXTENSION_ID,
@@ -33,6 +38,7 @@ from mcp_sessions.core.names import (
     STATE_TOOLSETS,
 )
 from mcp_sessions.demo import SERVICES, build_demo
+from mcp_sessions.server import CurrentSession, Sessions
 
 from .helpers import (
     MODE,
@@ -296,3 +302,80 @@ async def test_a_state_edit_cannot_enable_an_undeclared_set(demo_url: str) -> No
     catalog.declare(Toolset("billing", tools=frozenset({"refund"})))
     assert catalog.enabled_in({STATE_TOOLSETS: ["nope", "billing", "billing", 7]}) == ("billing",)
     assert catalog.enabled_in({STATE_TOOLSETS: "billing"}) == ()
+
+
+# -- prompts and resources ------------------------------------------------------------------
+
+
+def prompts_and_resources_server() -> MCPServer:
+    sessions = Sessions(store="memory://")
+    sessions.toolset("docs", prompts=["summarize"], resources=["docs://handbook"])
+    mcp = MCPServer("docs", extensions=[sessions], middleware=[sessions.middleware])
+
+    @mcp.tool()
+    async def open_docs(session: CurrentSession) -> list[str]:
+        return list((await session.enable("docs")).enabled)
+
+    @mcp.prompt()
+    def summarize(text: str) -> str:
+        return f"Summarize: {text}"
+
+    @mcp.prompt()
+    def greet() -> str:
+        return "Hello"
+
+    @mcp.resource("docs://handbook")
+    def handbook() -> str:
+        return "the handbook"
+
+    @mcp.resource("docs://public")
+    def public() -> str:
+        return "public"
+
+    return mcp
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_prompts_and_resources_in_a_set_follow_the_session(version: Version) -> None:
+    messages: list[Any] = []
+
+    async def collect(message: Any) -> None:
+        messages.append(message)
+
+    session_id = new_id()
+    meta = sid(session_id)
+    async with Client(
+        prompts_and_resources_server(),
+        mode=MODE[version],  # type: ignore[arg-type]
+        read_timeout_seconds=TIMEOUT,
+        extensions=[SCOPED],
+        message_handler=collect,
+    ) as client:
+
+        async def names() -> tuple[set[str], set[str]]:
+            prompts = await client.list_prompts(meta=meta)
+            resources = await client.list_resources(meta=meta)
+            assert prompts.meta is not None and prompts.meta[META_SCOPED] is True
+            assert resources.meta is not None and resources.meta[META_SCOPED] is True
+            return {p.name for p in prompts.prompts}, {str(r.uri) for r in resources.resources}
+
+        assert await names() == ({"greet"}, {"docs://public"})
+        opened = await client.call_tool("open_docs", {}, meta=meta)
+        assert value(opened) == ["docs"]
+        assert opened.meta is not None
+        assert opened.meta[META_LIST_CHANGED] == ["prompts/list", "resources/list"]
+        assert await names() == ({"greet", "summarize"}, {"docs://public", "docs://handbook"})
+        kinds = {type(m) for m in messages}
+        if version == "legacy":
+            # An opted-in _meta session at 2025-11-25 hears the change on its request's stream.
+            assert {PromptListChangedNotification, ResourceListChangedNotification} <= kinds
+        else:
+            assert not {PromptListChangedNotification, ResourceListChangedNotification} & kinds
+        # A client that did not opt in sees every prompt and resource.
+    async with Client(
+        prompts_and_resources_server(),
+        mode=MODE[version],
+        read_timeout_seconds=TIMEOUT,  # type: ignore[arg-type]
+    ) as plain:
+        prompts = await plain.list_prompts(meta=sid(new_id()))
+        assert {p.name for p in prompts.prompts} == {"greet", "summarize"}
