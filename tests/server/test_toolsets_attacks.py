@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 from mcp import Client
 from mcp.client import advertise
@@ -145,3 +146,27 @@ async def test_a_clobbered_state_key_enables_only_declared_sets(
         assert ("only_a" in names) is bool(expected)
         ran = await client.call_tool("only_a", {}, meta=sid(session_id))
         assert ran.is_error is not bool(expected)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_parallel_enables_never_pass_the_cap(version: Version) -> None:
+    """Each enable is a compare-and-set that checks the cap on the state it writes, so racing
+    calls of one session end with at most CAP sets, and every refusal says why."""
+    session_id = new_id()
+    names = [f"extra{index}" for index in range(CAP + 2)]
+    outcomes: list[Any] = []
+    async with client_for(version) as client:
+
+        async def one(name: str) -> None:
+            outcomes.append(
+                await client.call_tool("enable", {"names": [name]}, meta=sid(session_id))
+            )
+
+        async with anyio.create_task_group() as group:
+            for name in names:
+                group.start_soon(one, name)
+        refused = [result for result in outcomes if result.is_error]
+        assert len(refused) == len(names) - CAP
+        assert all("Disable some first" in error_text(result) for result in refused)
+        final = await enabled(client, session_id)
+        assert len(final) == CAP and set(final) <= set(names)
