@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
 from ..core.carriers import NO_SESSION, Carrier, CarrierPolicy, RequestView, resolve_carrier
-from ..core.errors import MalformedHandle, SessionError, SessionNotFound, SessionRequired
+from ..core.errors import MalformedHandle, SessionError, SessionNotFound
 from ..core.handles import parse_handle
 from ..core.ids import new_session_id
 from ..core.limits import Limits
@@ -50,7 +50,6 @@ from ..core.names import (
 )
 from ..core.sealing import KeyRing
 from ..core.timestamps import rfc3339
-from ..core.toolsets import Toolset
 from ..stores import Store
 from .correlation import (
     conversation_id_from_baggage,
@@ -63,7 +62,7 @@ from .handles import HandleError, HandleKind
 from .http import checked_legacy_record, streamable_http_app
 from .principal import current_principal
 from .session import RequestScope, Session
-from .toolsets import declare_toolset, finish, gate_refusal
+from .toolsets import Toolsets, finish
 
 logger = logging.getLogger("mcp_sessions")
 
@@ -165,7 +164,7 @@ class SessionDestroyParams(RequestParams):
     session_id: str | None = Field(default=None, alias="sessionId")
 
 
-class Sessions(Extension):
+class Sessions(Toolsets, Extension):
     """mcp-sessions for an ``MCPServer``: one session model over every carrier.
 
     ::
@@ -269,19 +268,8 @@ class Sessions(Extension):
             return CallToolResult(
                 content=[TextContent(type="text", text=scope.refusal)], is_error=True
             )
-        if scope is not None and self.engine.toolsets:
-            # Toolsets gate the call before the body, as handles do (issue #18).
-            refused = await gate_refusal(
-                self.engine.toolsets,
-                params.name,
-                scope,
-                _resolve_session,
-                self.engine.session_required_message or SessionRequired.default_message,
-            )
-            if refused is not None:
-                return CallToolResult(
-                    content=[TextContent(type="text", text=refused)], is_error=True
-                )
+        if scope is not None and (refused := await self.gate(params.name, scope, _resolve_session)):
+            return refused  # a toolset the session has not enabled (issue #18)
         # Check every handle argument before the tool body runs (DESIGN §4). Format and kind
         # are checked by the argument's schema pattern; here: principal and expiry.
         if self._kinds and params.arguments:
@@ -335,31 +323,6 @@ class Sessions(Extension):
         )
         self._kinds[kind] = handle_kind
         return handle_kind
-
-    def toolset(
-        self,
-        name: str,
-        *,
-        tools: Sequence[str] = (),
-        prompts: Sequence[str] = (),
-        resources: Sequence[str] = (),
-        enabled_by: str | None = None,
-        description: str | None = None,
-    ) -> Toolset:
-        """Declare a named set of tools (prompts by name, resources by URI) that a session
-        enables with ``await session.enable(name)``; until then its members are hidden from
-        the session's scoped lists and its tools refuse to run (issue #18, docs/server.md).
-        ``enabled_by`` tells the model how to enable it, e.g. ``"call connect(service='x')"``.
-        """
-        return declare_toolset(
-            self.engine.toolsets,
-            name,
-            tools=tools,
-            prompts=prompts,
-            resources=resources,
-            enabled_by=enabled_by,
-            description=description,
-        )
 
     async def aclose(self) -> None:
         await self.engine.aclose()

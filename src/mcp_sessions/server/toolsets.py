@@ -25,13 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import (
+    CallToolResult,
     PromptListChangedNotification,
     ResourceListChangedNotification,
     ServerNotification,
+    TextContent,
     ToolListChangedNotification,
 )
 
 from ..core.carriers import Carrier
+from ..core.errors import SessionRequired
 from ..core.names import (
     LIST_METHOD_PROMPTS,
     LIST_METHOD_RESOURCES,
@@ -51,6 +54,7 @@ from ..core.toolsets import (
 if TYPE_CHECKING:
     from mcp.server.context import HandlerResult, ServerRequestContext
 
+    from .engine import SessionEngine
     from .session import RequestScope, Session
 
 logger = logging.getLogger("mcp_sessions")
@@ -67,27 +71,52 @@ _NOTIFICATIONS: Mapping[str, Callable[[], ServerNotification]] = {
 }
 
 
-def declare_toolset(
-    catalog: Catalog,
-    name: str,
-    *,
-    tools: Iterable[str] = (),
-    prompts: Iterable[str] = (),
-    resources: Iterable[str] = (),
-    enabled_by: str | None = None,
-    description: str | None = None,
-) -> Toolset:
-    """Add a toolset to ``catalog``; raises ``ValueError`` on a bad or duplicate name."""
-    return catalog.declare(
-        Toolset(
-            name=name,
-            tools=frozenset(tools),
-            prompts=frozenset(prompts),
-            resources=frozenset(resources),
-            enabled_by=enabled_by,
-            description=description,
+class Toolsets:
+    """The toolset half of :class:`~mcp_sessions.server.extension.Sessions` (a mixin, so
+    that the extension module only hooks it in)."""
+
+    engine: SessionEngine
+
+    def toolset(
+        self,
+        name: str,
+        *,
+        tools: Iterable[str] = (),
+        prompts: Iterable[str] = (),
+        resources: Iterable[str] = (),
+        enabled_by: str | None = None,
+        description: str | None = None,
+    ) -> Toolset:
+        """Declare a named set of tools (prompts by name, resources by URI) that a session
+        enables with ``await session.enable(name)``; until then its members are hidden from
+        the session's scoped lists and its tools refuse to run (docs/server.md).
+        ``enabled_by`` tells the model how, e.g. ``"call connect(service='billing')"``.
+        Raises ``ValueError`` on a bad or duplicate name.
+        """
+        return self.engine.toolsets.declare(
+            Toolset(
+                name=name,
+                tools=frozenset(tools),
+                prompts=frozenset(prompts),
+                resources=frozenset(resources),
+                enabled_by=enabled_by,
+                description=description,
+            )
         )
-    )
+
+    async def gate(
+        self, tool: str, scope: RequestScope, load: Callable[[], Awaitable[Session]]
+    ) -> CallToolResult | None:
+        """The tool error answering a call of a tool the session has not enabled, checked
+        before the tool body as handles are; ``None`` lets the call run."""
+        catalog = self.engine.toolsets
+        if not catalog:
+            return None
+        no_session = self.engine.session_required_message or SessionRequired.default_message
+        refused = await gate_refusal(catalog, tool, scope, load, no_session)
+        if refused is None:
+            return None
+        return CallToolResult(content=[TextContent(type="text", text=refused)], is_error=True)
 
 
 async def gate_refusal(
