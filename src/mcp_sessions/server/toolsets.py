@@ -2,13 +2,14 @@
 calls before the tool body, shaping list results, and telling the client what changed.
 
 The rules (what a session sees) are ``core/toolsets.py``; this module is the SDK side, hooked
-into :class:`~mcp_sessions.server.extension.Sessions` with a few lines:
+into :class:`~mcp_sessions.server.extension.Sessions` (the :class:`Toolsets` mixin) and its
+middleware (:func:`finish`) with a few lines:
 
-* ``Sessions.toolset(...)`` declares a set (:func:`declare_toolset`);
+* ``Sessions.toolset(...)`` declares a set;
 * a tool body calls ``await session.enable("billing")`` (``Session.enable``): the
   enabled sets live in the session's state under ``STATE_TOOLSETS``, edited by the same
   compare-and-set as any state, so replicas sharing a store agree;
-* ``intercept_tool_call`` asks :func:`gate_refusal` before the tool body runs, as it checks
+* ``intercept_tool_call`` asks :meth:`Toolsets.gate` before the tool body runs, as it checks
   handles: a call outside the caller's surface is a tool error (``isError``) saying what
   enables it;
 * the middleware passes list results through :func:`shape_list` (the session's surface for a
