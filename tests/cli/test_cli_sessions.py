@@ -81,7 +81,9 @@ def test_list_show_stats_delete_sessions_a_demo_server_made(
     assert shown["principal"] == principal
 
     stats = ok_json("stats", "--store", store_url)
-    assert stats["byKind"]["session"] == 2
+    assert stats["byKind"] == {"session": 2}  # the quota ledger's records only when asked
+    ledger = ok_json("list", "--store", store_url, "--kind", "quota.sessions")
+    assert {entry["id"] for entry in ledger} == {counted, cart}
     assert stats["byPrincipal"][principal] >= 2
     assert stats["largest"][0]["id"] == cart  # {"items": ["tea"]} beats {"count": 2}
     text = run("stats", "--store", store_url)
@@ -94,9 +96,7 @@ def test_list_show_stats_delete_sessions_a_demo_server_made(
 
     deleted = run("delete", cart, "--store", store_url, "--kind", "session", "--yes")
     assert deleted.returncode == 0, deleted.stderr
-    # (a quota ledger entry of the same id, kind quota.sessions, stays: the server's quota
-    # check drops entries whose session is gone)
-    remaining = {e["id"] for e in ok_json("list", "--store", store_url, "--kind", "session")}
+    remaining = {e["id"] for e in ok_json("list", "--store", store_url)}
     assert cart not in remaining and counted in remaining
     again = run("delete", cart, "--store", store_url, "--kind", "session", "--yes")
     assert again.returncode == 1 and "no live record" in again.stderr
@@ -234,3 +234,10 @@ def test_memory_store_lists_nothing_and_says_why() -> None:
     result = run("list", "--store", "memory://")
     assert result.returncode == 0
     assert "memory://" in result.stderr and "no live records" in result.stderr
+
+
+def test_the_bookkeeping_prefix_covers_every_quota_ledger_kind() -> None:
+    from mcp_sessions.admin import BOOKKEEPING_PREFIX
+    from mcp_sessions.server.quotas import LEDGER_KIND
+
+    assert all(kind.startswith(BOOKKEEPING_PREFIX) for kind in LEDGER_KIND.values())
