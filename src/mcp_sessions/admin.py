@@ -224,6 +224,10 @@ def _in(seconds: float) -> str:
     return f"in {max(0, int(seconds))}s"
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _size(n: int) -> str:
     return f"{n} B" if n < 1024 else f"{n / 1024:.1f} KiB"
 
@@ -256,8 +260,8 @@ def list_table(records: Sequence[Record], now: float) -> str:
 
 def stats_text(report: dict[str, Any]) -> str:
     lines = [
-        f"{report['records']} live records, {_size(report['stateBytes'])} of state, "
-        f"{report['principals']} principals",
+        f"{_n(report['records'], 'live record')}, {_size(report['stateBytes'])} of state, "
+        f"{_n(report['principals'], 'principal')}",
         "",
         table([(k, str(n)) for k, n in report["byKind"].items()], ("KIND", "RECORDS")),
         "",
@@ -342,8 +346,9 @@ def sessions() -> None:
 def list_command(
     store_url: str | None, principal: str | None, kind: str | None, as_json: bool
 ) -> None:
-    """The live records, oldest first: every kind but the quota ledger's (quota.*) unless
-    --kind names one."""
+    """List the live records, oldest first.
+
+    Every kind but the quota ledger's (quota.*) unless --kind names one."""
     check_principal(principal)
     check_kind(kind)
     url = _url(store_url)
@@ -364,7 +369,9 @@ def list_command(
 def show_command(
     store_url: str | None, principal: str | None, kind: str | None, as_json: bool, record_id: str
 ) -> None:
-    """The record ID with its state, as JSON (an unreadable state is named, not shown)."""
+    """Show one record with its state, as JSON.
+
+    A state that is not a JSON object is named as opaque, not shown."""
     check_principal(principal)
     check_kind(kind)
     record = _the_one(_scan(_url(store_url), principal, kind, record_id), record_id, kind)
@@ -388,7 +395,9 @@ def delete_command(
     as_json: bool,
     record_id: str,
 ) -> None:
-    """Delete the record ID (one record: narrow with --kind and --principal). Needs --yes."""
+    """Delete one record (only with --yes).
+
+    ID must name one record: narrow with --kind and --principal."""
     check_principal(principal)
     check_kind(kind)
     url = _url(store_url)
@@ -428,7 +437,7 @@ def stats_command(
     top: int,
     as_json: bool,
 ) -> None:
-    """Counts by kind and principal, records expiring soon, the largest states."""
+    """Count by kind and principal; what expires soon; the largest states."""
     check_principal(principal)
     check_kind(kind)
     url = _url(store_url)
