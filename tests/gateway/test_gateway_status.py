@@ -19,7 +19,16 @@ from typing import Any
 import httpx2
 import pytest
 
-from mcp_sessions.gateway.status import RECENT_ERRORS, RecentErrors, render, scrub, wants_json
+from mcp_sessions.gateway import Gateway, GatewayConfig
+from mcp_sessions.gateway.status import (
+    RECENT_ERRORS,
+    SNAPSHOT_SECONDS,
+    RecentErrors,
+    StatusPage,
+    render,
+    scrub,
+    wants_json,
+)
 
 from .helpers import (
     UPSTREAM_SCRIPT,
@@ -94,6 +103,11 @@ def http_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pro
         )
         with httpx2.Client(timeout=30) as client:
             assert call(client, gateway.url, "count", sid=new_id()).value == 1
+        # A snapshot is served for a second: wait for one gathered after the call.
+        wait_until(
+            lambda: sum(u["pinnedSessions"] for u in status_json(gateway)["upstreams"]) == 1,
+            what="the pinned session on the status page",
+        )
         yield gateway, a, b
     finally:
         for proc in (gateway, a, b, doomed):
@@ -197,6 +211,11 @@ def test_secrets_in_log_lines_are_masked() -> None:
     assert scrub("upstream http://127.0.0.1:8001/mcp is down") == (
         "upstream http://127.0.0.1:8001/mcp is down"
     )
+    assert scrub("fetching https://user:hunter2@idp.example/jwks failed") == (
+        "fetching https://[redacted]idp.example/jwks failed"
+    )
+    host = "upstream http://mcp-server-eu-west-1-prod.internal:8000/mcp is down"
+    assert scrub(host) == host  # a host name is not a secret
     assert len(scrub("x " * 1000)) <= 300
     assert "\x1b" not in scrub("a\x1b[2Jb")
 
@@ -227,3 +246,16 @@ def test_accept_header_chooses_json_or_html() -> None:
     assert not wants_json("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8")
     assert not wants_json("")
     assert not wants_json("*/*")
+
+
+def test_a_fast_poller_gets_one_snapshot_a_second() -> None:
+    gateway = Gateway(GatewayConfig(upstreams=("http://127.0.0.1:9/mcp",)))
+    now = [100.0]
+    page = StatusPage(gateway, clock=lambda: now[0])
+    first = page.snapshot()
+    now[0] += SNAPSHOT_SECONDS / 2
+    assert page.snapshot() is first  # within the second: not gathered again
+    now[0] += SNAPSHOT_SECONDS
+    fresh = page.snapshot()
+    assert fresh is not first
+    assert fresh["upstreams"][0]["url"] == "http://127.0.0.1:9/mcp"

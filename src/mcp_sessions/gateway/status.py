@@ -38,6 +38,10 @@ RECENT_ERRORS = 50
 #: Seconds between the page's own refreshes.
 REFRESH_SECONDS = 5
 
+#: Seconds one snapshot is served for: a caller polling /status costs at most one walk of
+#: the pin cache (up to its 100 000 entries) a second, however fast it asks.
+SNAPSHOT_SECONDS = 1.0
+
 #: Characters of one error message kept.
 MAX_MESSAGE = 300
 
@@ -55,14 +59,16 @@ _HTML_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
 ]
 
-# Secrets that could sit in a log line: bearer credentials, JWTs, UUIDs (session ids), long
-# hex or base64url runs (handles' random parts, minted ids, digests).
+# Secrets that could sit in a log line: bearer credentials, a URL's user:password, JWTs,
+# UUIDs (session ids), long hex or base64url runs (handles' random parts, minted ids, digests;
+# 32 characters and more, so that host names stay readable).
 _SECRETS = re.compile(
     r"(?i)bearer\s+\S+"
+    r"|(?<=//)[^/\s:@]+:[^/\s@]+@"
     r"|eyJ[\w-]+\.[\w-]+\.[\w-]*"
     r"|\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"
     r"|\b[0-9a-f]{16,}\b"
-    r"|\b(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{24,}\b"
+    r"|\b(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{32,}\b"
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -127,18 +133,29 @@ class RecentErrors(logging.Handler):
 class StatusPage:
     """``/status`` of one gateway: ``snapshot()`` gathers, ``serve()`` answers."""
 
-    def __init__(self, gateway: Any) -> None:
+    def __init__(self, gateway: Any, *, clock: Callable[[], float] = time.monotonic) -> None:
         # The Gateway (app.py imports this module, so it is not imported back here).
         self.gateway = gateway
         self.started = time.time()
         self.errors = RecentErrors(self._upstream_names)
+        self._clock = clock
+        self._cached: tuple[float, dict[str, Any]] | None = None
 
     def _upstream_names(self) -> list[str]:
         upstreams = getattr(self.gateway.backend, "upstreams", None)
         return [u.name for u in upstreams.upstreams] if upstreams is not None else []
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything the page shows, as JSON-ready data."""
+        """Everything the page shows, as JSON-ready data; the same one for
+        :data:`SNAPSHOT_SECONDS`."""
+        now = self._clock()
+        if self._cached is not None and now - self._cached[0] < SNAPSHOT_SECONDS:
+            return self._cached[1]
+        snapshot = self._gather()
+        self._cached = (now, snapshot)
+        return snapshot
+
+    def _gather(self) -> dict[str, Any]:
         gateway = self.gateway
         backend = gateway.backend
         ok, health = backend.health()
