@@ -241,3 +241,16 @@ def test_the_bookkeeping_prefix_covers_every_quota_ledger_kind() -> None:
     from mcp_sessions.server.quotas import LEDGER_KIND
 
     assert all(kind.startswith(BOOKKEEPING_PREFIX) for kind in LEDGER_KIND.values())
+
+
+def test_a_file_that_is_not_a_store_is_bad_input_and_stays_as_it_was(tmp_path: Path) -> None:
+    garbage = tmp_path / "notes.txt"
+    garbage.write_bytes(b"not a database, just notes\n" * 100)
+    empty = tmp_path / "empty.sqlite3"
+    sqlite3.connect(empty).close()
+    for path, expected in ((garbage, "not a valid SQLite database"), (empty, "no mcp-sessions")):
+        before = path.read_bytes()
+        result = run("list", "--store", f"sqlite:///{path}")
+        assert result.returncode == 2 and expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert path.read_bytes() == before
