@@ -254,3 +254,25 @@ def test_a_file_that_is_not_a_store_is_bad_input_and_stays_as_it_was(tmp_path: P
         assert result.returncode == 2 and expected in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
         assert path.read_bytes() == before
+
+
+def test_show_names_a_sealed_token_in_a_state_without_opening_it(tmp_path: Path) -> None:
+    from mcp_sessions.core import KeyRing, SealingKey, StateCodec
+
+    codec = StateCodec(KeyRing([SealingKey.generate()]), audience="demo")
+    token = codec.seal({"secret": "s3cr3t"}, principal="sub:a", session_id="s" * 20, seq=1)
+    url = f"sqlite:///{tmp_path}/s.sqlite3"
+
+    async def fill() -> None:
+        async with open_store(url) as store:
+            await store.create(
+                Record.new(kind="vm", id="vm-1", principal="sub:a", origin="create",
+                           now=time.time(), idle_ttl=600, state={"parked": token, "n": 1})
+            )  # fmt: skip
+
+    asyncio.run(fill())
+    shown = run("show", "vm-1", "--store", url)
+    assert shown.returncode == 0, shown.stderr
+    note = json.loads(shown.stdout)["stateNote"]
+    assert note.startswith("sealed: parked") and "token inspect" in note
+    assert "s3cr3t" not in shown.stdout  # shown as the token it is, not opened
