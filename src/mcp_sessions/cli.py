@@ -366,3 +366,7 @@ def demo(
 from .gateway.cli import gateway as _gateway  # noqa: E402  (light module: loads the rest on use)
 
 main.add_command(_gateway)
+
+from .admin import sessions as _sessions  # noqa: E402  (issue #13: look into a store)
+
+main.add_command(_sessions)

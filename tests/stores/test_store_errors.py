@@ -83,7 +83,7 @@ def test_url_options_are_the_constructors_keywords_with_their_defaults() -> None
         open_store("sqlite:////tmp/x.sqlite3?bogus=1")
     assert str(error.value).endswith(
         "known options: busy_timeout, cache_size_mb, inline_reads, inline_writes, "
-        "mmap_size_mb, sweep_interval, synchronous, touch_fraction"
+        "mmap_size_mb, read_only, sweep_interval, synchronous, touch_fraction"
     )
     store = open_store("sqlite:////tmp/x.sqlite3?cache_size_mb=8&inline_reads=off&busy_timeout=1")
     assert isinstance(store, SQLiteStore)

@@ -12,8 +12,8 @@ Layout, one concept per module:
   :mod:`.spawn.backend`);
 * :mod:`.asgi` — the incoming request both backends read (the answers, plain and streamed,
   are :mod:`mcp_sessions.asgi`'s, shared with the server);
-* :mod:`.app` — the ASGI front; :mod:`.metrics`, :mod:`.emit` (nginx/HAProxy/Envoy
-  configurations), :mod:`.cli`.
+* :mod:`.app` — the ASGI front; :mod:`.metrics`, :mod:`.status` (the ``/status`` page),
+  :mod:`.emit` (nginx/HAProxy/Envoy configurations), :mod:`.cli`.
 
 Importing this package is cheap: the command line loads the rest when it runs.
 """

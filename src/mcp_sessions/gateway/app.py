@@ -3,6 +3,8 @@
 * ``GET /healthz`` — 200 while requests can be served (a healthy upstream, or room for a
   process), else 503; the body says which upstream or process pool is in what state;
 * ``GET /metrics`` — Prometheus text (:mod:`.metrics`);
+* ``GET /status`` — upstreams, pins, the process pool and recent errors, as HTML or JSON
+  (:mod:`.status`, issue #13);
 * everything else goes to the backend (HTTP upstreams or spawned processes), after two
   limits: a header section over ``max_header_bytes`` gets 431 (RFC 6585 §5), a body over
   ``max_body_bytes`` gets 413 (RFC 9110 §15.5.14) — from ``Content-Length`` before a byte
@@ -24,6 +26,7 @@ from ..stores import Store, open_store
 from .asgi import Incoming
 from .config import GatewayConfig
 from .metrics import GatewayMetrics
+from .status import StatusPage
 
 logger = logging.getLogger("mcp_sessions.gateway")
 
@@ -67,11 +70,13 @@ class Gateway:
 
             self.backend = HTTPBackend(config, self.store, self.metrics)
         self._counters: dict[tuple[str, int], Any] = {}
+        self.status = StatusPage(self)
         self._sweeper: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def startup(self) -> None:
+        self.status.errors.attach(logger)
         await self.store.__aenter__()  # an unusable store fails here, not at the first pin
         await self.backend.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
@@ -84,6 +89,7 @@ class Gateway:
         try:
             await self.backend.stop()
         finally:
+            self.status.errors.detach(logger)
             await self.store.close()
 
     async def _sweep_forever(self) -> None:
@@ -135,6 +141,9 @@ class Gateway:
         if request.method == "GET" and request.path == "/metrics":
             payload = self.metrics.render()
             await send_bytes(send, 200, payload, self.metrics.content_type.encode())
+            return
+        if request.method == "GET" and request.path == "/status":
+            await self.status.serve(request, send)
             return
         if request.header_bytes > config.max_header_bytes:
             refusal = InvalidRequest(

@@ -61,6 +61,24 @@ def decode_json(text: str) -> JSONObject:
     return value
 
 
+#: The key of the stand-in :func:`opaque_state` returns; no JSON state of a server has it.
+OPAQUE_KEY = "$opaque"
+
+
+def opaque_state(text: str) -> JSONObject:
+    """The stand-in ``scan`` returns for a stored state that does not decode to a JSON object
+    (written by something else, or damaged): its size and nothing of its content."""
+    return {OPAQUE_KEY: True, "bytes": len(text.encode(errors="replace"))}
+
+
+def decode_lenient(text: str) -> JSONObject:
+    """``decode_json``, or :func:`opaque_state` for text that is not a JSON object."""
+    try:
+        return decode_json(text)
+    except (ValueError, StoreError):
+        return opaque_state(text)
+
+
 def not_found(kind: str, id: str) -> NotFound:
     """The one answer for missing, expired and another principal's record (DESIGN §2).
 

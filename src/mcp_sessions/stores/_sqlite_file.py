@@ -23,9 +23,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import urllib.parse
 from dataclasses import dataclass
 
-from ._sqlite_schema import migrate
+from ._sqlite_schema import check_schema, migrate
 from .base import StoreError, StoreUnavailable
 
 #: Primary result codes that mean "someone else holds the lock: try again later".
@@ -126,6 +127,35 @@ def open_connections(
             raise store_error(path, exc, busy_timeout) from exc
         raise
     return Connections(writer, reader, inline)
+
+
+def open_read_only(path: str, *, busy_timeout: float) -> Connections:
+    """One read-only connection to an existing store file (``read_only=true``, issue #13):
+    nothing is created, migrated or probed, so an operator's look changes nothing.
+
+    Blocking: runs on the store's worker thread. A missing file, or one that is not an
+    mcp-sessions store of this schema, is a :class:`StoreError` naming the path.
+    """
+    if not os.path.isfile(path):
+        raise StoreError(
+            f"SQLite store {path}: no such file (a read-only store creates nothing; is the "
+            "path right?)"
+        )
+    conn: sqlite3.Connection | None = None
+    try:
+        uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA query_only = ON")
+        check_schema(conn, path)
+    except BaseException as exc:
+        if conn is not None:
+            conn.close()
+        if isinstance(exc, sqlite3.Error):
+            raise store_error(path, exc, busy_timeout) from exc
+        raise
+    return Connections(conn, conn, None)
 
 
 def file_identity(path: str) -> tuple[int, int] | None:

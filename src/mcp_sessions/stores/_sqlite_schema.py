@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from ..core.records import JSONObject, Record
-from ._common import check_idle_ttl, encode_json
+from ._common import check_idle_ttl, decode_lenient, encode_json
 from ._common import decode_json as _decode_json
 from .base import StoreError
 
@@ -146,6 +146,14 @@ SELECT COUNT(*) FROM mcps_records
 WHERE principal = :principal AND expires_at > :now AND (:kind IS NULL OR kind = :kind)
 """
 
+#: Every live row, for operators (``Store.scan``): a full scan unless ``principal`` is given.
+SCAN = f"""
+SELECT {_COLUMNS} FROM mcps_records
+WHERE expires_at > :now AND (:principal IS NULL OR principal = :principal)
+  AND (:kind IS NULL OR kind = :kind) AND (:id IS NULL OR id = :id)
+ORDER BY created_at, kind, id, principal
+"""
+
 #: The subquery walks the expiry index from its start and stops after ``limit`` rows.
 SWEEP = """
 DELETE FROM mcps_records WHERE rowid IN (
@@ -202,6 +210,24 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
         raise
 
 
+def check_schema(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse, without writing, a file that is not a store of :data:`SCHEMA_VERSION` (the
+    read-only open: an older file is upgraded only by a store that may write)."""
+    version = conn.execute("PRAGMA user_version").fetchall()[0][0]
+    if version == SCHEMA_VERSION:
+        return
+    if version == 0:
+        problem = "holds no mcp-sessions store (no schema)"
+    elif version > SCHEMA_VERSION:
+        problem = f"has schema version {version}, written by a newer mcp-sessions"
+    else:
+        problem = (
+            f"has schema version {version}; open it once read-write (e.g. with a server) to "
+            f"upgrade it to {SCHEMA_VERSION}"
+        )
+    raise StoreError(f"SQLite store {path}: the file {problem}")
+
+
 def row_record(row: tuple[Any, ...], state: JSONObject | None = None) -> Record:
     """The record of a row; ``state`` given, it stands for the row's (already decoded)."""
     kind, id, principal, origin, created_at, last_seen, idle_ttl, cap, version, text, attrs = row
@@ -219,6 +245,13 @@ def row_record(row: tuple[Any, ...], state: JSONObject | None = None) -> Record:
         _decode_json(text) if state is None else state,
         _decode_json(attrs),
     )
+
+
+def row_record_lenient(row: tuple[Any, ...]) -> Record:
+    """:func:`row_record`, but a state or attributes that do not decode to a JSON object come
+    back as :func:`~mcp_sessions.stores._common.opaque_state` (``scan`` shows, never fails)."""
+    record = row_record((*row[:10], "{}"), decode_lenient(row[9]))
+    return record._replace(attributes=decode_lenient(row[10]))
 
 
 def row_is_live(row: tuple[Any, ...], now: float) -> bool:

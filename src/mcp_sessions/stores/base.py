@@ -146,6 +146,24 @@ class Store(Protocol):
         """Remove a record; ``True`` if a live record of this principal was removed."""
         ...
 
+    async def scan(
+        self,
+        *,
+        principal: str | None = None,
+        kind: str | None = None,
+        id: str | None = None,
+        now: float | None = None,
+    ) -> list[Record]:
+        """The live records of every principal (or one), of every kind (or one), with any id
+        (or one), oldest first: what an operator sees (``mcp-sessions sessions``, issue #13).
+
+        Reads only: no sweep, no touch, no clean-up of indexes. Its cost grows with the whole
+        store, so request handling never calls it (it has :meth:`list`). A stored state that
+        is not a JSON object comes back as :func:`~mcp_sessions.stores.opaque_state` says,
+        so one unreadable record does not hide the others.
+        """
+        ...
+
     async def list(
         self, principal: str, *, kind: str | None = None, now: float | None = None
     ) -> list[Record]:

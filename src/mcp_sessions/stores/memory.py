@@ -211,6 +211,27 @@ class MemoryStore:
         self._remove((kind, id, principal))
         return not stored.record.is_expired(clock(None))
 
+    async def scan(
+        self,
+        *,
+        principal: str | None = None,
+        kind: str | None = None,
+        id: str | None = None,
+        now: float | None = None,
+    ) -> list[Record]:
+        self._check_open()
+        t = clock(now)
+        found = [
+            stored.load()
+            for (k, i, p), stored in self._records.items()
+            if (principal is None or p == principal)
+            and (kind is None or k == kind)
+            and (id is None or i == id)
+            and not stored.record.is_expired(t)
+        ]
+        found.sort(key=lambda r: (r.created_at, r.kind, r.id, r.principal))
+        return found
+
     async def list(
         self, principal: str, *, kind: str | None = None, now: float | None = None
     ) -> list[Record]:

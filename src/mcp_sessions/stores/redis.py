@@ -54,6 +54,7 @@ from ._common import (
     not_found,
     touch_without_write,
 )
+from ._redis_admin import scan_records
 from .base import (
     DEFAULT_TOUCH_FRACTION,
     AlreadyExists,
@@ -493,6 +494,10 @@ class RedisStore:
             return bool(result[1])
 
         return await self._call(run)
+
+    async def scan(self, **filters: Any) -> list[Record]:
+        """Every live record, read-only, for operators (issue #13; see ``_redis_admin``)."""
+        return await scan_records(self, principal_digest, _record, **filters)
 
     async def list(
         self, principal: str, *, kind: str | None = None, now: float | None = None

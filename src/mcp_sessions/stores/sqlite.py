@@ -42,7 +42,14 @@ from typing import Any, TypeVar
 
 from ..core.records import JSONObject, Record
 from ._common import clock, encode_json, not_found, touch_without_write
-from ._sqlite_file import Connections, file_identity, is_busy, open_connections, store_error
+from ._sqlite_file import (
+    Connections,
+    file_identity,
+    is_busy,
+    open_connections,
+    open_read_only,
+    store_error,
+)
 from ._sqlite_schema import (
     CAS,
     CAS_STATE_ONLY,
@@ -51,12 +58,14 @@ from ._sqlite_schema import (
     GET,
     INSERT,
     LIST,
+    SCAN,
     SCHEMA_VERSION,
     SWEEP,
     TOUCH,
     record_row,
     row_is_live,
     row_record,
+    row_record_lenient,
 )
 from ._worker import Worker
 from .base import (
@@ -106,6 +115,7 @@ class SQLiteStore:
         mmap_size_mb: int = 256,
         sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
         synchronous: str = "normal",
+        read_only: bool = False,
     ) -> None:
         if synchronous.lower() not in ("normal", "full"):
             raise StoreError(
@@ -132,6 +142,8 @@ class SQLiteStore:
         self._cache_size_mb = cache_size_mb
         self._mmap_size_mb = mmap_size_mb
         self.sweep_interval = float(sweep_interval)
+        #: Open the existing file read-only: no creation, migration, sweep or write (issue #13).
+        self.read_only = bool(read_only)
         self._last_sweep = time.monotonic()
         # One thread per store owns the writer connection; SQLite admits one writer anyway.
         self._worker = Worker(f"mcp-sessions sqlite {self.path}")
@@ -150,6 +162,11 @@ class SQLiteStore:
         """Open (once) on the worker thread: directory, pragmas, schema, a write probe."""
         if self._conns is not None:
             return self._conns
+        if self.read_only:
+            conns = open_read_only(self.path, busy_timeout=self.busy_timeout)
+            self._identity = file_identity(self.path)
+            self._conns = conns
+            return conns
         conns = open_connections(
             self.path,
             busy_timeout=self.busy_timeout,
@@ -213,6 +230,7 @@ class SQLiteStore:
         comes at once, before anything changed (each statement is its own transaction), and
         the same ``fn`` then runs on the worker, which waits for the lock up to busy_timeout.
         """
+        self._refuse_if_read_only()
         self._check_file()
         conns = self._conns
         if (
@@ -264,6 +282,10 @@ class SQLiteStore:
                 self._checkpoint_pending = False
 
         self._worker.submit(checkpoint)
+
+    def _refuse_if_read_only(self) -> None:
+        if self.read_only:
+            raise StoreError(f"SQLite store {self.path} is open read_only: it writes nothing")
 
     def _check_open(self) -> None:
         if self._closed:
@@ -413,6 +435,18 @@ class SQLiteStore:
         )
         return bool(rows) and rows[0][0] > clock(None)
 
+    async def scan(
+        self,
+        *,
+        principal: str | None = None,
+        kind: str | None = None,
+        id: str | None = None,
+        now: float | None = None,
+    ) -> list[Record]:
+        params = {"principal": principal, "kind": kind, "id": id, "now": clock(now)}
+        rows = await self._run(lambda conn: conn.execute(SCAN, params).fetchall())
+        return [row_record_lenient(row) for row in rows]
+
     async def list(
         self, principal: str, *, kind: str | None = None, now: float | None = None
     ) -> list[Record]:
@@ -428,6 +462,7 @@ class SQLiteStore:
         return int(rows[0][0])
 
     async def sweep(self, *, now: float | None = None, limit: int = 1000) -> int:
+        self._refuse_if_read_only()
         params = {"now": clock(now), "limit": int(limit)}
         return await self._run(lambda conn: conn.execute(SWEEP, params).rowcount)
 
