@@ -70,9 +70,32 @@ class _ScriptPipeline(ClusterPipeline):
     def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> ClusterPipeline:
         return self.execute_command("EVALSHA", sha, numkeys, *keys_and_args)
 
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        try:
+            return await super().execute(raise_on_error, allow_redirections)
+        except AttributeError as exc:  # see _Cluster
+            raise redis_errors.ConnectionError(
+                f"connection closed by a cluster topology refresh ({exc})"
+            ) from None
+
 
 class _Cluster(RedisCluster):
-    """RedisCluster whose pipelines take EVALSHA (see :class:`_ScriptPipeline`)."""
+    """RedisCluster whose pipelines take EVALSHA (see :class:`_ScriptPipeline`), and whose
+    commands cut off by the driver's own topology refresh fail as a lost connection.
+
+    On CLUSTERDOWN or an uncovered slot (a master gone) the driver closes every connection
+    to rebuild its slot table, including connections other tasks are sending on; they fail
+    with AttributeError before their command is written (redis/redis-py#4322 is the MOVED
+    case). Nothing was sent, so that is a ConnectionError: retryable, StoreUnavailable.
+    """
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except AttributeError as exc:
+            raise redis_errors.ConnectionError(
+                f"connection closed by a cluster topology refresh ({exc})"
+            ) from None
 
     def pipeline(
         self, transaction: Any | None = None, shard_hint: Any | None = None
@@ -132,6 +155,11 @@ class Topology:
                 startup_nodes=[ClusterNode(host, port) for host, port in self.nodes],
                 # A slot without a master fails its own commands (-31006), not every command.
                 require_full_coverage=False,
+                # A MOVED reply (a slot migrated) patches the slot table. The driver's
+                # default also rebuilds it every 5th MOVED by closing every connection,
+                # including those other tasks are using at that moment: they fail with
+                # AttributeError (redis/redis-py#4322).
+                reinitialize_steps=0,
                 **common,
             )
             return cast(aioredis.Redis, cluster)
