@@ -59,8 +59,10 @@ from ..core.errors import (
 from ..core.limits import json_size
 from ..core.names import LEGACY_PROTOCOL_VERSIONS, SESSION_KIND
 from ..core.records import Record
+from ..stores.events import DEFAULT_MAX_EVENT_BYTES, EventLog, open_event_log
 from .engine import SessionEngine
 from .principal import current_principal
+from .resumption import SharedEventStore, bind, last_event_id, learn, resume_elsewhere
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -87,6 +89,10 @@ def streamable_http_app(engine: SessionEngine, mcp: MCPServer, **options: Any) -
             "store, statefully where possible; leave it unset"
         )
     path = options.get("streamable_http_path", "/mcp")
+    # Streams resumable on every replica when the store is shared (issue #15 item 3).
+    events = None if "event_store" in options else open_event_log(engine.store)
+    if events is not None:
+        options["event_store"] = SharedEventStore(events, max_event_bytes=DEFAULT_MAX_EVENT_BYTES)
     app = mcp.streamable_http_app(**options)
     stateful: StreamableHTTPSessionManager = mcp.session_manager
     stateless = StreamableHTTPSessionManager(
@@ -101,6 +107,7 @@ def streamable_http_app(engine: SessionEngine, mcp: MCPServer, **options: Any) -
         stateful=_find_endpoint(app, path),
         stateless=StreamableHTTPASGIApp(stateless),
         max_body=stateful.max_request_body_size,
+        events=events,
     )
     _put_endpoint(app, path, gate)
 
@@ -113,6 +120,8 @@ def streamable_http_app(engine: SessionEngine, mcp: MCPServer, **options: Any) -
             try:
                 yield state
             finally:
+                if events is not None:
+                    await events.close()
                 await engine.aclose()
 
     app.router.lifespan_context = lifespan
@@ -166,7 +175,13 @@ class LegacyGate:
     """The ASGI endpoint in front of the SDK's managers (see the module docstring)."""
 
     def __init__(
-        self, engine: SessionEngine, *, stateful: Any, stateless: Any, max_body: int
+        self,
+        engine: SessionEngine,
+        *,
+        stateful: Any,
+        stateless: Any,
+        max_body: int,
+        events: EventLog | None = None,
     ) -> None:
         self.engine = engine
         self.config = engine.config
@@ -175,8 +190,15 @@ class LegacyGate:
         self.max_body = max_body
         #: Legacy sessions whose live connection this process's stateful manager holds.
         self.local: set[str] = set()
+        #: The shared event log, when streams are resumable on every replica (issue #15).
+        self.events = events
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Events the SDK stores while serving this request are filed under its session.
+        with bind(Headers(scope=scope).get(LEGACY_SESSION_FIELD)):
+            await self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.stateful(scope, receive, send)
             return
@@ -212,6 +234,9 @@ class LegacyGate:
                 await send_error(send, SessionNotFound())
             elif session_id in self.local:
                 await self.stateful(scope, receive, send)
+            elif self.events is not None and (resume_from := last_event_id(scope)):
+                # The stream was served elsewhere: replay it from the shared log.
+                await resume_elsewhere(self.events, session_id, resume_from, receive, send)
             else:
                 # The standalone stream lives only where the connection does.
                 await self.stateless(scope, receive, send)
@@ -373,6 +398,7 @@ class LegacyGate:
                         unavailable.append((minted, error))
                         return
                     self.local.add(minted)
+                    learn(minted)
             await send(message)
 
         await self.stateful(scope, receive, record_session)

@@ -1,0 +1,178 @@
+"""Legacy streams resumable on any replica (issue #15 item 3): two real uvicorn replicas share
+one store (SQLite, Redis, a Redis Cluster); a 2025-11-25 client starts a tool call on A,
+reads part of its SSE stream, goes away, and resumes with ``Last-Event-ID`` on B, which
+replays the rest from the shared event log and follows it to the response."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import pytest
+from mcp.server.mcpserver import Context
+from tests.server._app import build_app
+
+from .helpers import ACCEPT, PROTOCOL, RawHttp, ThreadedServer
+
+pytestmark = pytest.mark.anyio
+
+STEPS = 6
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=pytest.mark.redis),
+    ]
+)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/shared.sqlite3"
+    if request.param == "redis-cluster":
+        return str(request.getfixturevalue("redis_cluster_url"))
+    return str(request.getfixturevalue("redis_url"))
+
+
+def replica(store_url: str) -> ThreadedServer:
+    mcp, sessions = build_app(store=store_url)
+
+    @mcp.tool()
+    async def ticker(steps: int, gap: float, ctx: Context) -> int:
+        """Reports progress ``steps`` times, ``gap`` seconds apart."""
+        for step in range(1, steps + 1):
+            await ctx.report_progress(step, steps)
+            await anyio.sleep(gap)
+        return steps
+
+    return ThreadedServer(sessions.streamable_http_app(mcp)).start()
+
+
+@pytest.fixture
+def replicas(store_url: str) -> Iterator[tuple[ThreadedServer, ThreadedServer]]:
+    a = replica(store_url)
+    try:
+        b = replica(store_url)
+    except BaseException:
+        a.stop()
+        raise
+    try:
+        yield a, b
+    finally:
+        b.stop()
+        a.stop()
+
+
+async def sse_events(response: httpx2.Response) -> AsyncIterator[tuple[str | None, str]]:
+    """``(id, data)`` of each SSE event of ``response``."""
+    event_id: str | None = None
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if line == "":
+            if data or event_id is not None:
+                yield event_id, "\n".join(data)
+            event_id, data = None, []
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+
+
+def headers(session_id: str, **extra: str) -> dict[str, str]:
+    return {
+        "accept": ACCEPT,
+        "content-type": "application/json",
+        "mcp-session-id": session_id,
+        "mcp-protocol-version": PROTOCOL["legacy"],
+        **extra,
+    }
+
+
+def progress_of(data: str) -> float | None:
+    message = json.loads(data)
+    if message.get("method") == "notifications/progress":
+        return float(message["params"]["progress"])
+    return None
+
+
+async def test_a_stream_begun_on_one_replica_resumes_on_the_other(
+    replicas: tuple[ThreadedServer, ThreadedServer],
+) -> None:
+    a, b = replicas
+    async with httpx2.AsyncClient(timeout=30) as http:
+        session_id = await RawHttp(http, a.url).initialize()
+        call = {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "tools/call",
+            "params": {
+                "name": "ticker",
+                "arguments": {"steps": STEPS, "gap": 0.3},
+                "_meta": {"progressToken": "p-1"},
+            },
+        }
+        seen: list[float] = []
+        last_id: str | None = None
+        async with http.stream("POST", a.url, json=call, headers=headers(session_id)) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for event_id, data in sse_events(response):
+                assert event_id, "a 2025-11-25 stream with an event store has ids"
+                last_id = event_id
+                if data and (progress := progress_of(data)) is not None:
+                    seen.append(progress)
+                if len(seen) == 2:
+                    break  # the client goes away mid-stream
+        assert seen == [1, 2] and last_id is not None
+
+        resumed: list[float] = []
+        result: dict[str, Any] | None = None
+        get = headers(session_id, **{"last-event-id": last_id})
+        async with http.stream("GET", b.url, headers=get) as response:
+            assert response.status_code == 200, await response.aread()
+            async for _event_id, data in sse_events(response):
+                message = json.loads(data)
+                if (progress := progress_of(data)) is not None:
+                    resumed.append(progress)
+                elif message.get("id") == 7:
+                    result = message
+        # The events after the id, each once, then the response; the stream then ended.
+        assert resumed == [float(n) for n in range(3, STEPS + 1)]
+        assert result is not None and result["result"]["structuredContent"] == {"result": STEPS}
+
+
+async def test_another_sessions_event_id_replays_nothing(
+    replicas: tuple[ThreadedServer, ThreadedServer],
+) -> None:
+    a, b = replicas
+    async with httpx2.AsyncClient(timeout=30) as http:
+        mine = await RawHttp(http, a.url).initialize()
+        theirs = await RawHttp(http, a.url).initialize()
+        call = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "tools/call",
+            "params": {"name": "ticker", "arguments": {"steps": 1, "gap": 0}},
+        }
+        ids: list[str] = []
+        async with http.stream("POST", a.url, json=call, headers=headers(theirs)) as response:
+            async for event_id, _data in sse_events(response):
+                if event_id:
+                    ids.append(event_id)
+        assert ids, "no event ids"
+        # Replica B: refused by name. Replica A (which holds both): nothing replayed.
+        get = headers(mine, **{"last-event-id": ids[0]})
+        refused = await http.get(b.url, headers=get)
+        assert refused.status_code == 400
+        assert "another session" in refused.json()["error"]["message"]
+        malformed = await http.get(b.url, headers=headers(mine, **{"last-event-id": "x"}))
+        assert malformed.status_code == 400
+        assert "not an event id" in malformed.json()["error"]["message"]
+        with anyio.fail_after(10):
+            async with http.stream("GET", a.url, headers=get) as response:
+                replayed = [data async for _id, data in sse_events(response) if data]
+        assert replayed == []
