@@ -1,7 +1,10 @@
-"""Legacy streams resumable on any replica (issue #15 item 3): two real uvicorn replicas share
-one store (SQLite, Redis, a Redis Cluster); a 2025-11-25 client starts a tool call on A,
-reads part of its SSE stream, goes away, and resumes with ``Last-Event-ID`` on B, which
-replays the rest from the shared event log and follows it to the response."""
+"""Legacy sessions whole on any replica (issue #15 item 3): two real uvicorn replicas share one
+store (SQLite, Redis, a Redis Cluster).
+
+- A 2025-11-25 client starts a tool call on A, reads part of its SSE stream, goes away, and
+  resumes with ``Last-Event-ID`` on B, which replays the rest from the shared event log and
+  follows it to the response.
+- B, which never saw the client's ``initialize``, knows its capabilities and clientInfo."""
 
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ import anyio
 import httpx2
 import pytest
 from mcp.server.mcpserver import Context
+from mcp_types import ClientCapabilities
 from tests.server._app import build_app
 
-from .helpers import ACCEPT, PROTOCOL, RawHttp, ThreadedServer
+from .helpers import ACCEPT, PROTOCOL, RawHttp, ThreadedServer, tool_value
 
 pytestmark = pytest.mark.anyio
 
@@ -40,6 +44,18 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def replica(store_url: str) -> ThreadedServer:
     mcp, sessions = build_app(store=store_url)
+
+    @mcp.tool()
+    async def client_seen(ctx: Context) -> dict[str, Any]:
+        """What this replica knows of the client."""
+        session = ctx.request_context.session
+        params = session.client_params
+        return {
+            "name": None if params is None else params.client_info.name,
+            "sampling": session.check_client_capability(ClientCapabilities(sampling={})),
+            "elicitation": session.check_client_capability(ClientCapabilities(elicitation={})),
+            "roots": session.check_client_capability(ClientCapabilities(roots={})),
+        }
 
     @mcp.tool()
     async def ticker(steps: int, gap: float, ctx: Context) -> int:
@@ -176,3 +192,53 @@ async def test_another_sessions_event_id_replays_nothing(
             async with http.stream("GET", a.url, headers=get) as response:
                 replayed = [data async for _id, data in sse_events(response) if data]
         assert replayed == []
+
+
+async def test_a_replica_that_did_not_see_initialize_knows_the_client(
+    replicas: tuple[ThreadedServer, ThreadedServer],
+) -> None:
+    a, b = replicas
+    async with httpx2.AsyncClient(timeout=30) as http:
+        initialize = {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": PROTOCOL["legacy"],
+                "capabilities": {"sampling": {}, "elicitation": {}},
+                "clientInfo": {"name": "careful-client", "version": "2.1"},
+            },
+        }
+        reply = await RawHttp(http, a.url).post(
+            initialize, {"accept": ACCEPT, "content-type": "application/json"}
+        )
+        session_id = reply.headers["mcp-session-id"]
+        expected = {"name": "careful-client", "sampling": True, "elicitation": True, "roots": False}
+        for server in (a, b):  # A holds the connection; B serves it from the record
+            seen = await RawHttp(http, server.url).legacy(
+                "tools/call", {"name": "client_seen", "arguments": {}}, session_id=session_id
+            )
+            assert tool_value(seen) == expected, server.url
+
+
+async def test_initialize_data_over_the_limit_opens_no_session(
+    replicas: tuple[ThreadedServer, ThreadedServer],
+) -> None:
+    a, _b = replicas
+    async with httpx2.AsyncClient(timeout=30) as http:
+        initialize = {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": PROTOCOL["legacy"],
+                # 16 KiB by default: capabilities count, as clientInfo does.
+                "capabilities": {"experimental": {"blob": {"x": "y" * 20_000}}},
+                "clientInfo": {"name": "big", "version": "0"},
+            },
+        }
+        reply = await RawHttp(http, a.url).post(
+            initialize, {"accept": ACCEPT, "content-type": "application/json"}
+        )
+        assert reply.status == 400 and "mcp-session-id" not in reply.headers
+        assert "capabilities" in reply.error["message"] and "16384" in reply.error["message"]

@@ -343,9 +343,12 @@ class LegacyGate:
         principal = current_principal()
         engine = self.engine
         client = params if isinstance(params, dict) else {}
+        # Kept in the record, so a replica that did not see this initialize knows the client
+        # as well as the one that did (issue #15 item 3, server/legacy_client.py).
         attributes = {
             "protocolVersion": client.get("protocolVersion"),
             "clientInfo": client.get("clientInfo"),
+            "capabilities": client.get("capabilities"),
         }
         # What is stored is bounded, and refused whole before anything is (issue #12 row 3).
         limit = engine.quotas.limits.max_initialize_bytes
@@ -355,12 +358,12 @@ class LegacyGate:
             size = math.inf
         if size > limit:
             refusal = InvalidParams(
-                f"initialize: clientInfo and protocolVersion are {size} bytes of JSON, over "
-                f"this server's limit of {limit}; no session was opened. Send a shorter "
-                "clientInfo."
+                f"initialize: clientInfo, capabilities and protocolVersion are {size} bytes "
+                f"of JSON, over this server's limit of {limit}; no session was opened. Send a "
+                "shorter clientInfo or fewer capabilities."
                 if math.isfinite(size)
-                else "initialize: clientInfo holds a number JSON cannot store (NaN or "
-                "Infinity); no session was opened."
+                else "initialize: clientInfo or capabilities hold a number JSON cannot store "
+                "(NaN or Infinity); no session was opened."
             )
             await send_error(send, refusal, request_id)
             return
