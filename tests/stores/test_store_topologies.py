@@ -279,19 +279,30 @@ async def test_a_sentinel_failover_keeps_the_store_working(
         # a replica is lost in a failover (docs/stores.md). Wait for the replica here.
         wait_until("the replica to catch up", lambda: replicas_caught_up(master))
         assert redis_sentinel.sentinel is not None
-        with redis_sentinel.sentinel.client() as sentinel:
-            sentinel.execute_command("SENTINEL", "FAILOVER", redis_sentinel.service)
+        sentinel = redis_sentinel.sentinel
+
+        def fail_over() -> bool:
+            # Refused (NOGOODSLAVE, INPROG) until the Sentinel has a fresh view of the replica.
+            with sentinel.client() as client:
+                return bool(client.execute_command("SENTINEL", "FAILOVER", redis_sentinel.service))
+
+        wait_until("the Sentinel to accept a failover", fail_over)
         wait_until("a new master", lambda: redis_sentinel.master_port() != old_master)
         # Bounded retry through the switch: the old master turns replica (read-only) or drops
         # connections; both are StoreUnavailable, then the store reaches the new master.
         for session_id in SESSIONS:
             record = await retrying(lambda s=session_id: store.get("session", s, ALICE))
             assert record is not None and record.state == {"n": 1}
-            updated = await retrying(
-                lambda s=session_id, v=record.version: store.compare_and_set(
-                    "session", s, ALICE, v, {"n": 2}
+            try:
+                updated = await retrying(
+                    lambda s=session_id, v=record.version: store.compare_and_set(
+                        "session", s, ALICE, v, {"n": 2}
+                    )
                 )
-            )
+            except VersionConflict as conflict:
+                # A retry after a reply lost on a dropped connection meets its own write.
+                assert conflict.current is not None
+                updated = conflict.current
             assert updated.state == {"n": 2}
         new_master = redis_sentinel.master_port()
         with next(n for n in redis_sentinel.nodes if n.port == new_master).client() as client:
