@@ -85,10 +85,31 @@ def test_malformed_topology_urls_are_refused_by_name(url: str, message: str) -> 
         open_store(url)
 
 
-def test_a_bad_cluster_url_does_not_show_its_password() -> None:
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "redis+cluster://user:hunter2@h1:7000,h2:7001/5",
+            "redis+cluster://user:***@h1:7000,h2:7001/5",
+        ),
+        (
+            "redis+sentinel://hunter2@s1:26379,s2:26379/svc/x",
+            "redis+sentinel://:***@s1:26379,s2:26379/svc/x",
+        ),
+    ],
+)
+def test_a_bad_topology_url_does_not_show_its_password(url: str, shown: str) -> None:
     with pytest.raises(StoreError) as error:
-        open_store("redis+cluster://user:hunter2@h:7000/5")
+        open_store(url)
     assert "hunter2" not in str(error.value)
+    assert shown in str(error.value)
+
+
+def test_a_store_names_its_nodes_without_the_password() -> None:
+    store = open_store("redis+sentinel://hunter2@s1:26379,s2:26380/svc")
+    assert isinstance(store, RedisStore)
+    assert store.url == "redis+sentinel://:***@s1:26379,s2:26380/svc"
+    assert store.address == "s1:26379,s2:26380/svc"
 
 
 # -- load ------------------------------------------------------------------------------------
