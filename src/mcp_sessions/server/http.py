@@ -194,6 +194,9 @@ class LegacyGate:
         self.events = events
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.events is None:
+            await self._serve(scope, receive, send)
+            return
         # Events the SDK stores while serving this request are filed under its session.
         with bind(Headers(scope=scope).get(LEGACY_SESSION_FIELD)):
             await self._serve(scope, receive, send)
