@@ -75,6 +75,15 @@ async def test_a_stream_keeps_only_its_last_events(log: EventLog) -> None:
     assert [data for _id, data in replay.events] == [f'{{"n":{n}}}' for n in range(3, 8)]
 
 
+async def test_streams_do_not_trim_each_other(log: EventLog) -> None:
+    first = await log.append(SESSION, "a", '{"a":0}')
+    for n in range(12):  # more events than the cap, in other streams
+        await log.append(SESSION, f"other-{n}", "{}")
+    second = await log.append(SESSION, "a", '{"a":1}')
+    replay = await log.after(EventId.parse(first))
+    assert replay is not None and replay.events == [(second, '{"a":1}')]
+
+
 async def test_an_unknown_stream_is_none(log: EventLog) -> None:
     other = await log.append("fedcba9876543210fedcba9876543210", "s", "{}")
     assert await log.after(EventId.parse(other.replace("fedcba", "abcdef", 1))) is None

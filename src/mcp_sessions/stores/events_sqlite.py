@@ -1,10 +1,15 @@
 """The SQLite event log: table ``mcps_events`` in the session store's file (issue #15 item 3).
 
 Every process on the machine that opens the file sees every event, so any of them resumes a
-stream another one served. Positions are the table's row ids (increasing). Its own
-connection, on a worker thread (``anyio.to_thread``) under a lock, so the store's connections
-and their tuning stay the store's. Waiting for a new event polls every ``POLL`` seconds:
-SQLite cannot notify another process.
+stream another one served. Positions are the table's row ids (increasing). Each event is
+kept ``ttl`` seconds after it was written (a Redis stream is kept whole until ``ttl`` after
+its last event); a stream whose newest event expired is unknown.
+
+Its own connections, so the store's and their tuning stay the store's: writes run on the
+event loop on a connection that never waits (as the store's inline writes do), and on a
+worker thread (``anyio.to_thread``) when the write lock is taken, for every hundredth write
+(which also removes expired events and lets SQLite checkpoint), and for reads. Waiting for
+a new event polls every ``POLL`` seconds: SQLite cannot notify another process.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import TypeVar
 import anyio
 
 from ._events_common import EventId, Replay, stream_token
-from ._sqlite_file import store_error
+from ._sqlite_file import is_busy, store_error
 
 T = TypeVar("T")
 
@@ -55,18 +60,23 @@ class SQLiteEventLog:
         self.ttl = ttl
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        #: The event loop's connection: never waits for a lock, never checkpoints.
+        self._inline: sqlite3.Connection | None = None
         self._appends = 0
+
+    def _open(self, timeout: float) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        # As the store's own connections: a commit is in the WAL, not fsynced (it survives a
+        # crash of the process; stores.md, "Durability").
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(_SCHEMA)
+        return conn
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            conn.executescript(_SCHEMA)
-            self._conn = conn
+            self._conn = self._open(self.busy_timeout)
         return self._conn
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -84,7 +94,7 @@ class SQLiteEventLog:
         key = f"{session}.{token}"
         now = time.time()
         self._appends += 1
-        sweep = self._appends % 100 == 1  # expired streams go, a little at a time
+        sweep = self._appends % 100 == 1  # expired events go, a little at a time
 
         def write(conn: sqlite3.Connection) -> int:
             with conn:
@@ -94,14 +104,13 @@ class SQLiteEventLog:
                     (key, stream, data, now + self.ttl),
                 )
                 position = int(cursor.lastrowid or 0)
-                # The stream's TTL starts again with each event, like a Redis key's.
+                # The stream's oldest events beyond max_events (positions are shared by all
+                # streams, so the cut is found by counting, on the (stream, position) index).
                 conn.execute(
-                    "UPDATE mcps_events SET expires_at = ? WHERE stream = ?",
-                    (now + self.ttl, key),
-                )
-                conn.execute(
-                    "DELETE FROM mcps_events WHERE stream = ? AND position <= ?",
-                    (key, position - self.max_events),
+                    "DELETE FROM mcps_events WHERE stream = ?1 AND position <= (SELECT "
+                    "position FROM mcps_events WHERE stream = ?1 ORDER BY position DESC "
+                    "LIMIT 1 OFFSET ?2)",
+                    (key, self.max_events),
                 )
                 if sweep:
                     conn.execute(
@@ -111,7 +120,21 @@ class SQLiteEventLog:
                     )
             return position
 
-        position = await self._run(write)
+        # Inline first, as the store writes (one short transaction costs less than a hop to
+        # a thread, which tripled a legacy call's time here); if another connection holds the
+        # write lock, SQLite says so at once and the write waits its turn on a thread.
+        if not sweep:
+            try:
+                if self._inline is None:
+                    self._inline = self._open(0)
+                    self._inline.execute("PRAGMA wal_autocheckpoint=0")
+                return f"{key}.{write(self._inline)}"
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise store_error(self.path, exc, self.busy_timeout) from None
+            except sqlite3.Error as exc:
+                raise store_error(self.path, exc, self.busy_timeout) from None
+        position = await self._run(write)  # checkpoints as SQLite does by default
         return f"{key}.{position}"
 
     async def after(self, event: EventId, *, wait: float = 0.0) -> Replay | None:
@@ -124,7 +147,8 @@ class SQLiteEventLog:
         def read(conn: sqlite3.Connection) -> tuple[str | None, list[tuple[int, str | None]]]:
             now = time.time()
             name = conn.execute(
-                "SELECT name FROM mcps_events WHERE stream = ? AND expires_at > ? LIMIT 1",
+                "SELECT name FROM mcps_events WHERE stream = ? AND expires_at > ? "
+                "ORDER BY position DESC LIMIT 1",
                 (key, now),
             ).fetchone()
             rows = conn.execute(
@@ -143,6 +167,10 @@ class SQLiteEventLog:
             await anyio.sleep(POLL)
 
     async def close(self) -> None:
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
+
         def shut() -> None:
             with self._lock:
                 if self._conn is not None:
