@@ -20,6 +20,11 @@ from mcp.server.mcpserver import Context
 from mcp_types import ClientCapabilities
 from tests.server._app import build_app
 
+from mcp_sessions.asgi import Message
+from mcp_sessions.server.resumption import Followed, resume_elsewhere
+from mcp_sessions.stores import open_store
+from mcp_sessions.stores.events import open_event_log
+
 from .helpers import ACCEPT, PROTOCOL, RawHttp, ThreadedServer, tool_value
 
 pytestmark = pytest.mark.anyio
@@ -242,3 +247,36 @@ async def test_initialize_data_over_the_limit_opens_no_session(
         )
         assert reply.status == 400 and "mcp-session-id" not in reply.headers
         assert "capabilities" in reply.error["message"] and "16384" in reply.error["message"]
+
+
+async def test_resumed_streams_followed_at_once_are_bounded(tmp_path: Path) -> None:
+    """Past the limit, a resume replays what is there and ends instead of following the
+    stream (a client cannot hold an unbounded number of followers and store connections)."""
+    session = "0123456789abcdef0123456789abcdef"
+    async with open_store(f"sqlite:///{tmp_path}/s.sqlite3") as store:
+        log = open_event_log(store)
+        assert log is not None
+        priming = await log.append(session, "5", None)
+        note = '{"jsonrpc":"2.0","method":"notifications/message","params":{}}'
+        await log.append(session, "5", note)
+        sent: list[Message] = []
+
+        async def receive() -> Message:
+            if not sent:
+                return {"type": "http.request", "body": b""}
+            await anyio.sleep_forever()
+            raise AssertionError("unreachable")
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        followed = Followed(limit=0)
+        with anyio.fail_after(10):  # would follow for 60 s under the limit
+            await resume_elsewhere(
+                log, session, priming, receive, send, followed=followed, tail_seconds=60
+            )
+        assert followed.now == 0
+        assert sent[0]["status"] == 200
+        body = b"".join(m.get("body", b"") for m in sent[1:])
+        assert note.encode() in body
+        await log.close()

@@ -62,7 +62,7 @@ from ..core.records import Record
 from ..stores.events import DEFAULT_MAX_EVENT_BYTES, EventLog, open_event_log
 from .engine import SessionEngine
 from .principal import current_principal
-from .resumption import SharedEventStore, bind, last_event_id, learn, resume_elsewhere
+from .resumption import Followed, SharedEventStore, bind, last_event_id, learn, resume_elsewhere
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -192,6 +192,7 @@ class LegacyGate:
         self.local: set[str] = set()
         #: The shared event log, when streams are resumable on every replica (issue #15).
         self.events = events
+        self.followed = Followed()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.events is None:
@@ -239,7 +240,9 @@ class LegacyGate:
                 await self.stateful(scope, receive, send)
             elif self.events is not None and (resume_from := last_event_id(scope)):
                 # The stream was served elsewhere: replay it from the shared log.
-                await resume_elsewhere(self.events, session_id, resume_from, receive, send)
+                await resume_elsewhere(
+                    self.events, session_id, resume_from, receive, send, followed=self.followed
+                )
             else:
                 # The standalone stream lives only where the connection does.
                 await self.stateless(scope, receive, send)

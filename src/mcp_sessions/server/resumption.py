@@ -48,6 +48,11 @@ LAST_EVENT_ID_FIELD = HEADER_LAST_EVENT_ID.lower()
 #: Seconds a replica that does not hold the connection follows a resumed stream.
 DEFAULT_TAIL_SECONDS = 30.0
 
+#: Resumed streams one process follows at once. Each holds a request open and, on Redis, a
+#: connection in a blocking read; past this a resume replays what is there and ends at once
+#: (the client resumes again), so no client can pin an unbounded share of either.
+MAX_FOLLOWED = 256
+
 #: The SDK's name of the standalone (GET) stream; it has no final response.
 _GET_STREAM = "_GET_stream"
 
@@ -153,6 +158,14 @@ def _ends_stream(stream: str, data: str) -> bool:
     return isinstance(message, dict) and "method" not in message and "id" in message
 
 
+class Followed:
+    """How many resumed streams this process follows now, against :data:`MAX_FOLLOWED`."""
+
+    def __init__(self, limit: int = MAX_FOLLOWED) -> None:
+        self.limit = limit
+        self.now = 0
+
+
 async def resume_elsewhere(
     log: EventLog,
     session_id: str,
@@ -160,6 +173,7 @@ async def resume_elsewhere(
     receive: Receive,
     send: Send,
     *,
+    followed: Followed,
     tail_seconds: float = DEFAULT_TAIL_SECONDS,
 ) -> None:
     """Answer a GET with ``Last-Event-ID`` for ``session_id`` (already checked against the
@@ -185,13 +199,18 @@ async def resume_elsewhere(
             ],
         }
     )
+    if followed.now >= followed.limit:
+        tail_seconds = 0.0  # replay what is there, follow nothing
+    followed.now += 1
     deadline = time.monotonic() + tail_seconds
 
     async def follow() -> None:
         nonlocal cursor
-        while (remaining := deadline - time.monotonic()) > 0:
+        first = True
+        while (remaining := deadline - time.monotonic()) > 0 or first:
+            first = False
             try:
-                replay = await log.after(cursor, wait=min(remaining, 5.0))
+                replay = await log.after(cursor, wait=max(0.0, min(remaining, 5.0)))
             except StoreError as error:
                 logger.warning("cannot follow resumed legacy stream: %s", error)
                 return
@@ -206,16 +225,19 @@ async def resume_elsewhere(
                 if _ends_stream(replay.stream, data):
                     return
 
-    async with anyio.create_task_group() as group:
+    try:
+        async with anyio.create_task_group() as group:
 
-        async def until_disconnect() -> None:
-            await wait_disconnect(receive)
+            async def until_disconnect() -> None:
+                await wait_disconnect(receive)
+                group.cancel_scope.cancel()
+
+            group.start_soon(until_disconnect)
+            with contextlib.suppress(OSError):
+                await follow()
             group.cancel_scope.cancel()
-
-        group.start_soon(until_disconnect)
-        with contextlib.suppress(OSError):
-            await follow()
-        group.cancel_scope.cancel()
+    finally:
+        followed.now -= 1
     with contextlib.suppress(Exception):  # the client may be gone already
         await send({"type": "http.response.body", "body": b""})
 
@@ -231,6 +253,8 @@ def last_event_id(scope: Scope) -> str | None:
 
 __all__ = [
     "DEFAULT_TAIL_SECONDS",
+    "MAX_FOLLOWED",
+    "Followed",
     "SharedEventStore",
     "bind",
     "last_event_id",
