@@ -1,5 +1,5 @@
 """The one store suite runs every test against each backend: memory, SQLite, real Redis, and
-a real three-master Redis Cluster (issue #15)."""
+a real three-master Redis Cluster and a Sentinel-managed master (issue #15)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ BACKENDS = [
     "sqlite",
     pytest.param("redis", marks=pytest.mark.redis),
     pytest.param("redis-cluster", marks=pytest.mark.redis),
+    pytest.param("redis-sentinel", marks=pytest.mark.redis),
 ]
 
 
@@ -32,6 +33,8 @@ def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> s
         return f"sqlite:///{tmp_path}/sessions.sqlite3"  # tmp_path is absolute: four slashes
     if backend == "redis-cluster":
         return str(request.getfixturevalue("redis_cluster_url"))
+    if backend == "redis-sentinel":
+        return str(request.getfixturevalue("redis_sentinel_url"))
     return str(request.getfixturevalue("redis_url"))
 
 
