@@ -8,6 +8,8 @@ store (SQLite, Redis, a Redis Cluster).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import Any
 import anyio
 import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import Context
 from mcp_types import ClientCapabilities
 from tests.server._app import build_app
@@ -25,7 +29,7 @@ from mcp_sessions.server.resumption import Followed, resume_elsewhere
 from mcp_sessions.stores import open_store
 from mcp_sessions.stores.events import open_event_log
 
-from .helpers import ACCEPT, PROTOCOL, RawHttp, ThreadedServer, tool_value
+from .helpers import ACCEPT, PROTOCOL, TIMEOUT, RawHttp, ThreadedServer, tool_value
 
 pytestmark = pytest.mark.anyio
 
@@ -280,3 +284,83 @@ async def test_resumed_streams_followed_at_once_are_bounded(tmp_path: Path) -> N
         body = b"".join(m.get("body", b"") for m in sent[1:])
         assert note.encode() in body
         await log.close()
+
+
+class SwitchingProxy:
+    """A TCP relay on a free loopback port to ``target``; :meth:`cut` drops every relayed
+    connection and sends later ones to another replica, as a load balancer does when a
+    replica's connections break."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = 0
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        except OSError:
+            writer.close()
+            return
+        self._writers += [writer, up_writer]
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, ConnectionError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self, new_target: int) -> None:
+        self.target = new_target
+        for writer in self._writers:
+            writer.close()
+        self._writers.clear()
+
+    async def stop(self) -> None:
+        self.cut(self.target)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def test_the_sdk_client_resumes_on_another_replica_by_itself(
+    replicas: tuple[ThreadedServer, ThreadedServer],
+) -> None:
+    """The official client, in 2025-11-25 mode, behind a relay: its stream from A breaks
+    mid-call, it reconnects with Last-Event-ID as the SDK does, reaches B, and the call
+    completes with every progress notification, each once."""
+    a, b = replicas
+    proxy = SwitchingProxy(a.port)
+    await proxy.start()
+    progress: list[float] = []
+    try:
+        async with (
+            httpx2.AsyncClient(timeout=30) as http,
+            Client(
+                streamable_http_client(f"http://127.0.0.1:{proxy.port}/mcp", http_client=http),
+                mode="legacy",
+                read_timeout_seconds=TIMEOUT,
+            ) as client,
+        ):
+
+            async def on_progress(value: float, total: float | None, message: str | None) -> None:
+                progress.append(value)
+                if value == 2:
+                    proxy.cut(b.port)  # A's connections break; the next ones reach B
+
+            with anyio.fail_after(60):
+                result = await client.call_tool(
+                    "ticker", {"steps": STEPS, "gap": 0.3}, progress_callback=on_progress
+                )
+            assert result.structured_content == {"result": STEPS}
+    finally:
+        await proxy.stop()
+    assert progress == [float(n) for n in range(1, STEPS + 1)]
