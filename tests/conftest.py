@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.redis_server"]
+pytest_plugins = ["tests.fixtures.redis_server", "tests.fixtures.redis_topologies"]
 
 
 @pytest.fixture

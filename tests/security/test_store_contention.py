@@ -16,7 +16,6 @@ import anyio
 import pytest
 from mcp import Client
 from mcp.shared.exceptions import MCPError
-from tests.fixtures.redis_server import RedisServer
 from tests.server._app import build_app
 from tests.server.helpers import (
     PROTOCOL,
@@ -38,14 +37,15 @@ WRITERS = 50
 INCREMENTS = 20
 
 
-@pytest.fixture
-def replicas(
-    redis_server: RedisServer, redis_url: str, tmp_path: Path
-) -> Iterator[list[ServerProcess]]:
-    """Two ``mcp-sessions demo`` processes sharing one Redis database."""
-    first = start_demo(tmp_path, "--store", redis_url, name="first")
+@pytest.fixture(params=["redis", "redis-cluster"])
+def replicas(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[ServerProcess]]:
+    """Two ``mcp-sessions demo`` processes sharing one Redis database, or (issue #15) one
+    three-master Redis Cluster."""
+    fixture = "redis_cluster_url" if request.param == "redis-cluster" else "redis_url"
+    store_url = str(request.getfixturevalue(fixture))
+    first = start_demo(tmp_path, "--store", store_url, name="first")
     try:
-        second = start_demo(tmp_path, "--store", redis_url, name="second")
+        second = start_demo(tmp_path, "--store", store_url, name="second")
     except BaseException:
         first.stop()
         raise

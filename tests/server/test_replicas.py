@@ -33,7 +33,12 @@ from .helpers import (
 
 pytestmark = pytest.mark.anyio
 
-STORES = ["sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+STORES = [
+    "sqlite",
+    pytest.param("redis", marks=pytest.mark.redis),
+    # Issue #15: the same tests, 0 lost updates included, on a three-master Redis Cluster.
+    pytest.param("redis-cluster", marks=pytest.mark.redis),
+]
 NOT_FOUND = {"code": SessionNotFound.code, "message": SessionNotFound().message}
 
 
@@ -45,6 +50,8 @@ def replicas(
     directory = tmp_path_factory.mktemp("replicas")
     if request.param == "sqlite":
         store = f"sqlite:///{directory}/shared.sqlite3"
+    elif request.param == "redis-cluster":
+        store = str(request.getfixturevalue("redis_cluster").url)
     else:
         store = str(request.getfixturevalue("redis_server").url)
     first = start_demo(directory, "--store", store, name="first")

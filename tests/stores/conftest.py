@@ -1,4 +1,5 @@
-"""The one store suite runs every test against each backend: memory, SQLite, real Redis."""
+"""The one store suite runs every test against each backend: memory, SQLite, real Redis, and
+a real three-master Redis Cluster and a Sentinel-managed master (issue #15)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import pytest
 
 from mcp_sessions.stores import Store, open_store
 
-BACKENDS = ["memory", "sqlite", pytest.param("redis", marks=pytest.mark.redis)]
+BACKENDS = [
+    "memory",
+    "sqlite",
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("redis-cluster", marks=pytest.mark.redis),
+    pytest.param("redis-sentinel", marks=pytest.mark.redis),
+]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -24,6 +31,10 @@ def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> s
         return "memory://"
     if backend == "sqlite":
         return f"sqlite:///{tmp_path}/sessions.sqlite3"  # tmp_path is absolute: four slashes
+    if backend == "redis-cluster":
+        return str(request.getfixturevalue("redis_cluster_url"))
+    if backend == "redis-sentinel":
+        return str(request.getfixturevalue("redis_sentinel_url"))
     return str(request.getfixturevalue("redis_url"))
 
 

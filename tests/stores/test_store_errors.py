@@ -90,7 +90,7 @@ def test_url_options_are_the_constructors_keywords_with_their_defaults() -> None
     assert store._cache_size_mb == 8 and store.inline_reads is False
     assert store.busy_timeout == 1.0 and store.sweep_interval == 60.0  # the rest: defaults
 
-    connection = {"host", "port", "db", "username", "password", "tls", "tls_options"}
+    connection = {"host", "port", "db", "username", "password", "tls", "tls_options", "topology"}
     by_hand = dict(stores._REDIS_OPTIONS)
     tls_files = {name for name in by_hand if name.startswith("ssl_")}
     for name in tls_files:

@@ -33,6 +33,9 @@ HEADER_CLIENT_SESSION_ID: Final = "Mcp-Client-Session-Id"
 HEADER_LEGACY_SESSION_ID: Final = "Mcp-Session-Id"
 #: The protocol version header every HTTP request carries after negotiation.
 HEADER_PROTOCOL_VERSION: Final = "MCP-Protocol-Version"
+#: SSE resumption header (Streamable HTTP 2025-11-25, "Resumability and Redelivery"): the
+#: last event id a client saw, sent on the GET that resumes its stream (issue #15).
+HEADER_LAST_EVENT_ID: Final = "Last-Event-ID"
 #: Prefix of SEP-2243 parameter headers, used to mirror handle arguments.
 HEADER_PARAM_PREFIX: Final = "Mcp-Param-"
 

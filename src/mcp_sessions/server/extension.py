@@ -60,6 +60,7 @@ from .engine import Lifecycle, SessionEngine, SessionsConfig, StateMode
 from .errors import to_mcp_error
 from .handles import HandleError, HandleKind
 from .http import checked_legacy_record, streamable_http_app
+from .legacy_client import restore_client
 from .principal import current_principal
 from .session import RequestScope, Session
 from .toolsets import Toolsets, finish
@@ -482,6 +483,7 @@ class SessionMiddleware:
         scope.refusal = refusal
         scope.request = request
         scope.legacy_record = checked_legacy_record(request)
+        restore_client(ctx, scope.legacy_record)  # a replica that did not see initialize
         token = _scope_var.set(scope)
         try:
             result = await call_next(ctx)

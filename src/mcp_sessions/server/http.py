@@ -59,8 +59,10 @@ from ..core.errors import (
 from ..core.limits import json_size
 from ..core.names import LEGACY_PROTOCOL_VERSIONS, SESSION_KIND
 from ..core.records import Record
+from ..stores.events import DEFAULT_MAX_EVENT_BYTES, EventLog, open_event_log
 from .engine import SessionEngine
 from .principal import current_principal
+from .resumption import Followed, SharedEventStore, bind, last_event_id, learn, resume_elsewhere
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -87,6 +89,10 @@ def streamable_http_app(engine: SessionEngine, mcp: MCPServer, **options: Any) -
             "store, statefully where possible; leave it unset"
         )
     path = options.get("streamable_http_path", "/mcp")
+    # Streams resumable on every replica when the store is shared (issue #15 item 3).
+    events = None if "event_store" in options else open_event_log(engine.store)
+    if events is not None:
+        options["event_store"] = SharedEventStore(events, max_event_bytes=DEFAULT_MAX_EVENT_BYTES)
     app = mcp.streamable_http_app(**options)
     stateful: StreamableHTTPSessionManager = mcp.session_manager
     stateless = StreamableHTTPSessionManager(
@@ -101,6 +107,7 @@ def streamable_http_app(engine: SessionEngine, mcp: MCPServer, **options: Any) -
         stateful=_find_endpoint(app, path),
         stateless=StreamableHTTPASGIApp(stateless),
         max_body=stateful.max_request_body_size,
+        events=events,
     )
     _put_endpoint(app, path, gate)
 
@@ -113,6 +120,8 @@ def streamable_http_app(engine: SessionEngine, mcp: MCPServer, **options: Any) -
             try:
                 yield state
             finally:
+                if events is not None:
+                    await events.close()
                 await engine.aclose()
 
     app.router.lifespan_context = lifespan
@@ -166,7 +175,13 @@ class LegacyGate:
     """The ASGI endpoint in front of the SDK's managers (see the module docstring)."""
 
     def __init__(
-        self, engine: SessionEngine, *, stateful: Any, stateless: Any, max_body: int
+        self,
+        engine: SessionEngine,
+        *,
+        stateful: Any,
+        stateless: Any,
+        max_body: int,
+        events: EventLog | None = None,
     ) -> None:
         self.engine = engine
         self.config = engine.config
@@ -175,8 +190,19 @@ class LegacyGate:
         self.max_body = max_body
         #: Legacy sessions whose live connection this process's stateful manager holds.
         self.local: set[str] = set()
+        #: The shared event log, when streams are resumable on every replica (issue #15).
+        self.events = events
+        self.followed = Followed()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.events is None:
+            await self._serve(scope, receive, send)
+            return
+        # Events the SDK stores while serving this request are filed under its session.
+        with bind(Headers(scope=scope).get(LEGACY_SESSION_FIELD)):
+            await self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.stateful(scope, receive, send)
             return
@@ -212,6 +238,11 @@ class LegacyGate:
                 await send_error(send, SessionNotFound())
             elif session_id in self.local:
                 await self.stateful(scope, receive, send)
+            elif self.events is not None and (resume_from := last_event_id(scope)):
+                # The stream was served elsewhere: replay it from the shared log.
+                await resume_elsewhere(
+                    self.events, session_id, resume_from, receive, send, followed=self.followed
+                )
             else:
                 # The standalone stream lives only where the connection does.
                 await self.stateless(scope, receive, send)
@@ -318,9 +349,12 @@ class LegacyGate:
         principal = current_principal()
         engine = self.engine
         client = params if isinstance(params, dict) else {}
+        # Kept in the record, so a replica that did not see this initialize knows the client
+        # as well as the one that did (issue #15 item 3, server/legacy_client.py).
         attributes = {
             "protocolVersion": client.get("protocolVersion"),
             "clientInfo": client.get("clientInfo"),
+            "capabilities": client.get("capabilities"),
         }
         # What is stored is bounded, and refused whole before anything is (issue #12 row 3).
         limit = engine.quotas.limits.max_initialize_bytes
@@ -330,12 +364,12 @@ class LegacyGate:
             size = math.inf
         if size > limit:
             refusal = InvalidParams(
-                f"initialize: clientInfo and protocolVersion are {size} bytes of JSON, over "
-                f"this server's limit of {limit}; no session was opened. Send a shorter "
-                "clientInfo."
+                f"initialize: clientInfo, capabilities and protocolVersion are {size} bytes "
+                f"of JSON, over this server's limit of {limit}; no session was opened. Send a "
+                "shorter clientInfo or fewer capabilities."
                 if math.isfinite(size)
-                else "initialize: clientInfo holds a number JSON cannot store (NaN or "
-                "Infinity); no session was opened."
+                else "initialize: clientInfo or capabilities hold a number JSON cannot store "
+                "(NaN or Infinity); no session was opened."
             )
             await send_error(send, refusal, request_id)
             return
@@ -373,6 +407,7 @@ class LegacyGate:
                         unavailable.append((minted, error))
                         return
                     self.local.add(minted)
+                    learn(minted)
             await send(message)
 
         await self.stateful(scope, receive, record_session)

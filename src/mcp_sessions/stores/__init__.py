@@ -5,7 +5,10 @@
 - ``memory://`` — one process, nothing persists (tests, single-process servers);
 - ``sqlite:///relative/path`` or ``sqlite:////absolute/path`` — one machine, any number of
   processes; the default (see :func:`default_store_url`);
-- ``redis://[user:password@]host[:port][/db]`` or ``rediss://…`` (TLS) — many machines.
+- ``redis://[user:password@]host[:port][/db]`` or ``rediss://…`` (TLS) — many machines;
+  ``redis+cluster://host:port[,host:port…]`` (a Redis Cluster) and
+  ``redis+sentinel://host:port[,host:port…]/service[/db]`` (a Sentinel-managed master), each
+  with a ``rediss+…`` TLS form (see ``stores/_redis_topology.py``).
 
 Options come as keywords or as the URL's query string (keywords win); unknown names are an
 error. Opening does no I/O: the first operation, or ``async with store:``, connects and
@@ -36,7 +39,8 @@ from .sqlite import SQLiteStore
 
 _EXPECTED = (
     "expected memory://, sqlite:///relative/path, sqlite:////absolute/path, "
-    "or redis://host:port/db (rediss:// for TLS)"
+    "redis://host:port/db, redis+cluster://host:port[,host:port…] or "
+    "redis+sentinel://host:port[,host:port…]/service[/db] (rediss… for TLS)"
 )
 
 # Every option of each backend with its default; open_store refuses any other name. Memory
@@ -62,6 +66,9 @@ _REDIS_OPTIONS: dict[str, Any] = {
     "ssl_keyfile": None,
     "ssl_cert_reqs": None,
 }
+
+#: Options of redis+sentinel:// only: the Sentinels' own credentials (issue #15).
+_SENTINEL_OPTIONS: dict[str, Any] = {"sentinel_username": None, "sentinel_password": None}
 
 
 def open_store(url: str, **options: Any) -> Store:
@@ -104,6 +111,8 @@ def open_store(url: str, **options: Any) -> Store:
 
     if scheme in ("redis", "rediss"):
         return _open_redis(url, shown, scheme, options)
+    if scheme in ("redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"):
+        return _open_redis_topology(url, shown, scheme, options)
 
     raise StoreError(f"store URL {shown!r}: unknown scheme {scheme + '://'!r}; {_EXPECTED}")
 
@@ -146,6 +155,40 @@ def _open_redis(url: str, shown: str, scheme: str, options: dict[str, Any]) -> S
         password=unquote(parts.password) if parts.password else None,
         tls=scheme == "rediss",
         tls_options=tls_options,
+        **merged,
+    )
+
+
+def _open_redis_topology(url: str, shown: str, scheme: str, options: dict[str, Any]) -> Store:
+    """A Redis Cluster or a Sentinel-managed master (issue #15 item 2)."""
+    query = url.partition("?")[2].partition("#")[0]
+    known = {**_REDIS_OPTIONS, **(_SENTINEL_OPTIONS if "sentinel" in scheme else {})}
+    merged = merge_options(url, query, options, known)
+    sentinel = {name: merged.pop(name) for name in _SENTINEL_OPTIONS if name in merged}
+    tls_options = {name: merged.pop(name) for name in list(merged) if name.startswith("ssl_")}
+    tls_options = {name: value for name, value in tls_options.items() if value is not None}
+    if tls_options and not scheme.startswith("rediss"):
+        raise StoreError(f"store URL {shown!r}: ssl_* options need a rediss+… URL")
+    try:
+        from ._redis_topology import parse_url
+        from .redis import RedisStore
+    except ImportError as exc:
+        raise StoreError(
+            f"store URL {shown!r} needs the redis package: pip install 'mcp-sessions[redis]' "
+            f"({exc})"
+        ) from None
+    topology = parse_url(url, shown, scheme, sentinel)
+    host, port = topology.nodes[0]
+    return RedisStore(
+        url,
+        host=host,
+        port=port,
+        db=topology.db,
+        username=topology.username,
+        password=topology.password,
+        tls=topology.tls,
+        tls_options=tls_options,
+        topology=topology,
         **merged,
     )
 

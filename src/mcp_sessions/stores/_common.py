@@ -142,17 +142,15 @@ def hide_password(url: str) -> str:
         password = parts.password
     except ValueError:
         return url
+    user = parts.username or ""
+    if not password and user and parts.scheme.lower().endswith("+sentinel"):
+        # redis+sentinel://secret@host: a password without a user (stores/_redis_topology.py).
+        user, password = "", user
     if not password:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    netloc = f"{user}:***@{host}" + (f":{port}" if port is not None else "")
+    # The hosts as written: a cluster or Sentinel URL lists several (host:port,host:port).
+    hosts = parts.netloc.rpartition("@")[2]
+    netloc = f"{user}:***@{hosts}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 

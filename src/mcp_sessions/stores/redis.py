@@ -41,8 +41,6 @@ from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
 from ..core.records import JSONObject, Record
 from ._common import (
@@ -55,6 +53,7 @@ from ._common import (
     touch_without_write,
 )
 from ._redis_admin import scan_records
+from ._redis_topology import UNAVAILABLE_ERRORS, Topology, config_values
 from .base import (
     DEFAULT_TOUCH_FRACTION,
     AlreadyExists,
@@ -263,6 +262,7 @@ class RedisStore:
         retries: int = 1,
         touch_fraction: float = DEFAULT_TOUCH_FRACTION,
         tls_options: Mapping[str, Any] | None = None,
+        topology: Topology | None = None,
     ) -> None:
         self.url = hide_password(url)
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -274,20 +274,17 @@ class RedisStore:
         self.op_timeout = float(op_timeout)
         self.touch_fraction = touch_fraction
         self._password = password
+        if topology is None:
+            topology = Topology("single", ((host, port),), db, username, password, tls)
+        else:  # a Redis Cluster or a Sentinel-managed master (issue #15): the same commands
+            self.address = topology.address
         # Bounded time (issue #3): each attempt waits at most connect_timeout / timeout, and
         # a failed command is retried ``retries`` times with a short backoff, then fails.
-        self._redis = aioredis.Redis(
-            host=host,
-            port=port,
-            db=db,
-            username=username,
-            password=password,
-            ssl=tls,
-            socket_connect_timeout=connect_timeout,
-            socket_timeout=timeout,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
-            decode_responses=True,
-            **dict(tls_options or {}),
+        self._redis = topology.client(
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+            retries=retries,
+            tls_options=tls_options,
         )
         self._closed = False
 
@@ -334,6 +331,10 @@ class RedisStore:
         except redis_errors.ReadOnlyError as exc:
             # A replica that is not (or no longer) the primary, e.g. during a failover.
             raise StoreUnavailable(f"{where}: read-only: {self._scrub(str(exc))}") from None
+        except UNAVAILABLE_ERRORS as exc:  # a cluster slot without a master (issue #15)
+            raise StoreUnavailable(
+                f"{where}: unavailable: {type(exc).__name__}: {self._scrub(str(exc))}"
+            ) from None
         except redis_errors.ResponseError as exc:
             raise StoreError(f"{where}: Redis refused a command: {self._scrub(str(exc))}") from None
         except redis_errors.RedisError as exc:
@@ -562,10 +563,7 @@ class RedisStore:
         disabled or renamed, as managed services often do)."""
 
         async def ask() -> tuple[Any, Any]:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.config_get("save")
-                pipe.config_get("appendonly")
-                save, aof = await pipe.execute(raise_on_error=False)
+            save, aof = await config_values(self._redis, "save", "appendonly")
             return save, aof
 
         save, aof = await self._call(ask)
