@@ -59,8 +59,10 @@ from ..core.errors import (
 from ..core.limits import json_size
 from ..core.names import LEGACY_PROTOCOL_VERSIONS, SESSION_KIND
 from ..core.records import Record
+from ..core.websocket import WebSocketLimits
 from .engine import SessionEngine
 from .principal import current_principal
+from .websocket import add_websocket_route
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -80,13 +82,16 @@ def checked_legacy_record(request: Any) -> Record | None:
 
 
 def streamable_http_app(engine: SessionEngine, mcp: MCPServer, **options: Any) -> Starlette:
-    """``mcp.streamable_http_app(**options)`` with legacy sessions kept in the store."""
+    """``mcp.streamable_http_app(**options)`` with legacy sessions kept in the store, and
+    WebSocket upgrades on the same path (``websocket=``: :class:`WebSocketLimits`, or
+    ``None`` to refuse them)."""
     if options.get("stateless_http"):
         raise ValueError(
             "stateless_http is managed by mcp-sessions: legacy sessions are served from the "
             "store, statefully where possible; leave it unset"
         )
     path = options.get("streamable_http_path", "/mcp")
+    websocket = options.pop("websocket", WebSocketLimits())
     app = mcp.streamable_http_app(**options)
     stateful: StreamableHTTPSessionManager = mcp.session_manager
     stateless = StreamableHTTPSessionManager(
@@ -103,6 +108,8 @@ def streamable_http_app(engine: SessionEngine, mcp: MCPServer, **options: Any) -
         max_body=stateful.max_request_body_size,
     )
     _put_endpoint(app, path, gate)
+    if websocket is not None:  # issue #16: WebSocket upgrades on the same path
+        add_websocket_route(app, path, _endpoint_holder(app, path), stateful, websocket)
 
     previous_lifespan = app.router.lifespan_context
 
