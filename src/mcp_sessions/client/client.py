@@ -25,6 +25,7 @@ from mcp.shared.exceptions import MCPError
 
 from ..core.ids import new_session_id
 from ..core.names import EXTENSION_ID
+from ..core.websocket import is_websocket_url
 from .errors import translate_error
 from .identity import (
     NO_CREDENTIALS,
@@ -130,7 +131,7 @@ class SessionClient(Client):
 
         http_client = None
         owns = False
-        if isinstance(target, str):
+        if isinstance(target, str) and not is_websocket_url(target):
             http_client = self.http_client
             if http_client is None:
                 # The SDK's own defaults for MCP over HTTP: 30 s, and 300 s to read a stream.

@@ -48,6 +48,11 @@ def reason_too_big(limit: int) -> str:
     return f"message over {limit} bytes"
 
 
+def is_websocket_url(target: object) -> bool:
+    """Whether ``target`` is a ``ws://`` or ``wss://`` URL (a client picks the transport by it)."""
+    return isinstance(target, str) and target.lower().startswith(("ws://", "wss://"))
+
+
 def offered_subprotocols(header_values: Sequence[str]) -> list[str]:
     """The subprotocols a client offered, from its ``Sec-WebSocket-Protocol`` values (a
     comma-separated list, RFC 6455 §11.3.4), in order."""

@@ -1,0 +1,116 @@
+"""The client side of MCP over WebSocket (issue #16): this library's ``Client("ws://…")``
+and the official SDK's ``mcp.Client`` over :func:`websocket_client`, reconnecting with the
+same session."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from mcp import Client as SdkClient
+from mcp.shared.exceptions import MCPError
+from mcp.types import CallToolResult
+from tests.server.helpers import ServerProcess, ThreadedServer
+
+from mcp_sessions.client import Client
+from mcp_sessions.client.websocket import WebSocketTransport, websocket_client
+from mcp_sessions.core.names import META_SESSION_ID
+from mcp_sessions.core.websocket import WebSocketLimits
+
+from .helpers import ws_url
+
+pytestmark = pytest.mark.anyio
+
+AppServer = Callable[..., ThreadedServer]
+#: Long enough for a call, short enough that the test waits little for the server to drop
+#: the socket (the way a socket is lost that the test can cause from outside).
+IDLE = 0.5
+
+
+def count(result: CallToolResult) -> int:
+    assert not result.is_error, result.content
+    content: Any = result.structured_content
+    value = content.get("result", content)
+    return int(value["count"] if isinstance(value, dict) else value)
+
+
+async def dropped(transport: WebSocketTransport) -> None:
+    """Wait (bounded) until the server has closed the transport's socket for idleness."""
+    socket = transport.socket
+    assert socket is not None
+    with anyio.fail_after(30):
+        await socket.wait_closed()
+
+
+async def test_the_project_client_picks_websocket_by_scheme(
+    demo: ServerProcess, tmp_path: Path
+) -> None:
+    url = ws_url(demo.url)
+    async with Client(url, jar=tmp_path / "jar") as client:
+        assert client.sessions.advertised
+        assert [count(await client.call_tool("count", {})) for _ in range(3)] == [1, 2, 3]
+        session = client.sessions.id
+    # A new client with the same jar resumes the session over a new socket.
+    async with Client(url, jar=tmp_path / "jar") as client:
+        assert client.sessions.id == session
+        assert count(await client.call_tool("count", {})) == 4
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_the_sdk_client_reconnects_and_the_count_continues(
+    app_server: AppServer, mode: str
+) -> None:
+    server = app_server(WebSocketLimits(idle_timeout=IDLE))
+    transport = websocket_client(ws_url(server.url))
+    meta = {META_SESSION_ID: str(uuid.uuid4())}
+    async with SdkClient(transport, mode=mode) as client:  # type: ignore[arg-type]
+        assert count(await client.call_tool("count", {}, meta=meta)) == 1
+        assert count(await client.call_tool("count", {}, meta=meta)) == 2
+        await dropped(transport)
+        # The next call opens a new socket (2025-11-25: the handshake is replayed first).
+        assert count(await client.call_tool("count", {}, meta=meta)) == 3
+        assert transport.connections == 2
+
+
+async def test_the_project_client_reconnects_with_the_same_session(
+    app_server: AppServer, tmp_path: Path
+) -> None:
+    server = app_server(WebSocketLimits(idle_timeout=IDLE))
+    transport = websocket_client(ws_url(server.url))
+    async with Client(transport, jar=tmp_path / "jar") as client:
+        assert count(await client.call_tool("count", {})) == 1
+        await dropped(transport)
+        assert count(await client.call_tool("count", {})) == 2
+        assert transport.connections == 2
+
+
+async def test_the_sdk_client_without_a_session_gets_the_socket_s_session(
+    app_server: AppServer,
+) -> None:
+    server = app_server()
+    async with SdkClient(websocket_client(ws_url(server.url))) as client:  # type: ignore[arg-type]
+        assert [count(await client.call_tool("count", {})) for _ in range(2)] == [1, 2]
+    async with SdkClient(websocket_client(ws_url(server.url))) as client:  # type: ignore[arg-type]
+        assert count(await client.call_tool("count", {})) == 1  # another socket, another session
+
+
+async def test_a_server_that_is_gone_fails_the_call_clearly(app_server: AppServer) -> None:
+    server = app_server(WebSocketLimits(idle_timeout=IDLE))
+    transport = websocket_client(ws_url(server.url), reconnect_attempts=2, reconnect_delay=0.05)
+    meta = {META_SESSION_ID: str(uuid.uuid4())}
+    async with SdkClient(transport, read_timeout_seconds=30) as client:  # type: ignore[arg-type]
+        assert count(await client.call_tool("count", {}, meta=meta)) == 1
+        server.stop()
+        await dropped(transport)
+        with pytest.raises(MCPError) as failed:
+            await client.call_tool("count", {}, meta=meta)
+    assert "did not reopen" in str(failed.value)
+
+
+def test_a_non_websocket_url_is_refused() -> None:
+    with pytest.raises(ValueError, match="ws://"):
+        websocket_client("http://127.0.0.1:1/mcp")
