@@ -39,7 +39,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import WebSocketRoute
 
-from ..asgi import Message, Receive, Scope, Send
+from ..asgi import Message, Receive, Scope, Send, denial_send, refuse_handshake
 from ..core.bodies import MalformedBody, NotAMessage, parse_message
 from ..core.errors import InvalidRequest, LimitExceeded, SessionError
 from ..core.websocket import (
@@ -60,44 +60,6 @@ from ..core.websocket import (
 )
 
 logger = logging.getLogger("mcp_sessions.websocket")
-
-_DENIAL = "websocket.http.response"
-
-
-def denial_send(scope: Scope, send: Send) -> Send:
-    """``send`` for a WebSocket scope on which HTTP responses (the SDK's 401, our 403) become
-    the handshake's refusal: the ASGI denial-response extension where the server has it
-    (uvicorn does), else a close before accept (which servers answer with 403)."""
-    extended = _DENIAL in (scope.get("extensions") or {})
-
-    async def translated(message: Message) -> None:
-        kind = message["type"].removeprefix("websocket.")
-        if kind.startswith("http.response."):
-            if extended:
-                await send({**message, "type": "websocket." + kind})
-            elif kind == "http.response.start":
-                await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})
-            return
-        await send(message)
-
-    return translated
-
-
-async def refuse_handshake(scope: Scope, send: Send, status: int, message: str) -> None:
-    """Refuse the upgrade with ``status`` and a JSON-RPC error body (-32600, id null)."""
-    body = json.dumps(InvalidRequest(message).response()).encode()
-    out = denial_send(scope, send)
-    await out(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await out({"type": "http.response.body", "body": body})
 
 
 class WebSocketEndpoint:
