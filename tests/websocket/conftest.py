@@ -25,7 +25,7 @@ def demo(tmp_path: Path) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def app_server() -> Iterator[Callable[..., ThreadedServer]]:
-    """``app_server(limits, http=..., http_limits=..., **build_app_options)``: the test app
+    """``app_server(limits, http=..., http_limits=..., build=..., **build_options)``: the app
     with WebSocket ``limits`` on uvicorn in a thread, run with the project's ``uvicorn_config``
     (as ``serve`` runs it), stopped at teardown."""
     servers: list[ThreadedServer] = []
@@ -35,10 +35,14 @@ def app_server() -> Iterator[Callable[..., ThreadedServer]]:
         *,
         http: HTTPImplementation = "auto",
         http_limits: HTTPLimits | None = None,
+        build: Callable[..., tuple[Any, Any]] = build_app,
+        websocket: bool = True,
         **options: Any,
     ) -> ThreadedServer:
-        mcp, sessions = build_app(**options)
-        app = sessions.streamable_http_app(mcp, websocket=limits or WebSocketLimits())
+        mcp, sessions = build(**options)
+        app = sessions.streamable_http_app(
+            mcp, websocket=(limits or WebSocketLimits()) if websocket else None
+        )
         config = uvicorn_config(
             app, port=0, limits=http_limits, http=http, log_level="warning", lifespan="on"
         )

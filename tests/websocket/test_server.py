@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import anyio
 import pytest
+from mcp.server.mcpserver import MCPServer
 from tests.server.conftest import ALICE, TOKENS
 from tests.server.helpers import ServerProcess, ThreadedServer
 from websockets.asyncio.client import ClientConnection, connect
@@ -18,6 +19,7 @@ from websockets.typing import Origin
 from mcp_sessions.core.errors import LIMIT_EXCEEDED
 from mcp_sessions.core.websocket import WebSocketLimits
 from mcp_sessions.demo import StaticTokens
+from mcp_sessions.server import Sessions
 from mcp_sessions.serving import HTTPLimits
 
 from .helpers import TIMEOUT, count_call, counted, initialize, reply, request, ws_url
@@ -230,3 +232,56 @@ async def test_the_upgrade_passes_the_head_limits_and_outlives_the_header_clock(
         await anyio.sleep(0.6)  # past both clocks
         await ws.send(count_call(2, session))
         assert counted(await reply(ws)) == 2
+
+
+def build_holding_app() -> tuple[MCPServer, Sessions]:
+    """A server whose ``hold`` calls stay in flight until ``release`` is called."""
+    sessions = Sessions(store="memory://")
+    mcp = MCPServer("holding", extensions=[sessions], middleware=[sessions.middleware])
+    gates: dict[str, anyio.Event] = {}
+
+    @mcp.tool()
+    async def hold() -> str:
+        await gates.setdefault("gate", anyio.Event()).wait()
+        return "released"
+
+    @mcp.tool()
+    async def release() -> str:
+        gates.setdefault("gate", anyio.Event()).set()
+        return "ok"
+
+    return mcp, sessions
+
+
+async def test_requests_in_flight_are_bounded_per_socket(app_server: AppServer) -> None:
+    server = app_server(WebSocketLimits(max_in_flight=2), build=build_holding_app)
+    async with connect(ws_url(server.url), subprotocols=["mcp"]) as ws:
+        for request_id in (1, 2):
+            await ws.send(request(request_id, "tools/call", {"name": "hold", "arguments": {}}))
+        await ws.send(request(1, "tools/list"))  # an id still in flight
+        duplicate = await reply(ws)
+        assert (duplicate["id"], duplicate["error"]["code"]) == (1, -32600)
+        assert "already in use" in duplicate["error"]["message"]
+        await ws.send(request(3, "tools/call", {"name": "release", "arguments": {}}))
+        refused = await reply(ws)
+        assert (refused["id"], refused["error"]["code"]) == (3, LIMIT_EXCEEDED)
+        assert "in flight" in refused["error"]["message"]
+        # Cancelling one frees its place (a cancelled request is never answered).
+        cancel = {"requestId": 1, "reason": "test"}
+        await ws.send(
+            json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": cancel})
+        )
+        await ws.send(request(4, "tools/call", {"name": "release", "arguments": {}}))
+        answers = {(a := await reply(ws))["id"]: a for _ in range(2)}
+    assert set(answers) == {2, 4}
+    assert answers[2]["result"]["content"][0]["text"] == "released"
+
+
+async def test_websocket_can_be_switched_off(app_server: AppServer) -> None:
+    """``websocket=None``: the path answers no upgrade (the SDK's app has no WebSocket
+    route, so Starlette closes the socket before accepting it: 403)."""
+    server = app_server(websocket=False)
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(ws_url(server.url), subprotocols=["mcp"]):
+            pass
+    assert refused.value.response.status_code == 403
