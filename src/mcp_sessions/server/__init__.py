@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..core.limits import Limits
+from ..core.websocket import WebSocketLimits
 from ..serving import HTTPLimits, serve, uvicorn_config
 from .engine import SessionEngine, SessionsConfig
 from .extension import (
@@ -27,6 +28,7 @@ __all__ = [
     "SessionEngine",
     "Sessions",
     "SessionsConfig",
+    "WebSocketLimits",
     "current_principal",
     "current_session",
     "optional_session",
