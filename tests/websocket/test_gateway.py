@@ -4,6 +4,7 @@ refused on a socket; closes relayed."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,14 +12,15 @@ from pathlib import Path
 
 import anyio
 import httpx2
+import jwt
 import pytest
 from tests.gateway.helpers import Proc, start_demo, start_gateway, stop, upstream_args
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from mcp_sessions.client import Client
 
-from .helpers import TIMEOUT, count_call, counted, reply, ws_url
+from .helpers import TIMEOUT, count_call, counted, reply, request, ws_url
 
 pytestmark = pytest.mark.anyio
 
@@ -143,3 +145,52 @@ async def test_the_project_client_through_the_gateway(cluster: Cluster, tmp_path
     async with Client(cluster.url, jar=tmp_path / "jar") as client:
         values = [(await client.call_tool("count", {})).structured_content for _ in range(3)]
     assert values == [{"result": 1}, {"result": 2}, {"result": 3}]
+
+
+async def test_a_socket_starting_with_a_minted_handle_reaches_its_upstream(
+    cluster: Cluster,
+) -> None:
+    """Handles minted in results relayed over a socket are pinned; a later socket whose first
+    message passes the handle lands on the upstream that minted it (without the pin, keyless
+    sockets take turns between the two upstreams)."""
+    for attempt in range(6):
+        async with connect(cluster.url, subprotocols=["mcp"]) as ws:
+            await ws.send(
+                request(1, "tools/call", {"name": "init_vm", "arguments": {"name": f"v{attempt}"}})
+            )
+            minted = await reply(ws)
+            (minted_on,) = cluster.holding()
+        handle = minted["result"]["structuredContent"]["result"]
+        assert handle.startswith("vm-")
+        async with connect(cluster.url, subprotocols=["mcp"]) as ws:
+            arguments = {"vm": handle, "gb": 8}
+            await ws.send(request(2, "tools/call", {"name": "set_ram", "arguments": arguments}))
+            answer = await reply(ws)
+            assert answer["result"]["structuredContent"]["ram_gb"] == 8, answer
+            assert cluster.holding() == [minted_on]
+
+
+async def test_a_verifying_gateway_checks_the_token_on_the_upgrade(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"k" * 40)
+    secret.chmod(0o600)
+    replica = start_demo(tmp_path, "jwt")
+    gateway = start_gateway(
+        tmp_path, "jwt", *upstream_args(replica), "--jwt-secret-file", str(secret)
+    )
+    try:
+        url = ws_url(gateway.url)
+        claims = {"iss": "https://idp.test", "sub": "alice", "exp": int(time.time()) + 600}
+        forged = jwt.encode(claims, b"x" * 40, algorithm="HS256")
+        for headers in ({}, {"Authorization": f"Bearer {forged}"}):
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(url, additional_headers=headers):
+                    pass
+            assert refused.value.response.status_code == 401
+        good = {"Authorization": f"Bearer {jwt.encode(claims, b'k' * 40, algorithm='HS256')}"}
+        async with connect(url, additional_headers=good) as ws:
+            await ws.send(count_call(1, new_id()))
+            assert counted(await reply(ws)) == 1
+    finally:
+        stop(gateway)
+        stop(replica)
