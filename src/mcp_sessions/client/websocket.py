@@ -134,7 +134,9 @@ class WebSocketTransport:
         )
         self.connections += 1
         self._ws = ws
-        self._pending = set()
+        owed, self._pending = self._pending, set()
+        for request_id in owed:  # the old socket's reader did not get to them
+            await self._fail(request_id, "the WebSocket closed")
         assert self._group is not None
         self._group.start_soon(self._read, ws)
         return ws
@@ -224,7 +226,8 @@ class WebSocketTransport:
             pass
         except anyio.ClosedResourceError:
             return
-        # The socket is gone: whatever it still owed is answered here.
+        # The socket is gone: whatever it still owed is answered here (or, if a new socket
+        # replaced it first, by _open).
         if ws is self._ws:
             pending, self._pending = self._pending, set()
             code = ws.close_code

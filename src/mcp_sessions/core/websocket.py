@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from .errors import LimitExceeded
 
@@ -140,6 +140,16 @@ class RateBucket:
             f"(burst {int(self.size)}); retry in {wait:.2f} s",
             retry_after=wait,
         )
+
+
+def echoable_id(value: Any) -> Any:
+    """A request id an error answer can echo (JSON-RPC 2.0 §5: a string or an integer; else
+    ``null``)."""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return None
 
 
 def in_flight_refusal(limit: int) -> LimitExceeded:

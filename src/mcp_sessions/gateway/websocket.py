@@ -40,7 +40,9 @@ from ..core.websocket import (
     CLOSE_TOO_BIG,
     CLOSE_UNSUPPORTED_DATA,
     REASON_BINARY,
+    REASON_IDLE,
     SUBPROTOCOL,
+    echoable_id,
     reason_too_big,
     select_subprotocol,
 )
@@ -58,6 +60,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mcp_sessions.gateway")
 
+#: Seconds a new socket has to send its first routable message (there is no upstream, and so
+#: none of its limits, before it).
+FIRST_MESSAGE_TIMEOUT = 30.0
 #: Sessions one socket remembers having checked (then each further one is checked again).
 MAX_CHECKED_SESSIONS = 1024
 #: Request fields that belong to the client's handshake, not to the upstream's.
@@ -205,11 +210,23 @@ class _Relay:
 
     async def run(self) -> None:
         # The first message that is a JSON object decides; frames before it get the answer
-        # the server would give, from here.
+        # the server would give, from here. A socket that sends nothing routable in time is
+        # closed, so that it does not hold a descriptor here without an upstream's limits.
+        with anyio.move_on_after(FIRST_MESSAGE_TIMEOUT) as waited:
+            first = await self._first()
+        if waited.cancelled_caught:
+            await self.close_client(CLOSE_NORMAL, REASON_IDLE)
+            return
+        if first is None:
+            return
+        text, body, route = first
+        await self._relay(text, body, route)
+
+    async def _first(self) -> tuple[str, dict[str, Any], RouteKey] | None:
         while True:
             frame = await self._next()
             if frame is None:
-                return
+                return None
             text, body = frame
             if body is None:
                 try:
@@ -218,16 +235,16 @@ class _Relay:
                     await self._answer(error)
                 continue
             try:
-                route = await self._route(body)
+                return text, body, await self._route(body)
             except SessionError as error:
-                await self._answer(error, body.get("id"))
-                continue
-            break
+                await self._answer(error, echoable_id(body.get("id")))
+
+    async def _relay(self, text: str, body: dict[str, Any], route: RouteKey) -> None:
         backend = self.backend
         backend._decisions[route.decision].inc()
         choice = await backend._choose(route, self.principal, set())
         if isinstance(choice, SessionError):
-            await self._answer(choice, body.get("id"))
+            await self._answer(choice, echoable_id(body.get("id")))
             await self.close_client(CLOSE_GOING_AWAY, "no upstream for this session")
             return
         upstream = choice.upstream
@@ -242,7 +259,7 @@ class _Relay:
             if status is None:
                 backend.upstreams.mark_failed(upstream, str(error))
             why = "the upstream refused the WebSocket" + (f" (HTTP {status})" if status else "")
-            await self._answer(UpstreamFailed(why), body.get("id"))
+            await self._answer(UpstreamFailed(why), echoable_id(body.get("id")))
             await self.close_client(
                 CLOSE_POLICY_VIOLATION if status in (401, 403) else CLOSE_INTERNAL_ERROR, why
             )
@@ -333,7 +350,7 @@ class _Relay:
                     "Invalid Request: this session lives on another upstream than the one this "
                     "WebSocket reaches; open a new WebSocket whose first message names it"
                 ),
-                body.get("id") if "method" in body else None,
+                echoable_id(body.get("id")) if "method" in body else None,
             )
             return True
         if len(self.checked) < MAX_CHECKED_SESSIONS:
@@ -357,7 +374,11 @@ class _Relay:
                         await handles.pin(minted_in(json.loads(frame)))
                 if self.client_closed:
                     break
-                await self._send({"type": "websocket.send", "text": frame})
+                try:
+                    await self._send({"type": "websocket.send", "text": frame})
+                except OSError:  # the client is gone (uvicorn's ClientDisconnected)
+                    self.client_closed = True
+                    break
         except ConnectionClosed:
             pass
         code = ws.close_code if ws.close_code is not None else 1006

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -54,6 +53,7 @@ from ..core.websocket import (
     SUBPROTOCOL,
     RateBucket,
     WebSocketLimits,
+    echoable_id,
     in_flight_refusal,
     reason_too_big,
     select_subprotocol,
@@ -165,11 +165,18 @@ class _Socket:
             async with self._send_lock:
                 await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
-    async def _text(self, payload: dict[str, Any]) -> None:
+    async def _out(self, text: str) -> None:
+        """Send one text frame; a client that is gone just ends the socket (no traceback)."""
         if self.closed:
             return
-        async with self._send_lock:
-            await self._send({"type": "websocket.send", "text": json.dumps(payload)})
+        try:
+            async with self._send_lock:
+                await self._send({"type": "websocket.send", "text": text})
+        except OSError:  # uvicorn's ClientDisconnected, a reset connection
+            self.closed = True
+
+    async def _text(self, payload: dict[str, Any]) -> None:
+        await self._out(json.dumps(payload))
 
     async def _write(self, down: MemoryObjectReceiveStream[SessionMessage]) -> None:
         async with down:
@@ -177,11 +184,8 @@ class _Socket:
                 message = item.message
                 if isinstance(message, mcp_types.JSONRPCResponse | mcp_types.JSONRPCError):
                     self.in_flight.discard(message.id)
-                if self.closed:
-                    continue
-                text = message.model_dump_json(by_alias=True, exclude_unset=True)
-                async with self._send_lock:
-                    await self._send({"type": "websocket.send", "text": text})
+                if not self.closed:
+                    await self._out(message.model_dump_json(by_alias=True, exclude_unset=True))
 
     async def _read(self, up: MemoryObjectSendStream[SessionMessage | Exception]) -> None:
         bucket = RateBucket(self.limits, anyio.current_time())
@@ -226,7 +230,7 @@ class _Socket:
         request_id = body.get("id")
         is_request = "method" in body and "id" in body
         refusal: SessionError | None = bucket.take(anyio.current_time())
-        if refusal is None and "id" in body and _valid_id(request_id) is None:
+        if refusal is None and "id" in body and echoable_id(request_id) is None:
             # The SDK's models would read it as a notification and never answer.
             refusal = InvalidRequest(_why_invalid(body))
         if refusal is None:
@@ -258,17 +262,8 @@ class _Socket:
                     return message
         if isinstance(refusal, LimitExceeded) and not is_request:
             return None  # a notification or response over the rate: dropped, never answered
-        await self._text(refusal.response(_valid_id(request_id)))
+        await self._text(refusal.response(echoable_id(request_id)))
         return None
-
-
-def _valid_id(value: Any) -> Any:
-    """A request id that can be echoed (JSON-RPC 2.0 §5: else ``null``)."""
-    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    return None
 
 
 def _why_invalid(body: dict[str, Any]) -> str:
@@ -278,7 +273,7 @@ def _why_invalid(body: dict[str, Any]) -> str:
         return 'Invalid Request: "jsonrpc" must be "2.0"'
     if "method" in body and not isinstance(body["method"], str):
         return 'Invalid Request: "method" must be a string'
-    if "id" in body and _valid_id(body["id"]) is None:
+    if "id" in body and echoable_id(body["id"]) is None:
         return 'Invalid Request: "id" must be a string or an integer'
     if "params" in body and not isinstance(body["params"], dict):
         return 'Invalid Request: "params" must be an object'
