@@ -86,8 +86,8 @@ class WebSocketLimits:
     #: Most bytes in one message (after decompression); larger closes the socket with 1009.
     max_message_bytes: int | None = None
     #: Messages per second a socket may send on average (token bucket refill rate). A client
-    #: calling one fast tool after another reaches about a thousand on loopback; a flood of cheap frames is
-    #: what this stops (requests in flight are bounded separately).
+    #: calling one fast tool after another reaches about a thousand on loopback; a flood of
+    #: cheap frames is what this stops (requests in flight are bounded separately).
     messages_per_second: float = 1000.0
     #: Messages a socket may send at once above the average (token bucket size).
     burst: int = 2000
