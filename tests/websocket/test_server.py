@@ -266,6 +266,20 @@ async def test_requests_in_flight_are_bounded_per_socket(app_server: AppServer) 
         refused = await reply(ws)
         assert (refused["id"], refused["error"]["code"]) == (3, LIMIT_EXCEEDED)
         assert "in flight" in refused["error"]["message"]
+        # A cancellation naming no usable request changes nothing and breaks nothing.
+        for hostile in ({}, [], None, 1.5, {"x": 1}):
+            await ws.send(
+                json.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "method": "notifications/cancelled",
+                        "params": {"requestId": hostile},
+                    }
+                )
+            )
+        await ws.send(request(5, "tools/list"))
+        still_full = await reply(ws)
+        assert (still_full["id"], still_full["error"]["code"]) == (5, LIMIT_EXCEEDED)
         # Cancelling one frees its place (a cancelled request is never answered).
         cancel = {"requestId": 1, "reason": "test"}
         await ws.send(

@@ -257,8 +257,9 @@ class _Socket:
                     ):
                         # A cancelled request gets no answer (spec: cancellation), so it is
                         # no longer in flight here either.
-                        params = message.params or {}
-                        self.in_flight.discard(params.get("requestId"))
+                        cancelled = echoable_id((message.params or {}).get("requestId"))
+                        if cancelled is not None:  # anything else names no request
+                            self.in_flight.discard(cancelled)
                     return message
         if isinstance(refusal, LimitExceeded) and not is_request:
             return None  # a notification or response over the rate: dropped, never answered
