@@ -14,11 +14,13 @@ import anyio
 import httpx2
 import jwt
 import pytest
+from tests.fixtures.redis_server import start_redis_server, stop_process
 from tests.gateway.helpers import Proc, start_demo, start_gateway, stop, upstream_args
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from mcp_sessions.client import Client
+from mcp_sessions.core.errors import STORE_UNAVAILABLE
 
 from .helpers import TIMEOUT, count_call, counted, reply, request, ws_url
 
@@ -194,3 +196,40 @@ async def test_a_verifying_gateway_checks_the_token_on_the_upgrade(tmp_path: Pat
     finally:
         stop(gateway)
         stop(replica)
+
+
+@pytest.mark.redis
+async def test_a_pin_store_outage_is_a_retryable_error_on_a_socket(tmp_path: Path) -> None:
+    """Redis (the gateway's pins) goes away: a new socket's first message, and a message
+    naming a new session on an open socket, get -31006 and are not sent on (a guessed
+    upstream could be the wrong one); sessions the socket already checked go on."""
+    redis_process, port = start_redis_server(tmp_path)
+    replicas = [start_demo(tmp_path, name) for name in ("a", "b")]
+    gateway = start_gateway(
+        tmp_path, "pins", *upstream_args(*replicas), "--store", f"redis://127.0.0.1:{port}/0"
+    )
+    try:
+        url = ws_url(gateway.url)
+        known = new_id()
+        async with connect(url, subprotocols=["mcp"]) as ws:
+            await ws.send(count_call(1, known))
+            assert counted(await reply(ws)) == 1
+            stop_process(redis_process)
+            await ws.send(count_call(2, new_id()))
+            refused = await reply(ws)
+            assert (refused["id"], refused["error"]["code"]) == (2, STORE_UNAVAILABLE)
+            assert "pin store is unavailable" in refused["error"]["message"]
+            await ws.send(count_call(3, known))
+            assert counted(await reply(ws)) == 2
+        async with connect(url, subprotocols=["mcp"]) as ws:
+            await ws.send(count_call(4, new_id()))
+            refused = await reply(ws)
+            assert (refused["id"], refused["error"]["code"]) == (4, STORE_UNAVAILABLE)
+            with anyio.fail_after(TIMEOUT), pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        assert gateway.running()
+    finally:
+        stop_process(redis_process)
+        for proc in (gateway, *replicas):
+            stop(proc)

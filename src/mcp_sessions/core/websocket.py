@@ -36,6 +36,8 @@ CLOSE_POLICY_VIOLATION: Final = 1008
 CLOSE_TOO_BIG: Final = 1009
 #: The server hit an unexpected condition.
 CLOSE_INTERNAL_ERROR: Final = 1011
+#: A transient condition (IANA registry: "Try Again Later"): no upstream, pins unavailable.
+CLOSE_TRY_AGAIN_LATER: Final = 1013
 
 #: The close reasons a client can read (RFC 6455 §5.5.1: at most 123 bytes of UTF-8).
 REASON_BINARY = "binary frames are not accepted: send one JSON-RPC message per text frame"

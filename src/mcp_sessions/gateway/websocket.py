@@ -30,14 +30,14 @@ import anyio
 
 from ..asgi import Message, Receive, Scope, Send, refuse_handshake
 from ..core.bodies import MalformedBody, NotAMessage, parse_message
-from ..core.errors import InvalidRequest, SessionError
+from ..core.errors import InvalidRequest, SessionError, StoreUnavailable
 from ..core.names import META_MINTED_HANDLES
 from ..core.websocket import (
-    CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
     CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN_LATER,
     CLOSE_UNSUPPORTED_DATA,
     REASON_BINARY,
     REASON_IDLE,
@@ -46,6 +46,7 @@ from ..core.websocket import (
     reason_too_big,
     select_subprotocol,
 )
+from ..stores import StoreError
 from .asgi import HOP_BY_HOP, Incoming
 from .errors import UpstreamFailed
 from .handles import HANDLE, MintedPins, minted_in, pin_key, request_handles
@@ -65,6 +66,10 @@ logger = logging.getLogger("mcp_sessions.gateway")
 FIRST_MESSAGE_TIMEOUT = 30.0
 #: Sessions one socket remembers having checked (then each further one is checked again).
 MAX_CHECKED_SESSIONS = 1024
+#: What a message gets when the pin store cannot say where its session lives.
+_PINS_DOWN = (
+    "The gateway's pin store is unavailable right now; the message was not sent. Retry it shortly."
+)
 #: Request fields that belong to the client's handshake, not to the upstream's.
 _HANDSHAKE = frozenset(
     {b"host", b"upgrade", b"connection", b"sec-websocket-key", b"sec-websocket-version",
@@ -238,14 +243,21 @@ class _Relay:
                 return text, body, await self._route(body)
             except SessionError as error:
                 await self._answer(error, echoable_id(body.get("id")))
+            except StoreError as error:
+                logger.warning("handle pin lookup failed: %s", error)
+                await self._answer(StoreUnavailable(_PINS_DOWN), echoable_id(body.get("id")))
 
     async def _relay(self, text: str, body: dict[str, Any], route: RouteKey) -> None:
         backend = self.backend
         backend._decisions[route.decision].inc()
-        choice = await backend._choose(route, self.principal, set())
+        try:
+            choice = await backend._choose(route, self.principal, set())
+        except StoreError as error:
+            logger.warning("session pin lookup failed: %s", error)
+            choice = StoreUnavailable(_PINS_DOWN)
         if isinstance(choice, SessionError):
             await self._answer(choice, echoable_id(body.get("id")))
-            await self.close_client(CLOSE_GOING_AWAY, "no upstream for this session")
+            await self.close_client(CLOSE_TRY_AGAIN_LATER, "no upstream for this message")
             return
         upstream = choice.upstream
         if route.session and route.key is not None:
@@ -330,6 +342,14 @@ class _Relay:
 
     async def _refused(self, body: dict[str, Any]) -> bool:
         """Whether ``body`` names a session that lives on another upstream (then answered)."""
+        try:
+            return await self._elsewhere(body)
+        except StoreError as error:
+            logger.warning("session pin lookup failed: %s", error)
+            await self._answer(StoreUnavailable(_PINS_DOWN), echoable_id(body.get("id")))
+            return True
+
+    async def _elsewhere(self, body: dict[str, Any]) -> bool:
         try:
             route = await self._route(body)
         except SessionError:
