@@ -233,3 +233,31 @@ async def test_a_pin_store_outage_is_a_retryable_error_on_a_socket(tmp_path: Pat
         stop_process(redis_process)
         for proc in (gateway, *replicas):
             stop(proc)
+
+
+@pytest.mark.redis
+async def test_a_reconnect_through_another_gateway_replica_lands_on_the_same_upstream(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Two gateways sharing pins in Redis, two demos sharing a SQLite store: the session's
+    socket reaches one upstream through either gateway, and the count goes on."""
+    store = f"sqlite:///{tmp_path / 'sessions.db'}"
+    replicas = [start_demo(tmp_path, name, store) for name in ("a", "b")]
+    gateways = [
+        start_gateway(tmp_path, f"g{i}", *upstream_args(*replicas), "--store", redis_url)
+        for i in range(2)
+    ]
+    try:
+        clusters = [Cluster(replicas, gateway) for gateway in gateways]
+        for attempt in range(4):  # several sessions, so a lucky hash cannot pass it
+            session = new_id()
+            held = []
+            for expected, cluster in enumerate(clusters * 2, start=1):
+                async with connect(cluster.url, subprotocols=["mcp"]) as ws:
+                    await ws.send(count_call(expected, session))
+                    assert counted(await reply(ws)) == expected, attempt
+                    held.append(tuple(cluster.holding()))
+            assert len(set(held)) == 1 and len(held[0]) == 1, held
+    finally:
+        for proc in (*gateways, *replicas):
+            stop(proc)
