@@ -114,3 +114,22 @@ async def test_a_server_that_is_gone_fails_the_call_clearly(app_server: AppServe
 def test_a_non_websocket_url_is_refused() -> None:
     with pytest.raises(ValueError, match="ws://"):
         websocket_client("http://127.0.0.1:1/mcp")
+
+
+async def test_a_websocket_transport_keeps_its_server_s_jar_scope(
+    demo: ServerProcess, tmp_path: Path
+) -> None:
+    """Passed as a transport object, the WebSocket still names its server (the URL, as its
+    http:// twin) and its caller (the Authorization header's digest) in the jar, so a later
+    client resumes; other credentials get another session."""
+    url = ws_url(demo.url)
+    jar = tmp_path / "jar"
+    async with Client(websocket_client(url), jar=jar) as client:
+        assert count(await client.call_tool("count", {})) == 1
+        first = client.sessions.id
+    async with Client(demo.url, jar=jar) as client:  # the same server over HTTP
+        assert client.sessions.id == first
+        assert count(await client.call_tool("count", {})) == 2
+    bearer = {"Authorization": "Bearer another-user"}
+    async with Client(websocket_client(url, headers=bearer), jar=jar) as client:
+        assert client.sessions.id != first
