@@ -30,6 +30,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from mcp.shared.message import SessionMessage
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.typing import Subprotocol
 
 from ..core.websocket import SUBPROTOCOL, is_websocket_url
 
@@ -127,7 +128,7 @@ class WebSocketTransport:
     async def _open(self) -> ClientConnection:
         ws = await connect(
             self.url,
-            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            subprotocols=[Subprotocol(SUBPROTOCOL)],
             additional_headers=self.headers,
             open_timeout=self.open_timeout,
             max_size=self.max_message_bytes,

@@ -290,12 +290,13 @@ class _Relay:
 
     async def _connect(self, upstream: Upstream) -> ClientConnection:
         from websockets.asyncio.client import connect
+        from websockets.typing import Subprotocol
 
         address = upstream.address
         url = f"ws://{address.netloc}{address.path}"
         return await connect(
             url,
-            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            subprotocols=[Subprotocol(SUBPROTOCOL)],
             additional_headers=self._forwarded_headers(),
             open_timeout=self.config.connect_timeout,
             max_size=self.config.max_body_bytes,
