@@ -12,14 +12,17 @@ from typing import Any
 import anyio
 import pytest
 from mcp import Client as SdkClient
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult
+from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
+from pydantic import BaseModel
 from tests.server.helpers import ServerProcess, ThreadedServer
 
 from mcp_sessions.client import Client
 from mcp_sessions.client.websocket import WebSocketTransport, websocket_client
 from mcp_sessions.core.names import META_SESSION_ID
 from mcp_sessions.core.websocket import WebSocketLimits
+from mcp_sessions.server import Sessions
 
 from .helpers import ws_url
 
@@ -67,7 +70,7 @@ async def test_the_sdk_client_reconnects_and_the_count_continues(
     server = app_server(WebSocketLimits(idle_timeout=IDLE))
     transport = websocket_client(ws_url(server.url))
     meta = {META_SESSION_ID: str(uuid.uuid4())}
-    async with SdkClient(transport, mode=mode) as client:  # type: ignore[arg-type]
+    async with SdkClient(transport, mode=mode) as client:
         assert count(await client.call_tool("count", {}, meta=meta)) == 1
         assert count(await client.call_tool("count", {}, meta=meta)) == 2
         await dropped(transport)
@@ -92,9 +95,9 @@ async def test_the_sdk_client_without_a_session_gets_the_socket_s_session(
     app_server: AppServer,
 ) -> None:
     server = app_server()
-    async with SdkClient(websocket_client(ws_url(server.url))) as client:  # type: ignore[arg-type]
+    async with SdkClient(websocket_client(ws_url(server.url))) as client:
         assert [count(await client.call_tool("count", {})) for _ in range(2)] == [1, 2]
-    async with SdkClient(websocket_client(ws_url(server.url))) as client:  # type: ignore[arg-type]
+    async with SdkClient(websocket_client(ws_url(server.url))) as client:
         assert count(await client.call_tool("count", {})) == 1  # another socket, another session
 
 
@@ -102,7 +105,7 @@ async def test_a_server_that_is_gone_fails_the_call_clearly(app_server: AppServe
     server = app_server(WebSocketLimits(idle_timeout=IDLE))
     transport = websocket_client(ws_url(server.url), reconnect_attempts=2, reconnect_delay=0.05)
     meta = {META_SESSION_ID: str(uuid.uuid4())}
-    async with SdkClient(transport, read_timeout_seconds=30) as client:  # type: ignore[arg-type]
+    async with SdkClient(transport, read_timeout_seconds=30) as client:
         assert count(await client.call_tool("count", {}, meta=meta)) == 1
         server.stop()
         await dropped(transport)
@@ -133,3 +136,38 @@ async def test_a_websocket_transport_keeps_its_server_s_jar_scope(
     bearer = {"Authorization": "Bearer another-user"}
     async with Client(websocket_client(url, headers=bearer), jar=jar) as client:
         assert client.sessions.id != first
+
+
+def build_asking_app() -> tuple[MCPServer, Sessions]:
+    """A server whose tool asks the client a question mid-call (elicitation)."""
+    sessions = Sessions(store="memory://")
+    mcp = MCPServer("asking", extensions=[sessions], middleware=[sessions.middleware])
+
+    class Name(BaseModel):
+        name: str
+
+    @mcp.tool()
+    async def greet(ctx: Context) -> str:
+        answer = await ctx.elicit("Who are you?", Name)
+        return f"hello {answer.data.name}" if answer.action == "accept" else "no answer"
+
+    return mcp, sessions
+
+
+async def test_the_server_asks_the_client_over_the_same_socket(app_server: AppServer) -> None:
+    """At 2025-11-25, server-to-client requests go out on the socket and their answers come
+    back on it. (At 2026-07-28 the SDK serves a socket as it serves stdio: every request
+    stands alone, with no back channel for ``ctx.elicit``; servers ask through
+    input-required results there.)"""
+    server = app_server(build=build_asking_app)
+    asked: list[str] = []
+
+    async def answer(_ctx: Any, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"name": "websocket"})
+
+    transport = websocket_client(ws_url(server.url))
+    async with SdkClient(transport, mode="legacy", elicitation_callback=answer) as client:
+        result = await client.call_tool("greet", {})
+    assert asked == ["Who are you?"]
+    assert result.structured_content == {"result": "hello websocket"}
