@@ -312,12 +312,24 @@ class _Relay:
         fields = [
             (name.decode("latin-1"), value.decode("latin-1"))
             for name, value in self.request.raw_headers
-            if name not in dropped
+            if name not in dropped and name != b"x-forwarded-for"
         ]
         scope = self.request.scope
+        # A trusted proxy's X-Forwarded-For is appended to, as on the HTTP path.
+        chain = [
+            v.decode("latin-1") for n, v in self.request.raw_headers if n == b"x-forwarded-for"
+        ]
+        forwarded_for = ", ".join(chain) if chain and self.config.trust_forwarded else ""
         client = scope.get("client")
-        if client and not any(n == "x-forwarded-for" for n, _ in fields):
-            fields.append(("x-forwarded-for", str(client[0])))
+        if client:
+            peer = str(client[0])
+            forwarded_for = f"{forwarded_for}, {peer}" if forwarded_for else peer
+        if forwarded_for:
+            fields.append(("x-forwarded-for", forwarded_for))
+        if not any(n == "x-forwarded-proto" for n, _ in fields):
+            # The scheme the client reached the gateway with, as the HTTP path names it.
+            scheme = {"ws": "http", "wss": "https"}.get(str(scope.get("scheme")), "http")
+            fields.append(("x-forwarded-proto", scheme))
         host = self.request.headers.get("host")
         if host and not any(n == "x-forwarded-host" for n, _ in fields):
             fields.append(("x-forwarded-host", host))
