@@ -299,3 +299,12 @@ async def test_websocket_can_be_switched_off(app_server: AppServer) -> None:
         async with connect(ws_url(server.url), subprotocols=["mcp"]):
             pass
     assert refused.value.response.status_code == 403
+
+
+async def test_a_text_frame_that_is_not_utf8_closes_with_1007(demo: ServerProcess) -> None:
+    """A protocol violation the WebSocket layer sees (RFC 6455 §8.1: text must be UTF-8) closes
+    the socket with its code; the app never gets the frame."""
+    async with connect(ws_url(demo.url), subprotocols=["mcp"]) as ws:
+        await ws.send(b'{"jsonrpc": "2.0", "id": 1, "method": "\xff"}', text=True)
+        code, _reason = await closed_with(ws)
+    assert code == 1007
