@@ -153,7 +153,12 @@ class WebSocketTransport:
                 await anyio.sleep(self.reconnect_delay * (2**attempt))
                 try:
                     ws = await self._open()
-                    await self._replay_handshake(ws)
+                    try:
+                        await self._replay_handshake(ws)
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            await ws.close()
+                        raise
                     return ws
                 except (OSError, InvalidHandshake, InvalidURI, ConnectionClosed, TimeoutError) as e:
                     last = e
@@ -180,11 +185,14 @@ class WebSocketTransport:
                 message = item.message
                 if isinstance(message, mcp_types.JSONRPCRequest) and message.method == "initialize":
                     self._initialize = message
-                elif (
-                    isinstance(message, mcp_types.JSONRPCNotification)
-                    and message.method == "notifications/initialized"
-                ):
-                    self._initialized = message
+                elif isinstance(message, mcp_types.JSONRPCNotification):
+                    if message.method == "notifications/initialized":
+                        self._initialized = message
+                    elif message.method == "notifications/cancelled":
+                        # A cancelled request is never answered: nothing is owed for it.
+                        cancelled = (message.params or {}).get("requestId")
+                        if isinstance(cancelled, int | str):
+                            self._pending.discard(cancelled)
                 text = message.model_dump_json(by_alias=True, exclude_unset=True)
                 try:
                     await self._send(message, text)
