@@ -7,9 +7,11 @@ import json
 from typing import Any
 
 import anyio
+from mcp.server.mcpserver import MCPServer
 from websockets.asyncio.client import ClientConnection
 
 from mcp_sessions.core.names import META_PROTOCOL_VERSION, META_SESSION_ID, PROTOCOL_2026_07_28
+from mcp_sessions.server import Sessions
 
 #: Bound on every wait for a frame (a hung server fails the test, never the run).
 TIMEOUT = 30.0
@@ -91,3 +93,22 @@ async def initialize(ws: ClientConnection, request_id: int = 0) -> dict[str, Any
     answer = await reply(ws)
     await ws.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
     return answer
+
+
+def build_holding_app() -> tuple[MCPServer, Sessions]:
+    """A server whose ``hold`` calls stay in flight until ``release`` is called."""
+    sessions = Sessions(store="memory://")
+    mcp = MCPServer("holding", extensions=[sessions], middleware=[sessions.middleware])
+    gates: dict[str, anyio.Event] = {}
+
+    @mcp.tool()
+    async def hold() -> str:
+        await gates.setdefault("gate", anyio.Event()).wait()
+        return "released"
+
+    @mcp.tool()
+    async def release() -> str:
+        gates.setdefault("gate", anyio.Event()).set()
+        return "ok"
+
+    return mcp, sessions

@@ -14,7 +14,7 @@ import pytest
 from mcp import Client as SdkClient
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPError
-from mcp.types import CallToolResult, ElicitRequestParams, ElicitResult
+from mcp.types import CONNECTION_CLOSED, CallToolResult, ElicitRequestParams, ElicitResult
 from pydantic import BaseModel
 from tests.server.helpers import ServerProcess, ThreadedServer
 
@@ -24,7 +24,7 @@ from mcp_sessions.core.names import META_SESSION_ID
 from mcp_sessions.core.websocket import WebSocketLimits
 from mcp_sessions.server import Sessions
 
-from .helpers import ws_url
+from .helpers import build_holding_app, ws_url
 
 pytestmark = pytest.mark.anyio
 
@@ -171,3 +171,25 @@ async def test_the_server_asks_the_client_over_the_same_socket(app_server: AppSe
         result = await client.call_tool("greet", {})
     assert asked == ["Who are you?"]
     assert result.structured_content == {"result": "hello websocket"}
+
+
+async def test_a_call_in_flight_when_the_socket_drops_fails_clearly(app_server: AppServer) -> None:
+    """The answer can no longer come: the call fails with "connection closed" (it may or may
+    not have run, so it is not resent), instead of waiting forever."""
+    server = app_server(build=build_holding_app)
+    transport = websocket_client(ws_url(server.url), reconnect_attempts=1, reconnect_delay=0.05)
+    async with SdkClient(transport, read_timeout_seconds=60) as client:
+        failures: list[MCPError] = []
+
+        async def held() -> None:
+            with pytest.raises(MCPError) as failed:
+                await client.call_tool("hold", {})
+            failures.append(failed.value)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(held)
+            await anyio.sleep(0.2)  # let the call go out (either way it must fail clearly)
+            await anyio.to_thread.run_sync(server.stop)
+    assert len(failures) == 1
+    assert failures[0].error.code == CONNECTION_CLOSED
+    assert failures[0].error.message.startswith("Connection closed before the answer arrived")

@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import anyio
 import pytest
-from mcp.server.mcpserver import MCPServer
 from tests.server.conftest import ALICE, TOKENS
 from tests.server.helpers import ServerProcess, ThreadedServer
 from websockets.asyncio.client import ClientConnection, connect
@@ -19,10 +18,18 @@ from websockets.typing import Origin
 from mcp_sessions.core.errors import LIMIT_EXCEEDED
 from mcp_sessions.core.websocket import WebSocketLimits
 from mcp_sessions.demo import StaticTokens
-from mcp_sessions.server import Sessions
 from mcp_sessions.serving import HTTPLimits
 
-from .helpers import TIMEOUT, count_call, counted, initialize, reply, request, ws_url
+from .helpers import (
+    TIMEOUT,
+    build_holding_app,
+    count_call,
+    counted,
+    initialize,
+    reply,
+    request,
+    ws_url,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -232,25 +239,6 @@ async def test_the_upgrade_passes_the_head_limits_and_outlives_the_header_clock(
         await anyio.sleep(0.6)  # past both clocks
         await ws.send(count_call(2, session))
         assert counted(await reply(ws)) == 2
-
-
-def build_holding_app() -> tuple[MCPServer, Sessions]:
-    """A server whose ``hold`` calls stay in flight until ``release`` is called."""
-    sessions = Sessions(store="memory://")
-    mcp = MCPServer("holding", extensions=[sessions], middleware=[sessions.middleware])
-    gates: dict[str, anyio.Event] = {}
-
-    @mcp.tool()
-    async def hold() -> str:
-        await gates.setdefault("gate", anyio.Event()).wait()
-        return "released"
-
-    @mcp.tool()
-    async def release() -> str:
-        gates.setdefault("gate", anyio.Event()).set()
-        return "ok"
-
-    return mcp, sessions
 
 
 async def test_requests_in_flight_are_bounded_per_socket(app_server: AppServer) -> None:
