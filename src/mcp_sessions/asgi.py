@@ -24,8 +24,9 @@ import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .core.errors import BodyTooLarge, SessionError, SessionNotFound
+from .core.errors import BodyTooLarge, InvalidRequest, SessionError, SessionNotFound
 from .core.names import HEADER_LEGACY_SESSION_ID, HEADER_PROTOCOL_VERSION
+from .core.websocket import CLOSE_POLICY_VIOLATION
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -174,3 +175,44 @@ async def wait_disconnect(receive: Receive) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
+
+
+# -- WebSocket handshake refusals (issue #16) --------------------------------------------------
+
+_DENIAL = "websocket.http.response"
+
+
+def denial_send(scope: Scope, send: Send) -> Send:
+    """``send`` for a WebSocket scope on which HTTP responses (the SDK's 401, our 403) become
+    the handshake's refusal: the ASGI denial-response extension where the server has it
+    (uvicorn does), else a close before accept (which servers answer with 403)."""
+    extended = _DENIAL in (scope.get("extensions") or {})
+
+    async def translated(message: Message) -> None:
+        kind = message["type"].removeprefix("websocket.")
+        if kind.startswith("http.response."):
+            if extended:
+                await send({**message, "type": "websocket." + kind})
+            elif kind == "http.response.start":
+                await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})
+            return
+        await send(message)
+
+    return translated
+
+
+async def refuse_handshake(scope: Scope, send: Send, status: int, message: str) -> None:
+    """Refuse the upgrade with ``status`` and a JSON-RPC error body (-32600, id null)."""
+    body = json.dumps(InvalidRequest(message).response()).encode()
+    out = denial_send(scope, send)
+    await out(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await out({"type": "http.response.body", "body": body})

@@ -31,6 +31,7 @@ from typing import Any, ClassVar, Literal
 
 import h11
 import uvicorn
+from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ._serving_head import HEAD_TIMEOUT_MESSAGE, HeadClock, HeadGuard, HTTPLimits, Linger, refuse
@@ -188,6 +189,10 @@ def uvicorn_config(
     for managed in ("timeout_keep_alive", "h11_max_incomplete_event_size"):
         if managed in options:
             raise ValueError(f"{managed} is set through HTTPLimits, not as a uvicorn option")
+    # WebSocket messages (issue #16): uvicorn buffers up to 16 MiB per message by default;
+    # the app's own limit (WebSocketLimits, by default the SDK's 4 MiB body limit) is the
+    # one that answers, so uvicorn need not hold more than that.
+    options.setdefault("ws_max_size", DEFAULT_MAX_REQUEST_BODY_SIZE)
     return uvicorn.Config(
         app, host=host, port=port, http=limited_protocol(limits or HTTPLimits(), http), **options
     )

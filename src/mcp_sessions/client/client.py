@@ -25,6 +25,7 @@ from mcp.shared.exceptions import MCPError
 
 from ..core.ids import new_session_id
 from ..core.names import EXTENSION_ID
+from ..core.websocket import is_websocket_url
 from .errors import translate_error
 from .identity import (
     NO_CREDENTIALS,
@@ -130,7 +131,7 @@ class SessionClient(Client):
 
         http_client = None
         owns = False
-        if isinstance(target, str):
+        if isinstance(target, str) and not is_websocket_url(target):
             http_client = self.http_client
             if http_client is None:
                 # The SDK's own defaults for MCP over HTTP: 30 s, and 300 s to read a stream.
@@ -157,6 +158,10 @@ class SessionClient(Client):
     def _default_principal(self) -> str:
         client = self.http_client
         if client is None:
+            websocket = _websocket_transport(self.server)
+            if websocket is not None:  # its headers are fixed for its life
+                authorization = {k.lower(): v for k, v in websocket.headers.items()}
+                return principal_for_authorization(authorization.get("authorization"))
             return NO_CREDENTIALS
         if client.auth is not None:
             raise ValueError(
@@ -208,9 +213,22 @@ def _initial_session(
     return new_session_id(), False
 
 
+def _websocket_transport(target: Any) -> Any:
+    """``target`` if it is this library's WebSocket transport (whose URL names the server),
+    else ``None``; the module needs the optional ``websockets``, so it is imported only here."""
+    try:
+        from .websocket import WebSocketTransport
+    except ImportError:
+        return None
+    return target if isinstance(target, WebSocketTransport) else None
+
+
 def _server_key(target: Any) -> str:
     if isinstance(target, str):
         return server_key_for_url(target)
+    websocket = _websocket_transport(target)
+    if websocket is not None:
+        return server_key_for_url(websocket.url)
     if isinstance(target, StdioServerParameters):
         return server_key_for_command(target.command, target.args, target.cwd)
     if isinstance(target, MCPServer | Server):

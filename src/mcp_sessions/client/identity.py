@@ -19,6 +19,9 @@ from .jar import LOCAL_PREFIX
 #: the server's :data:`mcp_sessions.core.principal.ANONYMOUS` (a ``Principal``).
 NO_CREDENTIALS = "anonymous"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: A WebSocket URL names the same endpoint as its HTTP twin (the server answers both on one
+#: path, issue #16), so a session kept over one continues over the other.
+_WEBSOCKET_TWIN = {"ws": "http", "wss": "https"}
 
 
 def server_key_for_url(url: str) -> str:
@@ -29,8 +32,9 @@ def server_key_for_url(url: str) -> str:
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
+    scheme = _WEBSOCKET_TWIN.get(scheme, scheme)
     if scheme not in _DEFAULT_PORTS or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
+        raise ValueError(f"not an http(s) or ws(s) URL: {url!r}")
     host = parts.hostname.lower()
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"

@@ -38,6 +38,7 @@ from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from mcp.types import ErrorData, JSONRPCError, JSONRPCNotification, JSONRPCRequest, JSONRPCResponse
 
 from ..core.names import HEADER_CLIENT_SESSION_ID, HEADER_LEGACY_SESSION_ID
+from ..core.websocket import is_websocket_url
 from .errors import LegacySessionLost, legacy_lost_error
 from .legacy import LegacyWatch
 from .tracker import SessionTracker
@@ -383,6 +384,10 @@ def inner_transport(
 ) -> Callable[[], AbstractAsyncContextManager[Any]]:
     """A factory of the SDK transport that reaches ``target`` (a URL, stdio parameters, a
     server object in this process, or any ``Transport``), for :class:`SessionTransport` to wrap."""
+    if is_websocket_url(target):  # issue #16; websockets is an optional dependency
+        from .websocket import WebSocketTransport
+
+        return lambda: WebSocketTransport(target)
     if isinstance(target, str):
         assert http_client is not None
         return lambda: streamable_http_client(target, http_client=http_client)

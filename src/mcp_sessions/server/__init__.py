@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..core.limits import Limits
+from ..core.websocket import WebSocketLimits
 from ..serving import HTTPLimits, serve, uvicorn_config
 from .engine import SessionEngine, SessionsConfig
 from .extension import (
@@ -28,6 +29,7 @@ __all__ = [
     "Sessions",
     "SessionsConfig",
     "ToolsetError",
+    "WebSocketLimits",
     "current_principal",
     "current_session",
     "optional_session",

@@ -59,10 +59,12 @@ from ..core.errors import (
 from ..core.limits import json_size
 from ..core.names import LEGACY_PROTOCOL_VERSIONS, SESSION_KIND
 from ..core.records import Record
+from ..core.websocket import WebSocketLimits
 from ..stores.events import DEFAULT_MAX_EVENT_BYTES, EventLog, open_event_log
 from .engine import SessionEngine
 from .principal import current_principal
 from .resumption import Followed, SharedEventStore, bind, last_event_id, learn, resume_elsewhere
+from .websocket import add_websocket_route
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -82,13 +84,16 @@ def checked_legacy_record(request: Any) -> Record | None:
 
 
 def streamable_http_app(engine: SessionEngine, mcp: MCPServer, **options: Any) -> Starlette:
-    """``mcp.streamable_http_app(**options)`` with legacy sessions kept in the store."""
+    """``mcp.streamable_http_app(**options)`` with legacy sessions kept in the store, and
+    WebSocket upgrades on the same path (``websocket=``: :class:`WebSocketLimits`, or
+    ``None`` to refuse them)."""
     if options.get("stateless_http"):
         raise ValueError(
             "stateless_http is managed by mcp-sessions: legacy sessions are served from the "
             "store, statefully where possible; leave it unset"
         )
     path = options.get("streamable_http_path", "/mcp")
+    websocket = options.pop("websocket", WebSocketLimits())
     # Streams resumable on every replica when the store is shared (issue #15 item 3).
     events = None if "event_store" in options else open_event_log(engine.store)
     if events is not None:
@@ -110,6 +115,8 @@ def streamable_http_app(engine: SessionEngine, mcp: MCPServer, **options: Any) -
         events=events,
     )
     _put_endpoint(app, path, gate)
+    if websocket is not None:  # issue #16: WebSocket upgrades on the same path
+        add_websocket_route(app, path, _endpoint_holder(app, path), stateful, websocket)
 
     previous_lifespan = app.router.lifespan_context
 
