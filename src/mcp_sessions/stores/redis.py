@@ -54,6 +54,13 @@ from ._common import (
     not_found,
     touch_without_write,
 )
+from ._redis_scripts import (
+    CAS_SCRIPT,
+    CREATE_SCRIPT,
+    DELETE_SCRIPT,
+    INDEX_SCRIPT,
+    TOUCH_SCRIPT,
+)
 from .base import (
     DEFAULT_TOUCH_FRACTION,
     AlreadyExists,
@@ -65,131 +72,6 @@ from .base import (
 T = TypeVar("T")
 
 logger = logging.getLogger("mcp_sessions.stores")
-
-# One record is one string key holding a JSON object, so ``get`` is a single GET, as cheap as
-# the raw driver's. Its fields:
-#   k kind, i id, p principal, o origin, ca created_at, ls last_seen, it idle_ttl,
-#   mx max_expires_at ('' = no cap), e expires_at, v version, s state (JSON text),
-#   a attributes (JSON text), inc incarnation (random, per create), ix index deadline (>= e)
-# Times are strings, not JSON numbers: Redis's cjson writes numbers with 14 significant digits,
-# which would round a Unix time to 0.1 ms. Scripts compute with tonumber() and write back
-# with %.17g, which round-trips an IEEE double exactly. ``s`` and ``a`` stay opaque strings
-# (cjson would turn an empty list in the state into an object).
-
-# Moves last_seen to max(ls, now), sets expires_at and the key's TTL from it, and raises the
-# index deadline when the expiry passed it. Expects locals r (the record), now, ls, it.
-_EXTEND = """
-local e = ls + it
-if r.mx ~= '' then e = math.min(e, tonumber(r.mx)) end
-r.ls = string.format('%.17g', ls)
-r.it = string.format('%.17g', it)
-r.e = string.format('%.17g', e)
-local raised = 0
-if e > tonumber(r.ix) then
-  local ix = ls + 2 * it
-  if r.mx ~= '' then ix = math.min(ix, tonumber(r.mx)) end
-  r.ix = string.format('%.17g', ix)
-  raised = 1
-end
-local out = cjson.encode(r)
-redis.call('SET', KEYS[1], out, 'PX', math.max(1, math.ceil((e - now) * 1000)))
-"""
-
-# Loads the live record of ARGV[1] (principal) as ``r``, or answers '' (not found); ``now`` is
-# ARGV[n]. The scripts answer one string, not an array, because each array element costs the
-# client a parse step: '' not found, '!<record>' version conflict, '=<record>' done,
-# '^<record>' done and the index deadline was raised.
-_LOAD = """
-local blob = redis.call('GET', KEYS[1])
-if not blob then return '' end
-local r = cjson.decode(blob)
-local now = tonumber(ARGV[%d])
-if r.p ~= ARGV[1] or tonumber(r.e) <= now then return '' end
-"""
-
-# KEYS[1] record; ARGV now, ttl_ms, json. Replaces only an expired record: 1 stored, 0 not.
-_CREATE = """
-local old = redis.call('GET', KEYS[1])
-if old and tonumber(cjson.decode(old).e) > tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
-return 1
-"""
-
-# KEYS[1] record; ARGV principal, expected version, state, now
-_CAS = (
-    _LOAD % 4
-    + """
-if r.v ~= tonumber(ARGV[2]) then return '!' .. blob end
-r.s = ARGV[3]
-r.v = r.v + 1
-local ls = math.max(tonumber(r.ls), now)
-local it = tonumber(r.it)
-"""
-    + _EXTEND
-    + """
-if raised == 1 then return '^' .. out end
-return '=' .. out
-"""
-)
-
-# KEYS[1] record; ARGV principal, now, new idle_ttl or ''
-_TOUCH = (
-    _LOAD % 2
-    + """
-local ls = math.max(tonumber(r.ls), now)
-local it = tonumber(r.it)
-if ARGV[3] ~= '' then it = tonumber(ARGV[3]) end
-"""
-    + _EXTEND
-    + """
-if raised == 1 then return '^' .. out end
-return '=' .. out
-"""
-)
-
-# KEYS[1] record; ARGV principal, now -> {0} | {1, live, incarnation}
-_DELETE = """
-local blob = redis.call('GET', KEYS[1])
-if not blob then return {0} end
-local r = cjson.decode(blob)
-if r.p ~= ARGV[1] then return {0} end
-redis.call('DEL', KEYS[1])
-local live = 0
-if tonumber(r.e) > tonumber(ARGV[2]) then live = 1 end
-return {1, live, r.inc}
-"""
-
-# KEYS[1] principal index; ARGV deadline, member, now, ttl_ms
-_INDEX = """
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
-end
-return 1
-"""
-
-
-class _Script:
-    """A Lua script run by EVALSHA, loaded on first NOSCRIPT (e.g. after a server restart)."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
-
-    async def __call__(self, client: aioredis.Redis, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except redis_errors.NoScriptError:
-            await client.script_load(self.text)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-
-
-_CREATE_SCRIPT = _Script(_CREATE)
-_CAS_SCRIPT = _Script(_CAS)
-_TOUCH_SCRIPT = _Script(_TOUCH)
-_DELETE_SCRIPT = _Script(_DELETE)
-_INDEX_SCRIPT = _Script(_INDEX)
 
 
 def _f(value: float) -> str:
@@ -343,7 +225,7 @@ class RedisStore:
     async def _raise_index(self, principal: str, r: Mapping[str, Any], now: float) -> None:
         deadline = float(r["ix"])
         args = [_f(deadline), _member(r["k"], r["i"], r["inc"]), _f(now), _ms(deadline - now)]
-        await _INDEX_SCRIPT(self._redis, [self.index_key(principal)], args)
+        await INDEX_SCRIPT(self._redis, [self.index_key(principal)], args)
 
     # -- the Store contract --------------------------------------------------------------
 
@@ -381,11 +263,11 @@ class RedisStore:
             # goes first, so a crash in between leaves a stale member (list skips it), never
             # a record that list cannot see.
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.evalsha(_INDEX_SCRIPT.sha, 1, index, *index_args)
+                pipe.evalsha(INDEX_SCRIPT.sha, 1, index, *index_args)
                 pipe.set(key, blob, px=ttl, nx=True)
                 indexed, stored = await pipe.execute(raise_on_error=False)
             if isinstance(indexed, redis_errors.NoScriptError):
-                await _INDEX_SCRIPT(self._redis, [index], index_args)
+                await INDEX_SCRIPT(self._redis, [index], index_args)
             elif isinstance(indexed, Exception):
                 raise indexed
             if isinstance(stored, Exception):
@@ -394,7 +276,7 @@ class RedisStore:
                 return
             # The key exists: the script decides whether the record there has expired (by
             # ``now``, which may run ahead of Redis's own clock) and may be replaced.
-            if not await _CREATE_SCRIPT(self._redis, [key], [_f(now), ttl, blob]):
+            if not await CREATE_SCRIPT(self._redis, [key], [_f(now), ttl, blob]):
                 await self._redis.zrem(index, member)
                 raise AlreadyExists(f"a live {record.kind} record with id {record.id!r} exists")
 
@@ -432,7 +314,7 @@ class RedisStore:
         args = [principal, str(int(expected_version)), text, _f(t)]
 
         async def run() -> tuple[str, dict[str, Any] | None]:
-            reply: str = await _CAS_SCRIPT(self._redis, [key], args)
+            reply: str = await CAS_SCRIPT(self._redis, [key], args)
             if not reply:
                 return "", None
             r = json.loads(reply[1:])
@@ -468,7 +350,7 @@ class RedisStore:
         args = [record.principal, _f(t), "" if idle_ttl is None else _f(idle_ttl)]
 
         async def run() -> dict[str, Any] | None:
-            reply: str = await _TOUCH_SCRIPT(self._redis, [key], args)
+            reply: str = await TOUCH_SCRIPT(self._redis, [key], args)
             if not reply:
                 return None
             r: dict[str, Any] = json.loads(reply[1:])
@@ -486,7 +368,7 @@ class RedisStore:
         t = clock(None)
 
         async def run() -> bool:
-            result: list[Any] = await _DELETE_SCRIPT(self._redis, [key], [principal, _f(t)])
+            result: list[Any] = await DELETE_SCRIPT(self._redis, [key], [principal, _f(t)])
             if result[0] == 0:
                 return False
             await self._redis.zrem(self.index_key(principal), _member(kind, id, result[2]))
