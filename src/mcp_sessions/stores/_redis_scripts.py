@@ -1,106 +1,90 @@
 """The Lua scripts of the Redis store (``stores/redis.py``): each check and its write run as one
-script, so they cannot interleave with another client's (DESIGN §6)."""
+script, so they cannot interleave with another client's (DESIGN §6). They do the least work
+they can (issue #15): the hot one compares a tag and writes, without decoding any JSON."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
-# One record is one string key holding a JSON object, so ``get`` is a single GET, as cheap as
-# the raw driver's. Its fields:
+# One record is one string key: a tag of TAG_LENGTH hex digits, then a JSON object. The tag is
+# random and new with every write, so equal tags mean an unchanged record: it is what a
+# compare-and-set compares (SWAP below), and the only part of the value a script has to look
+# at on the hot path. A value written before the tag existed starts with '{' and has no tag;
+# the whole value stands for one then (the store's read_value), and the next write adds a tag.
+# The object's fields:
 #   k kind, i id, p principal, o origin, ca created_at, ls last_seen, it idle_ttl,
 #   mx max_expires_at ('' = no cap), e expires_at, v version, s state (JSON text),
 #   a attributes (JSON text), inc incarnation (random, per create), ix index deadline (>= e)
-# Times are strings, not JSON numbers: Redis's cjson writes numbers with 14 significant digits,
-# which would round a Unix time to 0.1 ms. Scripts compute with tonumber() and write back
-# with %.17g, which round-trips an IEEE double exactly. ``s`` and ``a`` stay opaque strings
-# (cjson would turn an empty list in the state into an object).
+# Times are strings, written by the client with repr(), which round-trips an IEEE double
+# exactly (Redis's cjson would write 14 significant digits). ``s`` and ``a`` stay opaque
+# strings (cjson would turn an empty list in the state into an object).
+TAG_LENGTH = 16
 
-# Moves last_seen to max(ls, now), sets expires_at and the key's TTL from it, and raises the
-# index deadline when the expiry passed it. Expects locals r (the record), now, ls, it.
-_EXTEND = """
-local e = ls + it
-if r.mx ~= '' then e = math.min(e, tonumber(r.mx)) end
-r.ls = string.format('%.17g', ls)
-r.it = string.format('%.17g', it)
-r.e = string.format('%.17g', e)
-local raised = 0
-if e > tonumber(r.ix) then
-  local ix = ls + 2 * it
-  if r.mx ~= '' then ix = math.min(ix, tonumber(r.mx)) end
-  r.ix = string.format('%.17g', ix)
-  raised = 1
-end
-local out = cjson.encode(r)
-redis.call('SET', KEYS[1], out, 'PX', math.max(1, math.ceil((e - now) * 1000)))
-"""
-
-# Loads the live record of ARGV[1] (principal) as ``r``, or answers '' (not found); ``now`` is
-# ARGV[n]. The scripts answer one string, not an array, because each array element costs the
-# client a parse step: '' not found, '!<record>' version conflict, '=<record>' done,
-# '^<record>' done and the index deadline was raised.
-_LOAD = """
-local blob = redis.call('GET', KEYS[1])
-if not blob then return '' end
-local r = cjson.decode(blob)
-local now = tonumber(ARGV[%d])
-if r.p ~= ARGV[1] or tonumber(r.e) <= now then return '' end
-"""
-
-# KEYS[1] record; ARGV now, ttl_ms, json. Replaces only an expired record: 1 stored, 0 not.
-_CREATE = """
-local old = redis.call('GET', KEYS[1])
-if old and tonumber(cjson.decode(old).e) > tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
-return 1
-"""
-
-# KEYS[1] record; ARGV principal, expected version, state, now
-_CAS = (
-    _LOAD % 4
-    + """
-if r.v ~= tonumber(ARGV[2]) then return '!' .. blob end
-r.s = ARGV[3]
-r.v = r.v + 1
-local ls = math.max(tonumber(r.ls), now)
-local it = tonumber(r.it)
-"""
-    + _EXTEND
-    + """
-if raised == 1 then return '^' .. out end
-return '=' .. out
+# The record's JSON, whether or not its value starts with a tag. Expects a local ``blob``.
+_BODY = (
+    """
+local body = blob
+if string.sub(blob, 1, 1) ~= '{' then body = string.sub(blob, """
+    + str(TAG_LENGTH + 1)
+    + """) end
 """
 )
 
-# KEYS[1] record; ARGV principal, now, new idle_ttl or ''
-_TOUCH = (
-    _LOAD % 2
-    + """
-local ls = math.max(tonumber(r.ls), now)
-local it = tonumber(r.it)
-if ARGV[3] ~= '' then it = tonumber(ARGV[3]) end
+# KEYS[1] record; ARGV the tag (or whole untagged value) the writer started from, the new
+# value, its TTL in ms. The compare-and-set of every write after create: 1 written; '' no
+# such key; otherwise the value there now, so a writer that lost needs no second read. The
+# client has checked the principal, the expiry and the version on the value it started from,
+# and computed the new one; an equal tag means Redis still holds exactly that value.
+# The GET after the SET is for the caller's CLIENT TRACKING (stores/_redis_tracking.py): the
+# write ends Redis's tracking of the key for the connection that wrote it (NOLOOP tells it
+# nothing of its own write), and a read inside a script tracks the key for the script's
+# caller again, so the next write by anyone else is reported. It reads a few hundred bytes
+# Redis has just written: the cheapest command on the path.
+_SWAP = """
+local blob = redis.call('GET', KEYS[1])
+if not blob then return '' end
+if string.sub(blob, 1, #ARGV[1]) ~= ARGV[1] then return blob end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+redis.call('GET', KEYS[1])
+return 1
 """
-    + _EXTEND
+
+# KEYS[1] record; ARGV now, ttl_ms, value. Replaces only an expired record: 1 stored, 0 not.
+_CREATE = (
+    """
+local blob = redis.call('GET', KEYS[1])
+if blob then
+"""
+    + _BODY
     + """
-if raised == 1 then return '^' .. out end
-return '=' .. out
+  if tonumber(cjson.decode(body).e) > tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
+return 1
 """
 )
 
 # KEYS[1] record; ARGV principal, now -> {0} | {1, live, incarnation}
-_DELETE = """
+_DELETE = (
+    """
 local blob = redis.call('GET', KEYS[1])
 if not blob then return {0} end
-local r = cjson.decode(blob)
+"""
+    + _BODY
+    + """
+local r = cjson.decode(body)
 if r.p ~= ARGV[1] then return {0} end
 redis.call('DEL', KEYS[1])
 local live = 0
 if tonumber(r.e) > tonumber(ARGV[2]) then live = 1 end
 return {1, live, r.inc}
 """
+)
 
 # KEYS[1] principal index; ARGV deadline, member, now, ttl_ms
 _INDEX = """
@@ -127,9 +111,16 @@ class Script:
             await client.script_load(self.text)
             return await client.evalsha(self.sha, len(keys), *keys, *args)
 
+    async def on(self, execute: Callable[..., Awaitable[Any]], key: str, *args: Any) -> Any:
+        """Run on one key through ``execute`` (a connection's send-and-wait)."""
+        try:
+            return await execute("EVALSHA", self.sha, 1, key, *args)
+        except redis_errors.NoScriptError:
+            await execute("SCRIPT", "LOAD", self.text)
+            return await execute("EVALSHA", self.sha, 1, key, *args)
+
 
 CREATE_SCRIPT = Script(_CREATE)
-CAS_SCRIPT = Script(_CAS)
-TOUCH_SCRIPT = Script(_TOUCH)
+SWAP_SCRIPT = Script(_SWAP)
 DELETE_SCRIPT = Script(_DELETE)
 INDEX_SCRIPT = Script(_INDEX)

@@ -2,19 +2,26 @@
 
 Layout (``prefix`` defaults to ``mcps``):
 
-- ``mcps:{<kind>:<principal digest>:<id>}`` — one string per record, a JSON object (layout
-  below). Records are keyed by ``(kind, id, principal)``, so two principals may hold the same
-  id independently and neither can tell the other's exists (DESIGN §2). The principal digest
-  is the first 32 hex digits (128 bits) of its SHA-256; it sits before the id, inside the
-  braces, which are a Redis Cluster hash tag: any key ever added for one record shares its
-  slot, and every Lua script below touches a single key. The scripts and ``get`` still check
-  the principal stored in the record, so even a digest collision could not hand one
-  principal's record to another.
+- ``mcps:{<kind>:<principal digest>:<id>}`` — one string per record: a tag, then a JSON
+  object (``stores/_redis_scripts.py``). Records are keyed by ``(kind, id, principal)``, so
+  two principals may hold the same id independently and neither can tell the other's exists
+  (DESIGN §2). The principal digest is the first 32 hex digits (128 bits) of its SHA-256; it
+  sits before the id, inside the braces, which are a Redis Cluster hash tag: any key ever
+  added for one record shares its slot, and every Lua script touches a single key. Reads and
+  writes still check the principal stored in the record, so even a digest collision could
+  not hand one principal's record to another.
 - ``mcps:principal:{<principal digest>}`` — a sorted set per principal for ``list``; members
   are ``[kind, id, incarnation]`` scored by a deadline at or after the record's expiry.
 
 Atomicity: ``create``, ``compare_and_set``, ``touch`` and ``delete`` are Lua scripts
-(EVALSHA), so a check and its write cannot interleave with another client's.
+(EVALSHA), so a check and its write cannot interleave with another client's. A compare-and-set
+or touch is one script that compares the value's tag (``SWAP``): the client computed the new
+value from the one it read, and a loser gets the current value back in the same answer.
+
+Reads come from a local copy that Redis keeps honest (issue #15; docs/stores.md states the
+guarantee): ``stores/_redis_tracking.py`` carries the hot commands on one connection that is
+told of every record key another client writes, and ``stores/_redis_cache.py`` drops its copy
+of each. In steady state a ``get`` costs no round trip, a compare-and-set one.
 
 Expiry: each record key carries a Redis TTL equal to its remaining life, computed from the
 caller's ``now`` (so tests that pass ``now`` behave like real time). Reads also compare
@@ -48,19 +55,25 @@ from ..core.records import JSONObject, Record
 from ._common import (
     check_idle_ttl,
     clock,
-    decode_json,
     encode_json,
     hide_password,
     not_found,
     touch_without_write,
 )
-from ._redis_scripts import (
-    CAS_SCRIPT,
-    CREATE_SCRIPT,
-    DELETE_SCRIPT,
-    INDEX_SCRIPT,
-    TOUCH_SCRIPT,
+from ._redis_cache import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, Entry, RecordCache
+from ._redis_records import (
+    exact,
+    extended,
+    index_deadline,
+    is_live,
+    member,
+    read_value,
+    to_record,
+    ttl_ms,
+    write_value,
 )
+from ._redis_scripts import CREATE_SCRIPT, DELETE_SCRIPT, INDEX_SCRIPT, SWAP_SCRIPT
+from ._redis_tracking import TrackedConnection
 from .base import (
     DEFAULT_TOUCH_FRACTION,
     AlreadyExists,
@@ -74,21 +87,9 @@ T = TypeVar("T")
 logger = logging.getLogger("mcp_sessions.stores")
 
 
-def _f(value: float) -> str:
-    """A float as text that reads back to the same double (Python's repr is shortest exact)."""
-    return repr(float(value))
-
-
-def _ms(seconds: float) -> int:
-    """A TTL in whole milliseconds, rounded up so a key never vanishes before its record
-    expires, and at least 1 (Redis deletes a key at once for a TTL of 0)."""
-    return max(1, math.ceil(seconds * 1000))
-
-
-def _index_deadline(last_seen: float, idle_ttl: float, cap: float) -> float:
-    """How long an index member stays valid without being raised: two idle TTLs, at most the
-    cap. Raising it again costs one extra round trip, at most once per idle TTL."""
-    return min(last_seen + 2 * idle_ttl, cap)
+#: Writes of one record in a row that may lose to another client's touch (same version, new
+#: tag) before the store gives up with StoreUnavailable; each loss costs one round trip.
+SWAP_ATTEMPTS = 8
 
 
 @functools.lru_cache(maxsize=4096)
@@ -96,28 +97,6 @@ def principal_digest(principal: str) -> str:
     """The principal's part of its keys: 32 hex digits of SHA-256 (cached: a server sees few
     principals, and ``get`` should cost one GET, not a hash as well)."""
     return hashlib.sha256(principal.encode()).hexdigest()[:32]
-
-
-def _member(kind: str, id: str, incarnation: str) -> str:
-    return json.dumps([kind, id, incarnation], separators=(",", ":"))
-
-
-def _record(r: Mapping[str, Any], state: JSONObject | None = None) -> Record:
-    """The record of a stored object; ``state`` given, it stands for the stored (decoded)."""
-    mx = r["mx"]
-    return Record(
-        r["k"],
-        r["i"],
-        r["p"],
-        r["o"],
-        float(r["ca"]),
-        float(r["ls"]),
-        float(r["it"]),
-        math.inf if mx == "" else float(mx),
-        int(r["v"]),
-        decode_json(r["s"]) if state is None else state,
-        decode_json(r["a"]),
-    )
 
 
 class RedisStore:
@@ -144,6 +123,8 @@ class RedisStore:
         retries: int = 1,
         touch_fraction: float = DEFAULT_TOUCH_FRACTION,
         tls_options: Mapping[str, Any] | None = None,
+        cache_entries: int = DEFAULT_CACHE_ENTRIES,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.url = hide_password(url)
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -171,6 +152,7 @@ class RedisStore:
             **dict(tls_options or {}),
         )
         self._closed = False
+        self._start_tracking(cache_entries, cache_bytes)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -205,6 +187,8 @@ class RedisStore:
                 "is this the right port?"
             ) from None
         except TimeoutError:
+            if self._tracked is not None:
+                self._tracked.reset()  # an answer may still be owed: start afresh
             raise StoreUnavailable(
                 f"{where}: the operation took longer than op_timeout={self.op_timeout:g}s; is "
                 "the server up and is this the right port?"
@@ -222,9 +206,120 @@ class RedisStore:
         except OSError as exc:  # e.g. TLS setup, or a socket error redis-py did not wrap
             raise StoreUnavailable(f"{where}: {self._scrub(str(exc))}") from None
 
+    def _start_tracking(self, cache_entries: int, cache_bytes: int) -> None:
+        """The local copy of records and the connection that keeps it honest (issue #15)."""
+        if cache_entries < 0 or cache_bytes < 0:
+            raise StoreError("cache_entries and cache_bytes must not be negative")
+        #: Records read or written here, dropped on Redis's word (``_redis_cache.py``).
+        self.cache = RecordCache(cache_entries, cache_bytes)
+        #: Test seam: awaited between the answer of a read that fills the cache and the fill,
+        #: so a test can make an invalidation arrive exactly then.
+        self.fill_hook: Callable[[str], Awaitable[None]] | None = None
+        pool = getattr(self._redis, "connection_pool", None)
+        self._tracked: TrackedConnection | None = None
+        if pool is None:  # a client without one pool of one server: no local copy
+            return
+        # RESP3 carries the invalidations. The reader idles without a timeout between
+        # answers; each answer is awaited for at most ``timeout``.
+        kwargs = {**pool.connection_kwargs, "protocol": 3}
+        self._tracked = TrackedConnection(
+            lambda: pool.connection_class(**kwargs),
+            self.cache,
+            track=cache_entries > 0 and cache_bytes > 0,
+            timeout=self.timeout,
+        )
+
+    async def _exec(self, *args: Any) -> Any:
+        """One command on the tracked connection (once more on a new one if it was lost: each
+        command sent this way is safe to repeat), or on the pool without one."""
+        tracked = self._tracked
+        if tracked is None:
+            return await cast(Any, self._redis).execute_command(*args)
+        try:
+            return await tracked.execute(*args)
+        except redis_errors.ConnectionError:
+            return await tracked.execute(*args)
+
+    async def _fetch(self, key: str) -> Entry | None:
+        """The value of ``key`` from Redis, kept in the cache unless a write of it was
+        announced while the read was under way."""
+        cache = self.cache
+        fill = cache.begin(key)
+        entry = None
+        try:
+            value = await self._exec("GET", key)
+            entry = None if value is None else read_value(value)
+            if self.fill_hook is not None:
+                await self.fill_hook(key)
+        finally:
+            cache.finish(fill, key, entry)
+        return entry
+
+    async def _swap(
+        self, key: str, base: Entry, fields: dict[str, Any], ttl: int
+    ) -> tuple[bool, Entry | None]:
+        """Store ``fields`` if Redis still holds ``base``: ``(True, new entry)``, or ``(False,
+        the entry there now)`` (``None``: no such key), in one round trip."""
+        value, entry = write_value(fields)
+        cache = self.cache
+        fill = cache.begin(key)
+        kept: Entry | None = None
+        try:
+            reply = await SWAP_SCRIPT.on(self._exec, key, base.tag, value, ttl)
+            if reply == 1:
+                kept = entry
+                return True, entry
+            if not reply:
+                return False, None
+            kept = read_value(reply)
+            # A repeat (the first answer was lost with its connection) finds its own write.
+            return kept.tag == entry.tag, kept
+        finally:
+            cache.finish(fill, key, kept)
+
+    async def _update(
+        self,
+        kind: str,
+        id: str,
+        principal: str,
+        now: float,
+        change: Callable[[Entry], dict[str, Any] | None],
+    ) -> tuple[dict[str, Any], bool]:
+        """Read-compute-swap of one live record: ``change`` gets the live entry and answers
+        the new fields (or ``None``: raise :class:`VersionConflict`, with that entry's record);
+        an entry from the cache that fails a check is read again from Redis first, since the
+        cache may lag behind a write whose invalidation is on its way. Returns the stored
+        fields and whether the index deadline must be raised."""
+        key = self.record_key(kind, id, principal)
+        base = self.cache.lookup(key)
+        fresh = False
+        for _ in range(SWAP_ATTEMPTS):
+            if base is None:
+                base, fresh = await self._fetch(key), True
+            if base is None:
+                raise not_found(kind, id)
+            r = base.fields
+            fields = change(base) if is_live(r, principal, now) else None
+            if fields is None:
+                if not fresh:
+                    base = None
+                    continue
+                if is_live(r, principal, now):
+                    current = to_record(r)
+                    raise VersionConflict(
+                        f"{kind} record {id!r} is at version {current.version}", current=current
+                    )
+                raise not_found(kind, id)
+            done, found = await self._swap(key, base, fields, ttl_ms(float(fields["e"]) - now))
+            if done:
+                return fields, float(fields["ix"]) != float(r["ix"])
+            base, fresh = found, True
+        raise StoreUnavailable(f"{kind} record {id!r} kept changing during {SWAP_ATTEMPTS} writes")
+
     async def _raise_index(self, principal: str, r: Mapping[str, Any], now: float) -> None:
         deadline = float(r["ix"])
-        args = [_f(deadline), _member(r["k"], r["i"], r["inc"]), _f(now), _ms(deadline - now)]
+        one = member(r["k"], r["i"], r["inc"])
+        args: list[Any] = [exact(deadline), one, exact(now), ttl_ms(deadline - now)]
         await INDEX_SCRIPT(self._redis, [self.index_key(principal)], args)
 
     # -- the Store contract --------------------------------------------------------------
@@ -238,25 +333,25 @@ class RedisStore:
             "i": record.id,
             "p": record.principal,
             "o": record.origin,
-            "ca": _f(record.created_at),
-            "ls": _f(record.last_seen),
-            "it": _f(record.idle_ttl),
-            "mx": "" if math.isinf(record.max_expires_at) else _f(record.max_expires_at),
-            "e": _f(expiry),
+            "ca": exact(record.created_at),
+            "ls": exact(record.last_seen),
+            "it": exact(record.idle_ttl),
+            "mx": "" if math.isinf(record.max_expires_at) else exact(record.max_expires_at),
+            "e": exact(expiry),
             "v": int(record.version),
             "s": encode_json(record.state, "state"),
             "a": encode_json(record.attributes, "attributes"),
             "inc": secrets.token_hex(8),
-            "ix": _f(_index_deadline(record.last_seen, record.idle_ttl, record.max_expires_at)),
+            "ix": exact(index_deadline(record.last_seen, record.idle_ttl, record.max_expires_at)),
         }
-        blob = json.dumps(fields, separators=(",", ":"))
-        ttl = _ms(expiry - now)
+        value, _ = write_value(fields)
+        ttl = ttl_ms(expiry - now)
         key = self.record_key(record.kind, record.id, record.principal)
 
         index = self.index_key(record.principal)
         deadline = float(fields["ix"])
-        member = _member(record.kind, record.id, fields["inc"])
-        index_args: list[Any] = [_f(deadline), member, _f(now), _ms(deadline - now)]
+        one = member(record.kind, record.id, fields["inc"])
+        index_args: list[Any] = [exact(deadline), one, exact(now), ttl_ms(deadline - now)]
 
         async def run() -> None:
             # One round trip for the common case: the index member, then SET NX. The member
@@ -264,7 +359,7 @@ class RedisStore:
             # a record that list cannot see.
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.evalsha(INDEX_SCRIPT.sha, 1, index, *index_args)
-                pipe.set(key, blob, px=ttl, nx=True)
+                pipe.set(key, value, px=ttl, nx=True)
                 indexed, stored = await pipe.execute(raise_on_error=False)
             if isinstance(indexed, redis_errors.NoScriptError):
                 await INDEX_SCRIPT(self._redis, [index], index_args)
@@ -276,26 +371,30 @@ class RedisStore:
                 return
             # The key exists: the script decides whether the record there has expired (by
             # ``now``, which may run ahead of Redis's own clock) and may be replaced.
-            if not await CREATE_SCRIPT(self._redis, [key], [_f(now), ttl, blob]):
-                await self._redis.zrem(index, member)
+            if not await CREATE_SCRIPT(self._redis, [key], [exact(now), ttl, value]):
+                await self._redis.zrem(index, one)
                 raise AlreadyExists(f"a live {record.kind} record with id {record.id!r} exists")
 
         await self._call(run)
+        # Written on the pool, not the tracked connection: its invalidation is on its way; no
+        # read here may see what was there before (a record that expired) meanwhile.
+        self.cache.invalidate(key)
 
     async def get(
         self, kind: str, id: str, principal: str, *, now: float | None = None
     ) -> Record | None:
         t = clock(now)
+        if self._closed:
+            raise StoreError(f"Redis store {self.url} is closed")
         key = self.record_key(kind, id, principal)
-        blob = await self._call(lambda: self._redis.get(key))
-        if blob is None:
-            return None
-        r = json.loads(blob)
-        # An expired record answers like a missing one; the principal check only matters if
-        # two principals' digests ever collided (DESIGN §2).
-        if r["p"] != principal or float(r["e"]) <= t:
-            return None
-        return _record(r)
+        entry = self.cache.lookup(key)
+        if entry is None:
+            entry = await self._call(lambda: self._fetch(key))
+            if entry is None:
+                return None
+        r = entry.fields
+        # An expired record answers like a missing one (DESIGN §2).
+        return to_record(r) if is_live(r, principal, t) else None
 
     async def compare_and_set(
         self,
@@ -310,28 +409,29 @@ class RedisStore:
     ) -> Record:
         t = clock(now)
         text = encode_json(state, "state", max_bytes)
-        key = self.record_key(kind, id, principal)
-        args = [principal, str(int(expected_version)), text, _f(t)]
+        expected = int(expected_version)
 
-        async def run() -> tuple[str, dict[str, Any] | None]:
-            reply: str = await CAS_SCRIPT(self._redis, [key], args)
-            if not reply:
-                return "", None
-            r = json.loads(reply[1:])
-            if reply[0] == "^":
-                await self._raise_index(principal, r, t)
-            return reply[0], r
+        def change(base: Entry) -> dict[str, Any] | None:
+            if int(base.fields["v"]) != expected:
+                return None
+            fields, _ = extended(base.fields, t)
+            fields["v"] = expected + 1
+            fields["s"] = text
+            return fields
 
-        outcome, r = await self._call(run)
-        if r is None:
-            raise not_found(kind, id)
-        if outcome == "!":
-            current = _record(r)
+        async def run() -> dict[str, Any]:
+            fields, raised = await self._update(kind, id, principal, t, change)
+            if raised:
+                await self._raise_index(principal, fields, t)
+            return fields
+
+        try:
+            r = await self._call(run)
+        except VersionConflict as conflict:
             raise VersionConflict(
-                f"{kind} record {id!r} is at version {current.version}, not {expected_version}",
-                current=current,
-            )
-        return _record(r, state)  # the caller's dict: Redis holds the text
+                f"{conflict}, not {expected_version}", current=conflict.current
+            ) from None
+        return to_record(r, state)  # the caller's dict: Redis holds the text
 
     async def touch(
         self,
@@ -346,35 +446,34 @@ class RedisStore:
         )
         if unchanged is not None:
             return unchanged
-        key = self.record_key(record.kind, record.id, record.principal)
-        args = [record.principal, _f(t), "" if idle_ttl is None else _f(idle_ttl)]
 
-        async def run() -> dict[str, Any] | None:
-            reply: str = await TOUCH_SCRIPT(self._redis, [key], args)
-            if not reply:
-                return None
-            r: dict[str, Any] = json.loads(reply[1:])
-            if reply[0] == "^":
-                await self._raise_index(record.principal, r, t)
-            return r
+        def change(base: Entry) -> dict[str, Any]:
+            return extended(base.fields, t, idle_ttl)[0]
 
-        r = await self._call(run)
-        if r is None:
-            raise not_found(record.kind, record.id)
-        return _record(r)
+        async def run() -> dict[str, Any]:
+            fields, raised = await self._update(record.kind, record.id, record.principal, t, change)
+            if raised:
+                await self._raise_index(record.principal, fields, t)
+            return fields
+
+        return to_record(await self._call(run))
 
     async def delete(self, kind: str, id: str, principal: str) -> bool:
         key = self.record_key(kind, id, principal)
         t = clock(None)
 
         async def run() -> bool:
-            result: list[Any] = await DELETE_SCRIPT(self._redis, [key], [principal, _f(t)])
+            result: list[Any] = await DELETE_SCRIPT.on(self._exec, key, principal, exact(t))
             if result[0] == 0:
                 return False
-            await self._redis.zrem(self.index_key(principal), _member(kind, id, result[2]))
+            await self._redis.zrem(self.index_key(principal), member(kind, id, result[2]))
             return bool(result[1])
 
-        return await self._call(run)
+        try:
+            return await self._call(run)
+        finally:
+            # Deleted on the tracked connection, which Redis tells nothing of its own writes.
+            self.cache.invalidate(key)
 
     async def list(
         self, principal: str, *, kind: str | None = None, now: float | None = None
@@ -384,9 +483,9 @@ class RedisStore:
 
         async def run() -> list[Record]:
             members = cast(list[str], await self._redis.zrange(index, 0, -1))
-            wanted = [(member, json.loads(member)) for member in members]
+            wanted = [(one, json.loads(one)) for one in members]
             if kind is not None:
-                wanted = [(member, parsed) for member, parsed in wanted if parsed[0] == kind]
+                wanted = [(one, parsed) for one, parsed in wanted if parsed[0] == kind]
             if not wanted:
                 return []
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -395,14 +494,14 @@ class RedisStore:
                 blobs: list[str | None] = await pipe.execute()
             found: list[Record] = []
             stale: list[str] = []
-            for (member, (_k, _i, inc)), blob in zip(wanted, blobs, strict=True):
-                r = None if blob is None else json.loads(blob)
+            for (one, (_k, _i, inc)), blob in zip(wanted, blobs, strict=True):
+                r = None if blob is None else read_value(blob).fields
                 if r is None or r["inc"] != inc or r["p"] != principal:
-                    stale.append(member)  # gone or replaced: this incarnation never returns
+                    stale.append(one)  # gone or replaced: this incarnation never returns
                 elif float(r["e"]) <= t:
-                    stale.append(member)  # expired: a miss for ever (create makes a new one)
+                    stale.append(one)  # expired: a miss for ever (create makes a new one)
                 else:
-                    found.append(_record(r))
+                    found.append(to_record(r))
             if stale:
                 await self._redis.zrem(index, *stale)
             found.sort(key=lambda r: (r.created_at, r.kind, r.id))
@@ -431,6 +530,8 @@ class RedisStore:
         if self._closed:
             return
         self._closed = True
+        if self._tracked is not None:
+            await self._tracked.close()
         await self._redis.aclose()
 
     async def persistence(self) -> str | None:

@@ -1,0 +1,105 @@
+"""How the Redis store writes a record into a value, and what a write changes (issue #15).
+
+A value is a random tag of ``TAG_LENGTH`` hex digits, new with every write, then the record
+as a JSON object (fields listed in ``stores/_redis_scripts.py``). The client computes each
+write itself (new ``last_seen``, expiry, index deadline, version) from the value it started
+from, and the script only checks that Redis still holds that value (same tag) before it
+stores the new one: Redis decodes no JSON on the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from ..core.records import JSONObject, Record
+from ._common import decode_json
+from ._redis_cache import Entry
+from ._redis_scripts import TAG_LENGTH
+
+# Built once: json.dumps with options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def exact(value: float) -> str:
+    """A float as text that reads back to the same double (Python's repr is shortest exact)."""
+    return repr(float(value))
+
+
+def ttl_ms(seconds: float) -> int:
+    """A TTL in whole milliseconds, rounded up so a key never vanishes before its record
+    expires, and at least 1 (Redis deletes a key at once for a TTL of 0)."""
+    return max(1, math.ceil(seconds * 1000))
+
+
+def index_deadline(last_seen: float, idle_ttl: float, cap: float) -> float:
+    """How long an index member stays valid without being raised: two idle TTLs, at most the
+    cap. Raising it again costs one extra round trip, at most once per idle TTL."""
+    return min(last_seen + 2 * idle_ttl, cap)
+
+
+def member(kind: str, id: str, incarnation: str) -> str:
+    """The principal index's member for one incarnation of a record."""
+    return json.dumps([kind, id, incarnation], separators=(",", ":"))
+
+
+def read_value(value: str) -> Entry:
+    """The tag and fields of a stored value. A value written before tags existed starts with
+    ``{``: the whole value is its tag then (a write compares all of it)."""
+    if value.startswith("{"):
+        return Entry(value, json.loads(value), len(value))
+    return Entry(value[:TAG_LENGTH], json.loads(value[TAG_LENGTH:]), len(value))
+
+
+def write_value(fields: dict[str, Any]) -> tuple[str, Entry]:
+    """A new value for ``fields`` (a fresh tag), and its entry."""
+    tag = secrets.token_hex(TAG_LENGTH // 2)
+    value = tag + _ENCODER.encode(fields)
+    return value, Entry(tag, fields, len(value))
+
+
+def is_live(r: Mapping[str, Any], principal: str, now: float) -> bool:
+    """The principal's own record, not expired at ``now``. The principal check matters only
+    if two principals' digests ever collided (DESIGN §2)."""
+    return bool(r["p"] == principal and float(r["e"]) > now)
+
+
+def extended(
+    r: Mapping[str, Any], now: float, idle_ttl: float | None = None
+) -> tuple[dict[str, Any], bool]:
+    """A copy of ``r`` seen at ``now``: ``last_seen`` moved to ``max(last_seen, now)``, the
+    idle TTL replaced if given, the expiry from both (capped), and the index deadline raised
+    when the expiry passed it; and whether it was raised (the index then needs a write)."""
+    new = dict(r)
+    cap = math.inf if r["mx"] == "" else float(r["mx"])
+    last_seen = max(float(r["ls"]), now)
+    idle = float(r["it"]) if idle_ttl is None else float(idle_ttl)
+    expiry = min(last_seen + idle, cap)
+    new["ls"] = exact(last_seen)
+    new["it"] = exact(idle)
+    new["e"] = exact(expiry)
+    raised = expiry > float(r["ix"])
+    if raised:
+        new["ix"] = exact(index_deadline(last_seen, idle, cap))
+    return new, raised
+
+
+def to_record(r: Mapping[str, Any], state: JSONObject | None = None) -> Record:
+    """The record of stored fields; ``state`` given, it stands for the stored (decoded)."""
+    mx = r["mx"]
+    return Record(
+        r["k"],
+        r["i"],
+        r["p"],
+        r["o"],
+        float(r["ca"]),
+        float(r["ls"]),
+        float(r["it"]),
+        math.inf if mx == "" else float(mx),
+        int(r["v"]),
+        decode_json(r["s"]) if state is None else state,
+        decode_json(r["a"]),
+    )
