@@ -243,6 +243,8 @@ class RedisStore:
     async def _fetch(self, key: str) -> Entry | None:
         """The value of ``key`` from Redis, kept in the cache unless a write of it was
         announced while the read was under way."""
+        if self._tracked is not None:
+            await self._tracked.ready()
         cache = self.cache
         fill = cache.begin(key)
         entry = None
