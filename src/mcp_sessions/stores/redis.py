@@ -219,14 +219,13 @@ class RedisStore:
         self._tracked: TrackedConnection | None = None
         if pool is None:  # a client without one pool of one server: no local copy
             return
-        # RESP3 carries the invalidations. The reader idles without a timeout between
-        # answers; each answer is awaited for at most ``timeout``.
+        # RESP3 carries the invalidations. Connecting is bounded by the pool's timeouts,
+        # each operation on it by op_timeout.
         kwargs = {**pool.connection_kwargs, "protocol": 3}
         self._tracked = TrackedConnection(
             lambda: pool.connection_class(**kwargs),
             self.cache,
             track=cache_entries > 0 and cache_bytes > 0,
-            timeout=self.timeout,
         )
 
     async def _exec(self, *args: Any) -> Any:
