@@ -2,8 +2,9 @@
 
 Against a real redis-server on a free loopback port (the tests' own launcher):
 
-1. In process, the demo server (``build_demo``, the SDK's ``Client(server)``) with a Redis
-   store, N calls of ``count`` in one session after a warm-up:
+1. In process (the SDK's ``Client(server)``), the server of bench/bench_server.py (a ``count``
+   tool that reads and edits session state) with a Redis store, N calls of ``count`` in one
+   session after a warm-up:
 
    * *commands per call*: ``INFO commandstats`` before and after (``CONFIG RESETSTAT``), all
      calls summed. Redis counts the commands a Lua script runs inside itself too, so this
@@ -56,8 +57,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from tests.fixtures.redis_server import start_redis_server, stop_process  # noqa: E402
 
 import bench_gateway as gw  # noqa: E402  (a sibling script, not a package)
-from bench_server import SESSION_META, interleaved, plain_server  # noqa: E402
-from mcp_sessions.demo import build_demo  # noqa: E402
+from bench_server import SESSION_META, interleaved, plain_server, sessions_server  # noqa: E402
 
 # -- counting what crosses the wire ------------------------------------------------------------
 
@@ -149,7 +149,7 @@ async def calls_of(client: Client, calls: int) -> float:
 
 async def in_process(url: str, sync: redis.Redis, calls: int, rounds: int) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as stack:
-        mcp, sessions = build_demo(store=url)
+        mcp, sessions = sessions_server(url)
         stack.push_async_callback(sessions.aclose)
         demo = await stack.enter_async_context(Client(mcp))
         plain = await stack.enter_async_context(Client(plain_server()))
@@ -230,7 +230,7 @@ def main() -> None:
         work = anyio.run(in_process, url, sync, args.calls, args.rounds)
         http = {} if args.skip_http else over_http(url, sync, args.http_requests)
 
-    print(f"In process, {args.calls} calls of `count` in one session (demo, Redis store):\n")
+    print(f"In process, {args.calls} calls of `count` in one session (Redis store):\n")
     print("| figure | value | target |")
     print("|---|---|---|")
     print(f"| round trips per call (client-side) | {work['trips']:.2f} | <= 1.1 |")
@@ -258,6 +258,8 @@ def main() -> None:
                 f"| {name} | {f.throughput:.0f} | {f.p50 * 1e3:.2f} | {f.p99 * 1e3:.2f} | "
                 f"{w['commands']:.2f} | {w['usec']:.1f} | {w['cpu_us']:.1f} |"
             )
+        for name, (_, w) in http.items():
+            print(f"\ncommandstats per call, {name}: {w['detail']}")
 
 
 if __name__ == "__main__":
