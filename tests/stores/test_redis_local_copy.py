@@ -235,3 +235,30 @@ async def test_a_value_written_before_tags_is_read_and_rewritten_with_one(
     rewritten = raw.get(key)
     assert rewritten is not None and not rewritten.startswith("{")
     assert (await a.get("session", SID, ALICE)) is not None
+
+
+def test_a_store_used_from_a_second_event_loop_starts_its_connection_afresh(
+    redis_url: str,
+) -> None:
+    """A script may run ``asyncio.run`` twice with one store: the tracked connection of the
+    first loop cannot serve the second, and no copy made under the first is trusted."""
+    store = open_store(redis_url)
+    assert isinstance(store, RedisStore)
+
+    async def first() -> int:
+        # Created by another store: this one's pool (redis-py's, bound to one loop like any
+        # asyncio connection) stays unused; only its tracked connection meets both loops.
+        async with open_store(redis_url) as other:
+            await other.create(session())
+        record = await store.get("session", SID, ALICE)
+        assert record is not None and len(store.cache) == 1
+        return record.version
+
+    async def second(version: int) -> None:
+        stored = await store.compare_and_set("session", SID, ALICE, version, {"n": 1})
+        record = await store.get("session", SID, ALICE)
+        assert record is not None and record.version == stored.version
+        assert store._tracked is not None and store._tracked.connects == 2
+        await store.close()
+
+    asyncio.run(second(asyncio.run(first())))

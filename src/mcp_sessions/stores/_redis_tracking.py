@@ -70,6 +70,7 @@ class TrackedConnection:
         self._waiting: deque[asyncio.Future[Any]] = deque()
         self._open_lock = asyncio.Lock()
         self._send_lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
         #: Connections opened, commands sent (tests and benchmarks count round trips).
         self.connects = 0
@@ -79,7 +80,7 @@ class TrackedConnection:
         """Send one command and wait for its answer; a Redis error is raised as redis-py
         raises it, a lost connection as ``redis.exceptions.ConnectionError``."""
         conn = await self._connection()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()  # type: ignore[union-attr]
         packed = pack(args)
         async with self._send_lock:  # answers come back in the order the commands went out
             if conn is not self._conn:
@@ -96,10 +97,18 @@ class TrackedConnection:
     async def ready(self) -> None:
         """Open the connection now if there is none, so that the cache is on (if it can be)
         before a fill is announced: turning it on spoils the fills in flight."""
-        if self._conn is None:
+        if self._conn is None or self._loop is not asyncio.get_running_loop():
             await self._connection()
 
     async def _connection(self) -> AbstractConnection:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # First use, or a new event loop (a script running asyncio.run twice): what
+            # belonged to another loop cannot be awaited here; start afresh.
+            self._loop = loop
+            self._conn, self._reader, self._waiting = None, None, deque()
+            self._open_lock, self._send_lock = asyncio.Lock(), asyncio.Lock()
+            self.cache.disable()
         conn = self._conn
         if conn is not None:
             return conn
