@@ -21,8 +21,10 @@ Against a real redis-server on a free loopback port (the tests' own launcher):
 
 2. Over HTTP, real processes: ``mcp-sessions demo --store redis://…`` ×2 behind
    ``mcp-sessions gateway`` (two upstreams, sessions pinned by the gateway), against one demo
-   behind the gateway; 16 connections, 16 sessions, each one request at a time; requests/s,
-   p50, and Redis commands per call over the run.
+   behind the gateway; 16 connections, 16 sessions, each one request at a time, each session
+   created and used 5 times before the clock and ``commandstats`` start (steady state: a new
+   session costs more, e.g. its quota counts the caller's sessions); requests/s, p50, p99, and
+   Redis commands and CPU per call over the run.
 
 Run: .venv/bin/python bench/bench_redis.py [--calls 300] [--rounds 7] [--http-requests 100]
      [--skip-http]
@@ -42,6 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -180,6 +183,34 @@ async def in_process(url: str, sync: redis.Redis, calls: int, rounds: int) -> di
     return work
 
 
+async def measure_steady(
+    port: int, sessions: int, requests: int, sync: redis.Redis
+) -> tuple[gw.Figures, dict[str, Any]]:
+    clients = [gw.Client(port) for _ in range(sessions)]
+    payloads = [gw.request_bytes(port, str(uuid.uuid4())) for _ in clients]
+    try:
+        for client, payload in zip(clients, payloads, strict=True):
+            for _ in range(5):  # created and in its replica's copy before the clock starts
+                await client.one(payload)
+        sync.config_resetstat()
+        cpu_before = server_cpu(sync)
+
+        async def run(client: gw.Client, payload: bytes) -> list[float]:
+            return [await client.one(payload) for _ in range(requests)]
+
+        started = time.perf_counter()
+        results = await asyncio.gather(*map(run, clients, payloads))
+        wall = time.perf_counter() - started
+    finally:
+        for client in clients:
+            client.close()
+    latencies = [x for r in results for x in r]
+    figures = gw.Figures(
+        len(latencies) / wall, gw.percentile(latencies, 0.5), gw.percentile(latencies, 0.99)
+    )
+    return figures, redis_work(sync, len(latencies), None, cpu_before)
+
+
 def over_http(url: str, sync: redis.Redis, requests: int) -> dict[str, Any]:
     """Gateway → one demo, and gateway → two demos, all on one Redis (16 sessions)."""
     logs = Path(tempfile.mkdtemp(prefix="bench-redis-"))
@@ -202,12 +233,7 @@ def over_http(url: str, sync: redis.Redis, requests: int) -> dict[str, Any]:
             procs.append(gw.start(f"gateway-{len(upstreams)}", argv, gport, logs, "/healthz"))
             targets[name] = gport
         for name, gport in targets.items():
-            asyncio.run(gw.measure(gport, 16, 10))  # warm-up
-            sync.config_resetstat()
-            cpu_before = server_cpu(sync)
-            figures = asyncio.run(gw.measure(gport, 16, requests))
-            calls = 16 * (requests + max(5, requests // 20))
-            out[name] = (figures, redis_work(sync, calls, None, cpu_before))
+            out[name] = asyncio.run(measure_steady(gport, 16, requests, sync))
     finally:
         for proc in reversed(procs):
             gw.stop(proc)
