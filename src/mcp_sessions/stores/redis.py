@@ -60,6 +60,7 @@ from ._common import (
     not_found,
     touch_without_write,
 )
+from ._deadlines import Deadlines
 from ._redis_cache import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, Entry, RecordCache
 from ._redis_records import (
     exact,
@@ -134,6 +135,7 @@ class RedisStore:
             raise StoreError(f"op_timeout must be a positive number of seconds, got {op_timeout!r}")
         #: Bound on one whole operation, reconnects and retries included (issue #12 item 8).
         self.op_timeout = float(op_timeout)
+        self._deadlines = Deadlines(self.op_timeout)
         self.touch_fraction = touch_fraction
         self._password = password
         # Bounded time (issue #3): each attempt waits at most connect_timeout / timeout, and
@@ -175,10 +177,18 @@ class RedisStore:
         where = f"Redis store {self.url} ({self.address})"
         try:
             # The whole operation, however many reconnects and retries redis-py makes, ends
-            # within op_timeout; a command cut off here closes its connection (redis-py
-            # disconnects on cancellation), so no late reply reaches a later command.
-            async with asyncio.timeout(self.op_timeout):
+            # within op_timeout (one timer for all operations: _deadlines.py); a command cut
+            # off on the pool closes its connection (redis-py disconnects on cancellation),
+            # so no late reply reaches a later command.
+            bound = self._deadlines.start()
+            try:
                 return await fn()
+            except asyncio.CancelledError:
+                if self._deadlines.expired(bound):
+                    raise TimeoutError from None
+                raise
+            finally:
+                self._deadlines.end(bound)
         except redis_errors.AuthenticationError as exc:
             raise StoreError(f"{where}: authentication failed: {self._scrub(str(exc))}") from None
         except redis_errors.TimeoutError:
