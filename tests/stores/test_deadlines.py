@@ -13,11 +13,6 @@ from mcp_sessions.stores._deadlines import Deadlines
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def bounded(deadlines: Deadlines, seconds: float) -> str:
     bound = deadlines.start()
     try:
