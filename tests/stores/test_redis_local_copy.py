@@ -9,11 +9,13 @@ for a fixed time: each wait polls a condition a bounded number of times.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import pytest
-from tests.fixtures.redis_server import RedisServer
+from tests.fixtures.redis_server import RedisServer, start_redis_server, stop_process
 
 from mcp_sessions.core.records import Record
 from mcp_sessions.stores import VersionConflict, open_store
@@ -262,3 +264,32 @@ def test_a_store_used_from_a_second_event_loop_starts_its_connection_afresh(
         await store.close()
 
     asyncio.run(second(asyncio.run(first())))
+
+
+async def test_a_silent_connection_is_probed_and_the_copy_turned_off(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A Redis that stops answering without closing anything (a partition; here SIGSTOP on a
+    server of this test's own) delivers no invalidations either: after a silence of
+    ``probe_interval`` a PING goes out, and with no answer the copy is turned off."""
+    del redis_server  # only its availability (skip / fail without redis-server)
+    process, port = start_redis_server(tmp_path)
+    store = await opened(f"redis://127.0.0.1:{port}/0")
+    try:
+        await store.create(session())
+        assert await store.get("session", SID, ALICE) is not None
+        assert store.cache.enabled and len(store.cache) == 1
+        assert store._tracked is not None
+        store._tracked.probe_interval = store._tracked.probe_timeout = 0.1
+        process.send_signal(signal.SIGSTOP)
+        try:
+            await until(lambda: not store.cache.enabled, "the copy is turned off")
+            assert len(store.cache) == 0
+        finally:
+            process.send_signal(signal.SIGCONT)
+        # Redis answers again: the next read opens a new connection and the copy is back.
+        assert await store.get("session", SID, ALICE) is not None
+        assert store.cache.enabled
+    finally:
+        await store.close()
+        stop_process(process)

@@ -41,6 +41,9 @@ from ._redis_cache import RecordCache
 
 logger = logging.getLogger("mcp_sessions.stores")
 
+#: Seconds of silence on the tracked connection before a probe (see TrackedConnection).
+PROBE_INTERVAL = 1.0
+
 
 def pack(args: tuple[Any, ...]) -> bytes:
     """One command in RESP: the store sends only text and integers, so this is all of
@@ -72,6 +75,13 @@ class TrackedConnection:
         self._send_lock = asyncio.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        #: A connection that has been silent this long (seconds) is sent a PING, and lost if
+        #: no answer comes within ``probe_timeout``: a network that drops packets without a
+        #: reset would otherwise keep the copy on with no invalidation arriving.
+        self.probe_interval = PROBE_INTERVAL
+        self.probe_timeout = PROBE_INTERVAL
+        self._heard = 0.0
+        self._prober: asyncio.Task[None] | None = None
         #: Connections opened, commands sent (tests and benchmarks count round trips).
         self.connects = 0
         self.sent = 0
@@ -90,6 +100,7 @@ class TrackedConnection:
             try:
                 await conn.send_packed_command(packed, check_health=False)
             except BaseException:
+                future.cancel()  # nobody will wait for it
                 self._lost(conn, "sending failed")
                 raise
         return await future
@@ -106,7 +117,7 @@ class TrackedConnection:
             # First use, or a new event loop (a script running asyncio.run twice): what
             # belonged to another loop cannot be awaited here; start afresh.
             self._loop = loop
-            self._conn, self._reader, self._waiting = None, None, deque()
+            self._conn, self._reader, self._prober, self._waiting = None, None, None, deque()
             self._open_lock, self._send_lock = asyncio.Lock(), asyncio.Lock()
             self.cache.disable()
         conn = self._conn
@@ -144,11 +155,28 @@ class TrackedConnection:
                 await conn.disconnect()
             raise
         self._conn = conn
+        self._heard = asyncio.get_running_loop().time()
         self._reader = asyncio.create_task(self._read(conn), name="mcp-sessions redis reader")
+        self._prober = asyncio.create_task(self._probe(conn), name="mcp-sessions redis probe")
         if tracking:
             self.cache.enable()
 
+    async def _probe(self, conn: AbstractConnection) -> None:
+        loop = asyncio.get_running_loop()
+        while conn is self._conn:
+            await asyncio.sleep(self.probe_interval)
+            if conn is not self._conn or loop.time() - self._heard < self.probe_interval:
+                continue
+            ping = asyncio.ensure_future(self.execute("PING"))
+            done, _ = await asyncio.wait({ping}, timeout=self.probe_timeout)
+            if not done:
+                ping.cancel()
+                self._lost(conn, f"no answer to a PING within {self.probe_timeout:g}s")
+            elif not ping.cancelled():
+                ping.exception()  # a lost connection has been dealt with already
+
     async def _on_invalidate(self, push: list[Any]) -> None:
+        self._heard = asyncio.get_running_loop().time()
         keys = push[1] if len(push) > 1 else None
         if keys is None:  # FLUSHALL / FLUSHDB: every key is gone
             self.cache.flush()
@@ -158,6 +186,7 @@ class TrackedConnection:
 
     async def _read(self, conn: AbstractConnection) -> None:
         waiting = self._waiting
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
@@ -166,6 +195,7 @@ class TrackedConnection:
                     answer = exc
                 if not waiting:
                     raise redis_errors.InvalidResponse("an answer to no command")
+                self._heard = loop.time()
                 future = waiting.popleft()
                 if future.done():  # its caller gave up (cancelled): the answer is dropped
                     continue
@@ -191,10 +221,10 @@ class TrackedConnection:
                 future.set_exception(
                     redis_errors.ConnectionError(f"the Redis connection was lost ({why})")
                 )
-        reader = self._reader
-        if reader is not None and reader is not asyncio.current_task():
-            reader.cancel()
-        self._reader = None
+        for task in (self._reader, self._prober):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        self._reader = self._prober = None
         task = asyncio.get_running_loop().create_task(conn.disconnect(nowait=True))
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
@@ -206,13 +236,14 @@ class TrackedConnection:
 
     async def close(self) -> None:
         self._closed = True
-        conn, reader = self._conn, self._reader
+        conn, tasks = self._conn, (self._reader, self._prober)
         if conn is not None:
             self._lost(conn, "closed")
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+        for task in tasks:
+            if task is not None and task.get_loop() is asyncio.get_running_loop():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.disconnect()
