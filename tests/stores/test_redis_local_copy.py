@@ -18,7 +18,7 @@ import pytest
 from tests.fixtures.redis_server import RedisServer, start_redis_server, stop_process
 
 from mcp_sessions.core.records import Record
-from mcp_sessions.stores import VersionConflict, open_store
+from mcp_sessions.stores import StoreError, VersionConflict, open_store
 from mcp_sessions.stores.redis import RedisStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.redis]
@@ -293,3 +293,21 @@ async def test_a_silent_connection_is_probed_and_the_copy_turned_off(
     finally:
         await store.close()
         stop_process(process)
+
+
+async def test_a_value_that_is_no_record_is_a_store_error_not_a_crash(
+    pair: tuple[RedisStore, RedisStore], redis_server: RedisServer
+) -> None:
+    """Something else wrote under the store's prefix: every operation on that key says so,
+    as a StoreError, and nothing is kept in the copy."""
+    a, _ = pair
+    key = a.record_key("session", SID, ALICE)
+    raw = redis_server.client()
+    for junk in ("0123456789abcdefnot json", "[1, 2]", "{broken", '{"p": "x", "e": "1e20"}'):
+        raw.set(key, junk)
+        with pytest.raises(StoreError, match="not a record"):
+            await a.get("session", SID, ALICE)
+        with pytest.raises(StoreError, match="not a record"):
+            await a.compare_and_set("session", SID, ALICE, 1, {"n": 1})
+        assert len(a.cache) == 0
+        assert raw.get(key) == junk  # nothing written over it

@@ -19,9 +19,14 @@ from ..core.records import JSONObject, Record
 from ._common import decode_json
 from ._redis_cache import Entry
 from ._redis_scripts import TAG_LENGTH
+from .base import StoreError
 
 # Built once: json.dumps with options builds a new encoder on every call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+#: The fields every record value has (stores/_redis_scripts.py lists what they mean).
+_FIELDS = frozenset(("k", "i", "p", "o", "ca", "ls", "it", "mx", "e", "v", "s", "a", "inc", "ix"))
 
 
 def exact(value: float) -> str:
@@ -49,9 +54,17 @@ def member(kind: str, id: str, incarnation: str) -> str:
 def read_value(value: str) -> Entry:
     """The tag and fields of a stored value. A value written before tags existed starts with
     ``{``: the whole value is its tag then (a write compares all of it)."""
-    if value.startswith("{"):
-        return Entry(value, json.loads(value), len(value))
-    return Entry(value[:TAG_LENGTH], json.loads(value[TAG_LENGTH:]), len(value))
+    tag, body = (
+        (value, value) if value.startswith("{") else (value[:TAG_LENGTH], value[TAG_LENGTH:])
+    )
+    try:
+        fields = json.loads(body)
+        if not (isinstance(fields, dict) and fields.keys() >= _FIELDS):
+            raise ValueError("not a record")
+    except ValueError:
+        # Written by something else than this store (a prefix shared by mistake?).
+        raise StoreError(f"a Redis value is not a record: {value[:60]!r}") from None
+    return Entry(tag, fields, len(value))
 
 
 def write_value(fields: dict[str, Any]) -> tuple[str, Entry]:
