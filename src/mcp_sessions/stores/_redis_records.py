@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.records import JSONObject, Record
-from ._common import decode_json
+from ._common import decode_json, encode_json
 from ._redis_cache import Entry
 from ._redis_scripts import TAG_LENGTH
 from .base import StoreError
@@ -44,6 +44,33 @@ def index_deadline(last_seen: float, idle_ttl: float, cap: float) -> float:
     """How long an index member stays valid without being raised: two idle TTLs, at most the
     cap. Raising it again costs one extra round trip, at most once per idle TTL."""
     return min(last_seen + 2 * idle_ttl, cap)
+
+
+def new_fields(record: Record) -> dict[str, Any]:
+    """The fields of a record about to be created (a fresh incarnation)."""
+    return {
+        "k": record.kind,
+        "i": record.id,
+        "p": record.principal,
+        "o": record.origin,
+        "ca": exact(record.created_at),
+        "ls": exact(record.last_seen),
+        "it": exact(record.idle_ttl),
+        "mx": "" if math.isinf(record.max_expires_at) else exact(record.max_expires_at),
+        "e": exact(record.expires_at),
+        "v": int(record.version),
+        "s": encode_json(record.state, "state"),
+        "a": encode_json(record.attributes, "attributes"),
+        "inc": secrets.token_hex(8),
+        "ix": exact(index_deadline(record.last_seen, record.idle_ttl, record.max_expires_at)),
+    }
+
+
+def index_args(r: Mapping[str, Any], now: float) -> list[Any]:
+    """The INDEX script's arguments for the record ``r``: its deadline, its member, ``now``,
+    and the index key's TTL."""
+    deadline = float(r["ix"])
+    return [exact(deadline), member(r["k"], r["i"], r["inc"]), exact(now), ttl_ms(deadline - now)]
 
 
 def member(kind: str, id: str, incarnation: str) -> str:

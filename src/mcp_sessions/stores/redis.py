@@ -42,7 +42,6 @@ import hashlib
 import json
 import logging
 import math
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
@@ -65,9 +64,10 @@ from ._redis_cache import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, Entry, Rec
 from ._redis_records import (
     exact,
     extended,
-    index_deadline,
+    index_args,
     is_live,
     member,
+    new_fields,
     read_value,
     to_record,
     ttl_ms,
@@ -207,7 +207,10 @@ class RedisStore:
             # Refused, reset, or still loading its data after a restart (BusyLoadingError).
             raise StoreUnavailable(f"{where}: cannot connect: {self._scrub(str(exc))}") from None
         except redis_errors.ReadOnlyError as exc:
-            # A replica that is not (or no longer) the primary, e.g. during a failover.
+            # A replica that is not (or no longer) the primary, e.g. during a failover: the
+            # next operation connects afresh (to the new primary, behind Sentinel).
+            if self._tracked is not None:
+                self._tracked.reset()
             raise StoreUnavailable(f"{where}: read-only: {self._scrub(str(exc))}") from None
         except redis_errors.ResponseError as exc:
             raise StoreError(f"{where}: Redis refused a command: {self._scrub(str(exc))}") from None
@@ -328,52 +331,30 @@ class RedisStore:
         raise StoreUnavailable(f"{kind} record {id!r} kept changing during {SWAP_ATTEMPTS} writes")
 
     async def _raise_index(self, principal: str, r: Mapping[str, Any], now: float) -> None:
-        deadline = float(r["ix"])
-        one = member(r["k"], r["i"], r["inc"])
-        args: list[Any] = [exact(deadline), one, exact(now), ttl_ms(deadline - now)]
-        await INDEX_SCRIPT(self._redis, [self.index_key(principal)], args)
+        await INDEX_SCRIPT(self._redis, [self.index_key(principal)], index_args(r, now))
 
     # -- the Store contract --------------------------------------------------------------
 
     async def create(self, record: Record) -> None:
         check_idle_ttl(record.idle_ttl)
         now = record.last_seen  # the moment the record claims to be created at
-        expiry = record.expires_at
-        fields: dict[str, Any] = {
-            "k": record.kind,
-            "i": record.id,
-            "p": record.principal,
-            "o": record.origin,
-            "ca": exact(record.created_at),
-            "ls": exact(record.last_seen),
-            "it": exact(record.idle_ttl),
-            "mx": "" if math.isinf(record.max_expires_at) else exact(record.max_expires_at),
-            "e": exact(expiry),
-            "v": int(record.version),
-            "s": encode_json(record.state, "state"),
-            "a": encode_json(record.attributes, "attributes"),
-            "inc": secrets.token_hex(8),
-            "ix": exact(index_deadline(record.last_seen, record.idle_ttl, record.max_expires_at)),
-        }
+        fields = new_fields(record)
         value, _ = write_value(fields)
-        ttl = ttl_ms(expiry - now)
+        ttl = ttl_ms(record.expires_at - now)
         key = self.record_key(record.kind, record.id, record.principal)
-
         index = self.index_key(record.principal)
-        deadline = float(fields["ix"])
-        one = member(record.kind, record.id, fields["inc"])
-        index_args: list[Any] = [exact(deadline), one, exact(now), ttl_ms(deadline - now)]
+        indexing = index_args(fields, now)
 
         async def run() -> None:
             # One round trip for the common case: the index member, then SET NX. The member
             # goes first, so a crash in between leaves a stale member (list skips it), never
             # a record that list cannot see.
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.evalsha(INDEX_SCRIPT.sha, 1, index, *index_args)
+                pipe.evalsha(INDEX_SCRIPT.sha, 1, index, *indexing)
                 pipe.set(key, value, px=ttl, nx=True)
                 indexed, stored = await pipe.execute(raise_on_error=False)
             if isinstance(indexed, redis_errors.NoScriptError):
-                await INDEX_SCRIPT(self._redis, [index], index_args)
+                await INDEX_SCRIPT(self._redis, [index], indexing)
             elif isinstance(indexed, Exception):
                 raise indexed
             if isinstance(stored, Exception):
@@ -383,7 +364,7 @@ class RedisStore:
             # The key exists: the script decides whether the record there has expired (by
             # ``now``, which may run ahead of Redis's own clock) and may be replaced.
             if not await CREATE_SCRIPT(self._redis, [key], [exact(now), ttl, value]):
-                await self._redis.zrem(index, one)
+                await self._redis.zrem(index, indexing[1])
                 raise AlreadyExists(f"a live {record.kind} record with id {record.id!r} exists")
 
         await self._call(run)
