@@ -95,14 +95,25 @@ class RecordCache:
         self._fills.setdefault(key, []).append(fill)
         return fill
 
-    def finish(self, fill: Fill | None, key: str, entry: Entry | None) -> None:
+    def finish(
+        self, fill: Fill | None, key: str, entry: Entry | None, *, wrote: bool = False
+    ) -> None:
         """End ``fill``: keep ``entry`` (the value read or written; ``None``: nothing to keep,
-        which also drops what was there) unless the fill was spoilt meanwhile."""
+        which also drops what was there) unless the fill was spoilt meanwhile.
+
+        ``wrote``: ``entry`` is this process's own write, of which Redis tells it nothing, so
+        the fills of the key announced before it — whose reads may have run before the write
+        — are spoilt here, as an invalidation would have spoilt them."""
         if fill is None:
             return
         if fill.spoilt:  # invalidate() or flush() has taken it out of _fills already
             return
         fills = self._fills[key]
+        if wrote:
+            earlier = fills[: fills.index(fill)]
+            for other in earlier:
+                other.spoilt = True
+            del fills[: len(earlier)]
         fills.remove(fill)
         if not fills:
             del self._fills[key]

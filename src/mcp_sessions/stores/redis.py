@@ -277,19 +277,21 @@ class RedisStore:
         value, entry = write_value(fields)
         cache = self.cache
         fill = cache.begin(key)
-        kept: Entry | None = None
+        kept = wrote = None
         try:
             reply = await SWAP_SCRIPT.on(self._exec, key, base.tag, value, ttl)
             if reply == 1:
-                kept = entry
+                kept = wrote = entry
                 return True, entry
             if not reply:
                 return False, None
             kept = read_value(reply)
             # A repeat (the first answer was lost with its connection) finds its own write.
-            return kept.tag == entry.tag, kept
+            if kept.tag == entry.tag:
+                wrote = kept
+            return wrote is not None, kept
         finally:
-            cache.finish(fill, key, kept)
+            cache.finish(fill, key, kept, wrote=wrote is not None)
 
     async def _update(
         self,
