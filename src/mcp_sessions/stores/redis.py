@@ -242,8 +242,10 @@ class RedisStore:
         )
 
     async def _exec(self, *args: Any) -> Any:
-        """One command on the tracked connection (once more on a new one if it was lost: each
-        command sent this way is safe to repeat), or on the pool without one."""
+        """One command on the tracked connection (once more on a new one if it was lost, as
+        redis-py's own retry does: a read repeats harmlessly, a tag-compared write that did
+        happen finds its own tag; a repeated delete answers "nothing deleted"), or on the
+        pool without one."""
         tracked = self._tracked
         if tracked is None:
             return await cast(Any, self._redis).execute_command(*args)
