@@ -336,3 +336,23 @@ async def test_a_read_filed_after_this_stores_own_later_write_is_not_kept(
     assert old is not None and old.version == 1  # read before the write
     new = await b.get("session", SID, ALICE)
     assert new is not None and (new.version, new.state) == (2, {"n": 1})
+
+
+@pytest.mark.parametrize("option", ["cache_entries=-1", "cache_bytes=-5"])
+def test_negative_bounds_are_refused_by_name(option: str) -> None:
+    with pytest.raises(StoreError, match="must not be negative"):
+        open_store(f"redis://127.0.0.1:6379/0?{option}")
+
+
+async def test_with_no_copy_every_read_asks_redis(
+    redis_url: str, redis_server: RedisServer
+) -> None:
+    store = await opened(redis_url, cache_entries=0)
+    try:
+        await store.create(session())
+        before = gets(redis_server)
+        for _ in range(3):
+            assert await store.get("session", SID, ALICE) is not None
+        assert gets(redis_server) == before + 3 and len(store.cache) == 0
+    finally:
+        await store.close()

@@ -222,7 +222,10 @@ class RedisStore:
     def _start_tracking(self, cache_entries: int, cache_bytes: int) -> None:
         """The local copy of records and the connection that keeps it honest (issue #15)."""
         if cache_entries < 0 or cache_bytes < 0:
-            raise StoreError("cache_entries and cache_bytes must not be negative")
+            raise StoreError(
+                f"Redis store {self.url}: cache_entries and cache_bytes must not be negative, "
+                f"got {cache_entries} and {cache_bytes}"
+            )
         #: Records read or written here, dropped on Redis's word (``_redis_cache.py``).
         self.cache = RecordCache(cache_entries, cache_bytes)
         #: Test seam: awaited between the answer of a read that fills the cache and the fill,
