@@ -215,9 +215,13 @@ async def test_redis_not_answering_gives_31006_within_op_timeout_then_recovers(
                     assert error.code == STORE_UNAVAILABLE
             finally:
                 redis.process.send_signal(signal.SIGCONT)
-            # Every answer matches its command: the count goes on from where it was.
+            # Every answer matches its command: the count goes on from where it was. The first
+            # cut-off call may have been applied after all: its session was read from the
+            # local copy (issue #15), so its write was sent at once, and the stopped Redis ran
+            # it once resumed; -31006 says only that no acknowledgement came. The later ones
+            # were never sent (the reconnect found no answer).
             seen = [value(await c.call_tool("count", {}, meta=sid(session_id))) for _ in range(5)]
-            assert seen == [2, 3, 4, 5, 6]
+            assert seen in ([2, 3, 4, 5, 6], [3, 4, 5, 6, 7])
     finally:
         demo.stop()
     assert "op_timeout=0.5s" in demo.log.read_text(errors="replace")

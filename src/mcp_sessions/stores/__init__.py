@@ -60,6 +60,9 @@ _REDIS_OPTIONS: dict[str, Any] = {
     "op_timeout": 2.0,
     "retries": 1,
     "touch_fraction": DEFAULT_TOUCH_FRACTION,
+    # the local copy of records (issue #15): entries and bytes; 0 turns it off
+    "cache_entries": 10_000,
+    "cache_bytes": 32 << 20,
     # TLS (rediss:// only), passed to redis-py as ssl_* keywords
     "ssl_ca_certs": None,
     "ssl_certfile": None,

@@ -10,13 +10,14 @@ cost grows with the database, which is why request handling never calls it.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from ..core.records import JSONObject, Record
 from ._common import clock, decode_lenient
+from ._redis_records import read_value
+from .base import StoreError
 
 T = TypeVar("T")
 
@@ -107,7 +108,7 @@ def _matching(
     if blob is None:
         return None  # expired or deleted between SCAN and GET
     try:
-        r = json.loads(blob)
+        r = read_value(blob).fields  # the tag + JSON value (stores/_redis_records.py)
         if not isinstance(r, dict) or float(r["e"]) <= now:
             return None
         if (
@@ -118,5 +119,5 @@ def _matching(
             return None
         record = decode({**r, "a": "{}"}, decode_lenient(str(r["s"])))
         return record._replace(attributes=decode_lenient(str(r["a"])))
-    except (ValueError, KeyError, TypeError):
+    except (StoreError, ValueError, KeyError, TypeError):
         return None  # a key under the prefix that is not one of this store's records

@@ -2,19 +2,26 @@
 
 Layout (``prefix`` defaults to ``mcps``):
 
-- ``mcps:{<kind>:<principal digest>:<id>}`` — one string per record, a JSON object (layout
-  below). Records are keyed by ``(kind, id, principal)``, so two principals may hold the same
-  id independently and neither can tell the other's exists (DESIGN §2). The principal digest
-  is the first 32 hex digits (128 bits) of its SHA-256; it sits before the id, inside the
-  braces, which are a Redis Cluster hash tag: any key ever added for one record shares its
-  slot, and every Lua script below touches a single key. The scripts and ``get`` still check
-  the principal stored in the record, so even a digest collision could not hand one
-  principal's record to another.
+- ``mcps:{<kind>:<principal digest>:<id>}`` — one string per record: a tag, then a JSON
+  object (``stores/_redis_scripts.py``). Records are keyed by ``(kind, id, principal)``, so
+  two principals may hold the same id independently and neither can tell the other's exists
+  (DESIGN §2). The principal digest is the first 32 hex digits (128 bits) of its SHA-256; it
+  sits before the id, inside the braces, which are a Redis Cluster hash tag: any key ever
+  added for one record shares its slot, and every Lua script touches a single key. Reads and
+  writes still check the principal stored in the record, so even a digest collision could
+  not hand one principal's record to another.
 - ``mcps:principal:{<principal digest>}`` — a sorted set per principal for ``list``; members
   are ``[kind, id, incarnation]`` scored by a deadline at or after the record's expiry.
 
 Atomicity: ``create``, ``compare_and_set``, ``touch`` and ``delete`` are Lua scripts
-(EVALSHA), so a check and its write cannot interleave with another client's.
+(EVALSHA), so a check and its write cannot interleave with another client's. A compare-and-set
+or touch is one script that compares the value's tag (``SWAP``): the client computed the new
+value from the one it read, and a loser gets the current value back in the same answer.
+
+Reads come from a local copy that Redis keeps honest (issue #15; docs/stores.md states the
+guarantee): ``stores/_redis_tracking.py`` carries the hot commands on one connection that is
+told of every record key another client writes, and ``stores/_redis_cache.py`` drops its copy
+of each. In steady state a ``get`` costs no round trip, a compare-and-set one.
 
 Expiry: each record key carries a Redis TTL equal to its remaining life, computed from the
 caller's ``now`` (so tests that pass ``now`` behave like real time). Reads also compare
@@ -35,25 +42,38 @@ import hashlib
 import json
 import logging
 import math
-import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar, cast
 
-import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 
 from ..core.records import JSONObject, Record
 from ._common import (
     check_idle_ttl,
     clock,
-    decode_json,
     encode_json,
     hide_password,
     not_found,
     touch_without_write,
 )
+from ._deadlines import Deadlines
 from ._redis_admin import scan_records
+from ._redis_cache import DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, Entry, RecordCache
+from ._redis_records import (
+    exact,
+    extended,
+    index_args,
+    is_live,
+    member,
+    new_fields,
+    read_value,
+    to_record,
+    ttl_ms,
+    write_value,
+)
+from ._redis_scripts import CREATE_SCRIPT, DELETE_SCRIPT, INDEX_SCRIPT, SWAP_SCRIPT
 from ._redis_topology import UNAVAILABLE_ERRORS, Topology, config_values
+from ._redis_tracking import TrackedConnection
 from .base import (
     DEFAULT_TOUCH_FRACTION,
     AlreadyExists,
@@ -66,147 +86,10 @@ T = TypeVar("T")
 
 logger = logging.getLogger("mcp_sessions.stores")
 
-# One record is one string key holding a JSON object, so ``get`` is a single GET, as cheap as
-# the raw driver's. Its fields:
-#   k kind, i id, p principal, o origin, ca created_at, ls last_seen, it idle_ttl,
-#   mx max_expires_at ('' = no cap), e expires_at, v version, s state (JSON text),
-#   a attributes (JSON text), inc incarnation (random, per create), ix index deadline (>= e)
-# Times are strings, not JSON numbers: Redis's cjson writes numbers with 14 significant digits,
-# which would round a Unix time to 0.1 ms. Scripts compute with tonumber() and write back
-# with %.17g, which round-trips an IEEE double exactly. ``s`` and ``a`` stay opaque strings
-# (cjson would turn an empty list in the state into an object).
 
-# Moves last_seen to max(ls, now), sets expires_at and the key's TTL from it, and raises the
-# index deadline when the expiry passed it. Expects locals r (the record), now, ls, it.
-_EXTEND = """
-local e = ls + it
-if r.mx ~= '' then e = math.min(e, tonumber(r.mx)) end
-r.ls = string.format('%.17g', ls)
-r.it = string.format('%.17g', it)
-r.e = string.format('%.17g', e)
-local raised = 0
-if e > tonumber(r.ix) then
-  local ix = ls + 2 * it
-  if r.mx ~= '' then ix = math.min(ix, tonumber(r.mx)) end
-  r.ix = string.format('%.17g', ix)
-  raised = 1
-end
-local out = cjson.encode(r)
-redis.call('SET', KEYS[1], out, 'PX', math.max(1, math.ceil((e - now) * 1000)))
-"""
-
-# Loads the live record of ARGV[1] (principal) as ``r``, or answers '' (not found); ``now`` is
-# ARGV[n]. The scripts answer one string, not an array, because each array element costs the
-# client a parse step: '' not found, '!<record>' version conflict, '=<record>' done,
-# '^<record>' done and the index deadline was raised.
-_LOAD = """
-local blob = redis.call('GET', KEYS[1])
-if not blob then return '' end
-local r = cjson.decode(blob)
-local now = tonumber(ARGV[%d])
-if r.p ~= ARGV[1] or tonumber(r.e) <= now then return '' end
-"""
-
-# KEYS[1] record; ARGV now, ttl_ms, json. Replaces only an expired record: 1 stored, 0 not.
-_CREATE = """
-local old = redis.call('GET', KEYS[1])
-if old and tonumber(cjson.decode(old).e) > tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[2])
-return 1
-"""
-
-# KEYS[1] record; ARGV principal, expected version, state, now
-_CAS = (
-    _LOAD % 4
-    + """
-if r.v ~= tonumber(ARGV[2]) then return '!' .. blob end
-r.s = ARGV[3]
-r.v = r.v + 1
-local ls = math.max(tonumber(r.ls), now)
-local it = tonumber(r.it)
-"""
-    + _EXTEND
-    + """
-if raised == 1 then return '^' .. out end
-return '=' .. out
-"""
-)
-
-# KEYS[1] record; ARGV principal, now, new idle_ttl or ''
-_TOUCH = (
-    _LOAD % 2
-    + """
-local ls = math.max(tonumber(r.ls), now)
-local it = tonumber(r.it)
-if ARGV[3] ~= '' then it = tonumber(ARGV[3]) end
-"""
-    + _EXTEND
-    + """
-if raised == 1 then return '^' .. out end
-return '=' .. out
-"""
-)
-
-# KEYS[1] record; ARGV principal, now -> {0} | {1, live, incarnation}
-_DELETE = """
-local blob = redis.call('GET', KEYS[1])
-if not blob then return {0} end
-local r = cjson.decode(blob)
-if r.p ~= ARGV[1] then return {0} end
-redis.call('DEL', KEYS[1])
-local live = 0
-if tonumber(r.e) > tonumber(ARGV[2]) then live = 1 end
-return {1, live, r.inc}
-"""
-
-# KEYS[1] principal index; ARGV deadline, member, now, ttl_ms
-_INDEX = """
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
-end
-return 1
-"""
-
-
-class _Script:
-    """A Lua script run by EVALSHA, loaded on first NOSCRIPT (e.g. after a server restart)."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
-
-    async def __call__(self, client: aioredis.Redis, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except redis_errors.NoScriptError:
-            await client.script_load(self.text)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-
-
-_CREATE_SCRIPT = _Script(_CREATE)
-_CAS_SCRIPT = _Script(_CAS)
-_TOUCH_SCRIPT = _Script(_TOUCH)
-_DELETE_SCRIPT = _Script(_DELETE)
-_INDEX_SCRIPT = _Script(_INDEX)
-
-
-def _f(value: float) -> str:
-    """A float as text that reads back to the same double (Python's repr is shortest exact)."""
-    return repr(float(value))
-
-
-def _ms(seconds: float) -> int:
-    """A TTL in whole milliseconds, rounded up so a key never vanishes before its record
-    expires, and at least 1 (Redis deletes a key at once for a TTL of 0)."""
-    return max(1, math.ceil(seconds * 1000))
-
-
-def _index_deadline(last_seen: float, idle_ttl: float, cap: float) -> float:
-    """How long an index member stays valid without being raised: two idle TTLs, at most the
-    cap. Raising it again costs one extra round trip, at most once per idle TTL."""
-    return min(last_seen + 2 * idle_ttl, cap)
+#: Writes of one record in a row that may lose to another client's touch (same version, new
+#: tag) before the store gives up with StoreUnavailable; each loss costs one round trip.
+SWAP_ATTEMPTS = 8
 
 
 @functools.lru_cache(maxsize=4096)
@@ -214,28 +97,6 @@ def principal_digest(principal: str) -> str:
     """The principal's part of its keys: 32 hex digits of SHA-256 (cached: a server sees few
     principals, and ``get`` should cost one GET, not a hash as well)."""
     return hashlib.sha256(principal.encode()).hexdigest()[:32]
-
-
-def _member(kind: str, id: str, incarnation: str) -> str:
-    return json.dumps([kind, id, incarnation], separators=(",", ":"))
-
-
-def _record(r: Mapping[str, Any], state: JSONObject | None = None) -> Record:
-    """The record of a stored object; ``state`` given, it stands for the stored (decoded)."""
-    mx = r["mx"]
-    return Record(
-        r["k"],
-        r["i"],
-        r["p"],
-        r["o"],
-        float(r["ca"]),
-        float(r["ls"]),
-        float(r["it"]),
-        math.inf if mx == "" else float(mx),
-        int(r["v"]),
-        decode_json(r["s"]) if state is None else state,
-        decode_json(r["a"]),
-    )
 
 
 class RedisStore:
@@ -263,6 +124,8 @@ class RedisStore:
         touch_fraction: float = DEFAULT_TOUCH_FRACTION,
         tls_options: Mapping[str, Any] | None = None,
         topology: Topology | None = None,
+        cache_entries: int = DEFAULT_CACHE_ENTRIES,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.url = hide_password(url)
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -272,6 +135,7 @@ class RedisStore:
             raise StoreError(f"op_timeout must be a positive number of seconds, got {op_timeout!r}")
         #: Bound on one whole operation, reconnects and retries included (issue #12 item 8).
         self.op_timeout = float(op_timeout)
+        self._deadlines = Deadlines(self.op_timeout)
         self.touch_fraction = touch_fraction
         self._password = password
         if topology is None:
@@ -287,6 +151,7 @@ class RedisStore:
             tls_options=tls_options,
         )
         self._closed = False
+        self._start_tracking(cache_entries, cache_bytes)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -309,10 +174,18 @@ class RedisStore:
         where = f"Redis store {self.url} ({self.address})"
         try:
             # The whole operation, however many reconnects and retries redis-py makes, ends
-            # within op_timeout; a command cut off here closes its connection (redis-py
-            # disconnects on cancellation), so no late reply reaches a later command.
-            async with asyncio.timeout(self.op_timeout):
+            # within op_timeout (one timer for all operations: _deadlines.py); a command cut
+            # off on the pool closes its connection (redis-py disconnects on cancellation),
+            # so no late reply reaches a later command.
+            bound = self._deadlines.start()
+            try:
                 return await fn()
+            except asyncio.CancelledError:
+                if self._deadlines.expired(bound):
+                    raise TimeoutError from None
+                raise
+            finally:
+                self._deadlines.end(bound)
         except redis_errors.AuthenticationError as exc:
             raise StoreError(f"{where}: authentication failed: {self._scrub(str(exc))}") from None
         except redis_errors.TimeoutError:
@@ -321,6 +194,8 @@ class RedisStore:
                 "is this the right port?"
             ) from None
         except TimeoutError:
+            if self._tracked is not None:
+                self._tracked.reset()  # an answer may still be owed: start afresh
             raise StoreUnavailable(
                 f"{where}: the operation took longer than op_timeout={self.op_timeout:g}s; is "
                 "the server up and is this the right port?"
@@ -329,7 +204,10 @@ class RedisStore:
             # Refused, reset, or still loading its data after a restart (BusyLoadingError).
             raise StoreUnavailable(f"{where}: cannot connect: {self._scrub(str(exc))}") from None
         except redis_errors.ReadOnlyError as exc:
-            # A replica that is not (or no longer) the primary, e.g. during a failover.
+            # A replica that is not (or no longer) the primary, e.g. during a failover: the
+            # next operation connects afresh (to the new primary, behind Sentinel).
+            if self._tracked is not None:
+                self._tracked.reset()
             raise StoreUnavailable(f"{where}: read-only: {self._scrub(str(exc))}") from None
         except UNAVAILABLE_ERRORS as exc:  # a cluster slot without a master (issue #15)
             raise StoreUnavailable(
@@ -342,52 +220,149 @@ class RedisStore:
         except OSError as exc:  # e.g. TLS setup, or a socket error redis-py did not wrap
             raise StoreUnavailable(f"{where}: {self._scrub(str(exc))}") from None
 
+    def _start_tracking(self, cache_entries: int, cache_bytes: int) -> None:
+        """The local copy of records and the connection that keeps it honest (issue #15)."""
+        if cache_entries < 0 or cache_bytes < 0:
+            raise StoreError(
+                f"Redis store {self.url}: cache_entries and cache_bytes must not be negative, "
+                f"got {cache_entries} and {cache_bytes}"
+            )
+        #: Records read or written here, dropped on Redis's word (``_redis_cache.py``).
+        self.cache = RecordCache(cache_entries, cache_bytes)
+        #: Test seam: awaited between the answer of a read that fills the cache and the fill,
+        #: so a test can make an invalidation arrive exactly then.
+        self.fill_hook: Callable[[str], Awaitable[None]] | None = None
+        pool = getattr(self._redis, "connection_pool", None)
+        self._tracked: TrackedConnection | None = None
+        if pool is None:  # a client without one pool of one server: no local copy
+            return
+        # RESP3 carries the invalidations. Connecting is bounded by the pool's timeouts,
+        # each operation on it by op_timeout.
+        kwargs = {**pool.connection_kwargs, "protocol": 3}
+        self._tracked = TrackedConnection(
+            lambda: pool.connection_class(**kwargs),
+            self.cache,
+            track=cache_entries > 0 and cache_bytes > 0,
+        )
+
+    async def _exec(self, *args: Any) -> Any:
+        """One command on the tracked connection (once more on a new one if it was lost, as
+        redis-py's own retry does: a read repeats harmlessly, a tag-compared write that did
+        happen finds its own tag; a repeated delete answers "nothing deleted"), or on the
+        pool without one."""
+        tracked = self._tracked
+        if tracked is None:
+            return await cast(Any, self._redis).execute_command(*args)
+        try:
+            return await tracked.execute(*args)
+        except redis_errors.ConnectionError:
+            return await tracked.execute(*args)
+
+    async def _fetch(self, key: str) -> Entry | None:
+        """The value of ``key`` from Redis, kept in the cache unless a write of it was
+        announced while the read was under way."""
+        if self._tracked is not None:
+            await self._tracked.ready()
+        cache = self.cache
+        fill = cache.begin(key)
+        entry = None
+        try:
+            value = await self._exec("GET", key)
+            entry = None if value is None else read_value(value)
+            if self.fill_hook is not None:
+                await self.fill_hook(key)
+        finally:
+            cache.finish(fill, key, entry)
+        return entry
+
+    async def _swap(
+        self, key: str, base: Entry, fields: dict[str, Any], ttl: int
+    ) -> tuple[bool, Entry | None]:
+        """Store ``fields`` if Redis still holds ``base``: ``(True, new entry)``, or ``(False,
+        the entry there now)`` (``None``: no such key), in one round trip."""
+        value, entry = write_value(fields)
+        cache = self.cache
+        fill = cache.begin(key)
+        kept = wrote = None
+        try:
+            reply = await SWAP_SCRIPT.on(self._exec, key, base.tag, value, ttl)
+            if reply == 1:
+                kept = wrote = entry
+                return True, entry
+            if not reply:
+                return False, None
+            kept = read_value(reply)
+            # A repeat (the first answer was lost with its connection) finds its own write.
+            if kept.tag == entry.tag:
+                wrote = kept
+            return wrote is not None, kept
+        finally:
+            cache.finish(fill, key, kept, wrote=wrote is not None)
+
+    async def _update(
+        self,
+        kind: str,
+        id: str,
+        principal: str,
+        now: float,
+        change: Callable[[Entry], dict[str, Any] | None],
+    ) -> tuple[dict[str, Any], bool]:
+        """Read-compute-swap of one live record: ``change`` gets the live entry and answers
+        the new fields (or ``None``: raise :class:`VersionConflict`, with that entry's record);
+        an entry from the cache that fails a check is read again from Redis first, since the
+        cache may lag behind a write whose invalidation is on its way. Returns the stored
+        fields and whether the index deadline must be raised."""
+        key = self.record_key(kind, id, principal)
+        base = self.cache.lookup(key)
+        fresh = False
+        for _ in range(SWAP_ATTEMPTS):
+            if base is None:
+                base, fresh = await self._fetch(key), True
+            if base is None:
+                raise not_found(kind, id)
+            r = base.fields
+            fields = change(base) if is_live(r, principal, now) else None
+            if fields is None:
+                if not fresh:
+                    base = None
+                    continue
+                if is_live(r, principal, now):
+                    current = to_record(r)
+                    raise VersionConflict(
+                        f"{kind} record {id!r} is at version {current.version}", current=current
+                    )
+                raise not_found(kind, id)
+            done, found = await self._swap(key, base, fields, ttl_ms(float(fields["e"]) - now))
+            if done:
+                return fields, float(fields["ix"]) != float(r["ix"])
+            base, fresh = found, True
+        raise StoreUnavailable(f"{kind} record {id!r} kept changing during {SWAP_ATTEMPTS} writes")
+
     async def _raise_index(self, principal: str, r: Mapping[str, Any], now: float) -> None:
-        deadline = float(r["ix"])
-        args = [_f(deadline), _member(r["k"], r["i"], r["inc"]), _f(now), _ms(deadline - now)]
-        await _INDEX_SCRIPT(self._redis, [self.index_key(principal)], args)
+        await INDEX_SCRIPT(self._redis, [self.index_key(principal)], index_args(r, now))
 
     # -- the Store contract --------------------------------------------------------------
 
     async def create(self, record: Record) -> None:
         check_idle_ttl(record.idle_ttl)
         now = record.last_seen  # the moment the record claims to be created at
-        expiry = record.expires_at
-        fields: dict[str, Any] = {
-            "k": record.kind,
-            "i": record.id,
-            "p": record.principal,
-            "o": record.origin,
-            "ca": _f(record.created_at),
-            "ls": _f(record.last_seen),
-            "it": _f(record.idle_ttl),
-            "mx": "" if math.isinf(record.max_expires_at) else _f(record.max_expires_at),
-            "e": _f(expiry),
-            "v": int(record.version),
-            "s": encode_json(record.state, "state"),
-            "a": encode_json(record.attributes, "attributes"),
-            "inc": secrets.token_hex(8),
-            "ix": _f(_index_deadline(record.last_seen, record.idle_ttl, record.max_expires_at)),
-        }
-        blob = json.dumps(fields, separators=(",", ":"))
-        ttl = _ms(expiry - now)
+        fields = new_fields(record)
+        value, _ = write_value(fields)
+        ttl = ttl_ms(record.expires_at - now)
         key = self.record_key(record.kind, record.id, record.principal)
-
         index = self.index_key(record.principal)
-        deadline = float(fields["ix"])
-        member = _member(record.kind, record.id, fields["inc"])
-        index_args: list[Any] = [_f(deadline), member, _f(now), _ms(deadline - now)]
+        indexing = index_args(fields, now)
 
         async def run() -> None:
             # One round trip for the common case: the index member, then SET NX. The member
             # goes first, so a crash in between leaves a stale member (list skips it), never
             # a record that list cannot see.
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.evalsha(_INDEX_SCRIPT.sha, 1, index, *index_args)
-                pipe.set(key, blob, px=ttl, nx=True)
+                pipe.evalsha(INDEX_SCRIPT.sha, 1, index, *indexing)
+                pipe.set(key, value, px=ttl, nx=True)
                 indexed, stored = await pipe.execute(raise_on_error=False)
             if isinstance(indexed, redis_errors.NoScriptError):
-                await _INDEX_SCRIPT(self._redis, [index], index_args)
+                await INDEX_SCRIPT(self._redis, [index], indexing)
             elif isinstance(indexed, Exception):
                 raise indexed
             if isinstance(stored, Exception):
@@ -396,26 +371,30 @@ class RedisStore:
                 return
             # The key exists: the script decides whether the record there has expired (by
             # ``now``, which may run ahead of Redis's own clock) and may be replaced.
-            if not await _CREATE_SCRIPT(self._redis, [key], [_f(now), ttl, blob]):
-                await self._redis.zrem(index, member)
+            if not await CREATE_SCRIPT(self._redis, [key], [exact(now), ttl, value]):
+                await self._redis.zrem(index, indexing[1])
                 raise AlreadyExists(f"a live {record.kind} record with id {record.id!r} exists")
 
         await self._call(run)
+        # Written on the pool, not the tracked connection: its invalidation is on its way; no
+        # read here may see what was there before (a record that expired) meanwhile.
+        self.cache.invalidate(key)
 
     async def get(
         self, kind: str, id: str, principal: str, *, now: float | None = None
     ) -> Record | None:
         t = clock(now)
+        if self._closed:
+            raise StoreError(f"Redis store {self.url} is closed")
         key = self.record_key(kind, id, principal)
-        blob = await self._call(lambda: self._redis.get(key))
-        if blob is None:
-            return None
-        r = json.loads(blob)
-        # An expired record answers like a missing one; the principal check only matters if
-        # two principals' digests ever collided (DESIGN §2).
-        if r["p"] != principal or float(r["e"]) <= t:
-            return None
-        return _record(r)
+        entry = self.cache.lookup(key)
+        if entry is None:
+            entry = await self._call(lambda: self._fetch(key))
+            if entry is None:
+                return None
+        r = entry.fields
+        # An expired record answers like a missing one (DESIGN §2).
+        return to_record(r) if is_live(r, principal, t) else None
 
     async def compare_and_set(
         self,
@@ -430,28 +409,29 @@ class RedisStore:
     ) -> Record:
         t = clock(now)
         text = encode_json(state, "state", max_bytes)
-        key = self.record_key(kind, id, principal)
-        args = [principal, str(int(expected_version)), text, _f(t)]
+        expected = int(expected_version)
 
-        async def run() -> tuple[str, dict[str, Any] | None]:
-            reply: str = await _CAS_SCRIPT(self._redis, [key], args)
-            if not reply:
-                return "", None
-            r = json.loads(reply[1:])
-            if reply[0] == "^":
-                await self._raise_index(principal, r, t)
-            return reply[0], r
+        def change(base: Entry) -> dict[str, Any] | None:
+            if int(base.fields["v"]) != expected:
+                return None
+            fields, _ = extended(base.fields, t)
+            fields["v"] = expected + 1
+            fields["s"] = text
+            return fields
 
-        outcome, r = await self._call(run)
-        if r is None:
-            raise not_found(kind, id)
-        if outcome == "!":
-            current = _record(r)
+        async def run() -> dict[str, Any]:
+            fields, raised = await self._update(kind, id, principal, t, change)
+            if raised:
+                await self._raise_index(principal, fields, t)
+            return fields
+
+        try:
+            r = await self._call(run)
+        except VersionConflict as conflict:
             raise VersionConflict(
-                f"{kind} record {id!r} is at version {current.version}, not {expected_version}",
-                current=current,
-            )
-        return _record(r, state)  # the caller's dict: Redis holds the text
+                f"{conflict}, not {expected_version}", current=conflict.current
+            ) from None
+        return to_record(r, state)  # the caller's dict: Redis holds the text
 
     async def touch(
         self,
@@ -466,39 +446,38 @@ class RedisStore:
         )
         if unchanged is not None:
             return unchanged
-        key = self.record_key(record.kind, record.id, record.principal)
-        args = [record.principal, _f(t), "" if idle_ttl is None else _f(idle_ttl)]
 
-        async def run() -> dict[str, Any] | None:
-            reply: str = await _TOUCH_SCRIPT(self._redis, [key], args)
-            if not reply:
-                return None
-            r: dict[str, Any] = json.loads(reply[1:])
-            if reply[0] == "^":
-                await self._raise_index(record.principal, r, t)
-            return r
+        def change(base: Entry) -> dict[str, Any]:
+            return extended(base.fields, t, idle_ttl)[0]
 
-        r = await self._call(run)
-        if r is None:
-            raise not_found(record.kind, record.id)
-        return _record(r)
+        async def run() -> dict[str, Any]:
+            fields, raised = await self._update(record.kind, record.id, record.principal, t, change)
+            if raised:
+                await self._raise_index(record.principal, fields, t)
+            return fields
+
+        return to_record(await self._call(run))
 
     async def delete(self, kind: str, id: str, principal: str) -> bool:
         key = self.record_key(kind, id, principal)
         t = clock(None)
 
         async def run() -> bool:
-            result: list[Any] = await _DELETE_SCRIPT(self._redis, [key], [principal, _f(t)])
+            result: list[Any] = await DELETE_SCRIPT.on(self._exec, key, principal, exact(t))
             if result[0] == 0:
                 return False
-            await self._redis.zrem(self.index_key(principal), _member(kind, id, result[2]))
+            await self._redis.zrem(self.index_key(principal), member(kind, id, result[2]))
             return bool(result[1])
 
-        return await self._call(run)
+        try:
+            return await self._call(run)
+        finally:
+            # Deleted on the tracked connection, which Redis tells nothing of its own writes.
+            self.cache.invalidate(key)
 
     async def scan(self, **filters: Any) -> list[Record]:
         """Every live record, read-only, for operators (issue #13; see ``_redis_admin``)."""
-        return await scan_records(self, principal_digest, _record, **filters)
+        return await scan_records(self, principal_digest, to_record, **filters)
 
     async def list(
         self, principal: str, *, kind: str | None = None, now: float | None = None
@@ -508,9 +487,9 @@ class RedisStore:
 
         async def run() -> list[Record]:
             members = cast(list[str], await self._redis.zrange(index, 0, -1))
-            wanted = [(member, json.loads(member)) for member in members]
+            wanted = [(one, json.loads(one)) for one in members]
             if kind is not None:
-                wanted = [(member, parsed) for member, parsed in wanted if parsed[0] == kind]
+                wanted = [(one, parsed) for one, parsed in wanted if parsed[0] == kind]
             if not wanted:
                 return []
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -519,14 +498,14 @@ class RedisStore:
                 blobs: list[str | None] = await pipe.execute()
             found: list[Record] = []
             stale: list[str] = []
-            for (member, (_k, _i, inc)), blob in zip(wanted, blobs, strict=True):
-                r = None if blob is None else json.loads(blob)
+            for (one, (_k, _i, inc)), blob in zip(wanted, blobs, strict=True):
+                r = None if blob is None else read_value(blob).fields
                 if r is None or r["inc"] != inc or r["p"] != principal:
-                    stale.append(member)  # gone or replaced: this incarnation never returns
+                    stale.append(one)  # gone or replaced: this incarnation never returns
                 elif float(r["e"]) <= t:
-                    stale.append(member)  # expired: a miss for ever (create makes a new one)
+                    stale.append(one)  # expired: a miss for ever (create makes a new one)
                 else:
-                    found.append(_record(r))
+                    found.append(to_record(r))
             if stale:
                 await self._redis.zrem(index, *stale)
             found.sort(key=lambda r: (r.created_at, r.kind, r.id))
@@ -555,6 +534,8 @@ class RedisStore:
         if self._closed:
             return
         self._closed = True
+        if self._tracked is not None:
+            await self._tracked.close()
         await self._redis.aclose()
 
     async def persistence(self) -> str | None:
