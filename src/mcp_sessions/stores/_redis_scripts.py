@@ -116,8 +116,10 @@ class Script:
         try:
             return await execute("EVALSHA", self.sha, 1, key, *args)
         except redis_errors.NoScriptError:
-            await execute("SCRIPT", "LOAD", self.text)
-            return await execute("EVALSHA", self.sha, 1, key, *args)
+            # EVAL, not SCRIPT LOAD: it names the key, so a Redis Cluster routes it to the
+            # node that lacks the script (SCRIPT LOAD has no key to route by), and it leaves
+            # the script cached there for the next EVALSHA.
+            return await execute("EVAL", self.text, 1, key, *args)
 
 
 CREATE_SCRIPT = Script(_CREATE)
