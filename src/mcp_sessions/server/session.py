@@ -230,6 +230,7 @@ class RequestScope:
         if config.lifecycle == LIFECYCLE_EXPLICIT:
             # Explicit sealed sessions prove their creation with the token session/create gave.
             raise SessionNotFound()
+        self.engine.telemetry.session_created(record, self.carrier.value)
         return Session(self, record, created=True)
 
     async def _open_stored(self, session_id: str) -> Session:
@@ -273,6 +274,7 @@ class RequestScope:
             try:
                 await store.create(record)
                 created = True
+                self.engine.telemetry.session_created(record, self.carrier.value)
                 await self.engine.quotas.note(caller, "sessions", record)
             except AlreadyExists:
                 # A parallel first request of this principal won the race: use its session.
@@ -344,6 +346,8 @@ class RequestScope:
                 stored = await self.commit(record, draft)
                 if stored is not None:
                     return stored, result
+                retried = conflicts + 1 < self.engine.config.max_retries
+                self.engine.telemetry.state_conflict(record.kind, retried)  # issue #13
                 record = await self.reload(record)
             raise StateConflict()
         finally:
