@@ -8,7 +8,8 @@ each test passes its own meter provider to :class:`SessionTelemetry`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -80,10 +81,25 @@ def metered() -> Iterator[Metrics]:
     metrics.provider.shutdown()
 
 
-def server_spans(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
-    """Finished server spans called ``name``."""
-    return [
-        span
-        for span in exporter.get_finished_spans()
-        if span.name == name and span.kind is trace.SpanKind.SERVER
-    ]
+#: Longest wait for a span to end: a server thread ends its span just after the response
+#: has gone out, so the client may see the response first.
+SPAN_WAIT = 10.0
+
+
+def finished(
+    exporter: InMemorySpanExporter, keep: Callable[[ReadableSpan], bool], count: int
+) -> list[ReadableSpan]:
+    """The finished spans ``keep`` selects, once there are ``count`` (bounded wait)."""
+    deadline = time.monotonic() + SPAN_WAIT
+    while True:
+        found = [span for span in exporter.get_finished_spans() if keep(span)]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.01)
+
+
+def server_spans(exporter: InMemorySpanExporter, name: str, count: int = 1) -> list[ReadableSpan]:
+    """Finished server spans called ``name``, once ``count`` have ended."""
+    return finished(
+        exporter, lambda span: span.name == name and span.kind is trace.SpanKind.SERVER, count
+    )

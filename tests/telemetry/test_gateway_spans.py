@@ -18,7 +18,7 @@ from mcp_sessions.core import otel_names as n
 from mcp_sessions.gateway.app import Gateway
 from mcp_sessions.gateway.config import GatewayConfig
 
-from .conftest import Metrics, server_spans
+from .conftest import Metrics, finished, server_spans
 
 pytestmark = pytest.mark.anyio
 
@@ -36,12 +36,12 @@ def gateway(metered: Metrics) -> Iterator[ThreadedServer]:
     upstream.stop()
 
 
-def hops(spans: InMemorySpanExporter) -> list[ReadableSpan]:
-    return [
-        span
-        for span in spans.get_finished_spans()
-        if span.kind is SpanKind.CLIENT and n.GATEWAY_UPSTREAM in (span.attributes or {})
-    ]
+def hops(spans: InMemorySpanExporter, count: int = 1) -> list[ReadableSpan]:
+    return finished(
+        spans,
+        lambda span: span.kind is SpanKind.CLIENT and n.GATEWAY_UPSTREAM in (span.attributes or {}),
+        count,
+    )
 
 
 def hex_trace(span: ReadableSpan) -> str:
@@ -58,8 +58,8 @@ async def test_traceparent_in_meta_joins_through_the_gateway(
         meta = sid(session_id, traceparent=traceparent, baggage="k=v")
         for _ in range(2):
             assert tool_value(await raw.modern("tools/call", {"name": "count"}, meta=meta))
-    first_hop, second_hop = hops(spans)
-    first_server, second_server = server_spans(spans, "tools/call count")
+    first_hop, second_hop = hops(spans, 2)
+    first_server, second_server = server_spans(spans, "tools/call count", 2)
     for hop, upstream_span in ((first_hop, first_server), (second_hop, second_server)):
         # The hop is a child of the caller's span ...
         assert hex_trace(hop) == TRACE_ID

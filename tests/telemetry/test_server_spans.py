@@ -134,8 +134,8 @@ async def test_no_state_token_or_handle_on_any_span(
         handle = value(await client.call_tool("session_start", {}))
         value(await client.call_tool("count", {"session": handle}))
     finished = spans.get_finished_spans()
-    assert len(server_spans(spans, "tools/call count")) == 3
-    handle_span = server_spans(spans, "tools/call count")[-1]
+    assert len(server_spans(spans, "tools/call count", 3)) == 3
+    handle_span = server_spans(spans, "tools/call count", 3)[-1]
     assert (handle_span.attributes or {})[n.CARRIER] == "handle"
     for span in finished:
         for key, attribute in (span.attributes or {}).items():
