@@ -93,16 +93,18 @@ async def test_demo_console_exporter_prints_the_request_spans(
 ) -> None:
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
     monkeypatch.setenv("OTEL_SERVICE_NAME", "demo-under-test")
-    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    # Batches leave every 30 s: the spans below are those flushed when SIGTERM stops it.
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "30000")
     server = start_demo(tmp_path, "--store", "memory://")
     try:
         await exercise(server.url)
     finally:
-        server.stop()  # SIGTERM: the exporter flushes at exit
+        server.stop()
     text = server.log.read_text(errors="replace")
     assert "OpenTelemetry: traces:console" in text
     calls = [span for span in spans_in(text) if span["name"] == "tools/call count"]
     assert len(calls) == 3, text[-3000:]
+    assert server.process.returncode == 128 + 15  # SIGTERM's status, after the flush
     attributes = calls[-1]["attributes"]
     assert attributes["gen_ai.conversation.id"] == "a1b2c3d4-0000-4000-8000-00000000beef"
     assert attributes["mcp_sessions.carrier"] == "meta"

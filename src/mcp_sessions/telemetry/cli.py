@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from typing import TYPE_CHECKING
 
 import click
@@ -25,7 +27,27 @@ def start_telemetry(service_name: str, *, prometheus: bool = False) -> Telemetry
         raise click.ClickException(str(error)) from None
     if configured is not None:
         click.echo(f"OpenTelemetry: {', '.join(configured.exporters)}", err=True)
+        _flush_on_sigterm(configured)
     return configured
+
+
+def _flush_on_sigterm(configured: Telemetry) -> None:
+    """Export what is buffered when the command is stopped with SIGTERM.
+
+    uvicorn shuts down gracefully on SIGTERM and then raises the signal again under the
+    handler it found; the default one ends the process at once, skipping the ``atexit`` flush
+    of the SDK's batch processors (the last spans would be lost). This one flushes, then
+    exits with the status the signal would have given.
+    """
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return  # someone else's handler: leave it
+
+    def flush_and_exit(signum: int, _frame: object) -> None:
+        configured.shutdown()
+        raise SystemExit(128 + signum)
+
+    with contextlib.suppress(ValueError):  # not the main thread: nothing to install
+        signal.signal(signal.SIGTERM, flush_and_exit)
 
 
 def add_metrics_route(mcp: MCPServer) -> None:
