@@ -45,8 +45,8 @@ TRANSPORT_CARRIERS = frozenset({Carrier.LEGACY, Carrier.CONNECTION})
 #: Methods that do not count as a session's requests (see :mod:`.tracker`).
 _UNCOUNTED = frozenset({METHOD_SESSION_CREATE, METHOD_SESSION_DESTROY})
 _API_MODULES = ("opentelemetry.metrics", "opentelemetry.trace")
-#: Seconds between two looks for an SDK provider while there is none.
-RECHECK_INTERVAL = 1.0
+#: Requests between two looks for an SDK provider while there is none.
+RECHECK_EVERY = 256
 _METHOD_NOT_FOUND = "-32601"
 #: semconv's value for a method name outside the known set (bounded metric cardinality).
 _OTHER = "_OTHER"
@@ -96,8 +96,9 @@ class SessionTelemetry:
     ) -> None:
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
-        self._tracing = self._metering = False
-        self._recheck_tracing = self._recheck_metering = 0.0
+        #: An SDK tracer / meter provider is there (plain flags: read on every request).
+        self.tracing = self.metering = False
+        self._countdown = RECHECK_EVERY
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(n.SCOPE)
         meter = (meter_provider or metrics.get_meter_provider()).get_meter(n.SCOPE)
         self.sessions = tracker if tracker is not None else SessionTracker()
@@ -160,35 +161,33 @@ class SessionTelemetry:
             explicit_bucket_boundaries_advisory=n.DURATION_BUCKETS,
         )
         self._store_attributes: dict[str, Mapping[str, str]] = {}
+        self.refresh()
 
     # -- is anything listening? ---------------------------------------------------------------
 
     @property
-    def tracing(self) -> bool:
-        """A tracer provider of an SDK is there (set it any time: looked for again at most
-        once a second until found, as the API's look-up reads the environment)."""
-        if not self._tracing:
-            now = time.monotonic()
-            if now >= self._recheck_tracing:
-                self._recheck_tracing = now + RECHECK_INTERVAL
-                provider = self._tracer_provider or trace.get_tracer_provider()
-                self._tracing = provider_is_live(provider)
-        return self._tracing
-
-    @property
-    def metering(self) -> bool:
-        """A meter provider of an SDK is there (looked for like :attr:`tracing`)."""
-        if not self._metering:
-            now = time.monotonic()
-            if now >= self._recheck_metering:
-                self._recheck_metering = now + RECHECK_INTERVAL
-                provider = self._meter_provider or metrics.get_meter_provider()
-                self._metering = provider_is_live(provider)
-        return self._metering
-
-    @property
     def active(self) -> bool:
+        """Whether an SDK provider is there; without one the request path does nothing more.
+
+        The API's provider look-up reads the environment, so while none is found it is
+        repeated only every :data:`RECHECK_EVERY` requests: a provider set after the server
+        started is found by then.
+        """
+        if self.tracing or self.metering:
+            return True
+        self._countdown -= 1
+        if self._countdown > 0:
+            return False
+        self._countdown = RECHECK_EVERY
+        self.refresh()
         return self.tracing or self.metering
+
+    def refresh(self) -> None:
+        """Look for SDK providers now (the global ones unless providers were given)."""
+        tracer_provider = self._tracer_provider or trace.get_tracer_provider()
+        meter_provider = self._meter_provider or metrics.get_meter_provider()
+        self.tracing = provider_is_live(tracer_provider)
+        self.metering = provider_is_live(meter_provider)
 
     # -- one request ---------------------------------------------------------------------------
 
