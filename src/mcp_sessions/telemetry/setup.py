@@ -92,17 +92,19 @@ def configure_from_env(
     attributes = {} if env.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
     resource = Resource.create(attributes)
     configured = Telemetry()
-    if traces:
-        tracer_provider = TracerProvider(resource=resource)
-        for name in traces:
-            tracer_provider.add_span_processor(_span_processor(name))
-        trace.set_tracer_provider(tracer_provider)
-        configured.tracer_provider = tracer_provider
-        configured.exporters += [f"traces:{name}" for name in traces]
+    # Every setting is checked before any global is set: a refusal leaves the process as it was.
+    processors = [_span_processor(name) for name in traces]
     readers = [_metric_reader(name, env) for name in metric_names]
     if prometheus:
         configured.prometheus_reader = _prometheus_reader()
         readers.append(configured.prometheus_reader)
+    if processors:
+        tracer_provider = TracerProvider(resource=resource)
+        for processor in processors:
+            tracer_provider.add_span_processor(processor)
+        trace.set_tracer_provider(tracer_provider)
+        configured.tracer_provider = tracer_provider
+        configured.exporters += [f"traces:{name}" for name in traces]
     if readers:
         meter_provider = MeterProvider(resource=resource, metric_readers=readers)
         metrics.set_meter_provider(meter_provider)
@@ -152,17 +154,16 @@ def _metric_reader(name: str, env: Mapping[str, str]) -> Any:
             ) from None
         return PeriodicExportingMetricReader(OTLPMetricExporter())
     if name == "prometheus":
+        host = env.get("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost")
+        port_text = env.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464")
+        if not (port_text.isdigit() and 0 < int(port_text) < 65536):
+            raise TelemetryConfigError(
+                f"OTEL_EXPORTER_PROMETHEUS_PORT must be a port number, not {port_text!r}"
+            )
+        port = int(port_text)
         reader = _prometheus_reader()
         from prometheus_client import start_http_server
 
-        host = env.get("OTEL_EXPORTER_PROMETHEUS_HOST", "localhost")
-        port_text = env.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464")
-        try:
-            port = int(port_text)
-        except ValueError:
-            raise TelemetryConfigError(
-                f"OTEL_EXPORTER_PROMETHEUS_PORT must be a port number, not {port_text!r}"
-            ) from None
         start_http_server(port, addr=host)
         logger.info("Prometheus metrics on http://%s:%d/metrics", host, port)
         return reader
