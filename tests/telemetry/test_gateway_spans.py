@@ -4,6 +4,7 @@ under it (the hop's context goes on in ``_meta`` and the ``traceparent`` header)
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx2
@@ -16,7 +17,9 @@ from tests.server.helpers import RawHttp, ThreadedServer, new_id, sid, tool_valu
 
 from mcp_sessions.core import otel_names as n
 from mcp_sessions.gateway.app import Gateway
+from mcp_sessions.gateway.asgi import Incoming
 from mcp_sessions.gateway.config import GatewayConfig
+from mcp_sessions.gateway.tracing import HopTracer
 
 from .conftest import Metrics, finished, server_spans
 
@@ -131,3 +134,54 @@ async def test_a_broken_traceparent_is_ignored(
     assert hop.parent is None
     (upstream_span,) = server_spans(spans, "tools/call count")
     assert upstream_span.context.trace_id == hop.context.trace_id
+
+
+def incoming(body: bytes) -> Incoming:
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    request = Incoming.from_scope({"method": "POST", "path": "/mcp", "headers": []}, receive)
+    request.body = body
+    return request
+
+
+def test_the_hop_context_goes_into_meta_and_headers(spans: InMemorySpanExporter) -> None:
+    request = incoming(
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x",'
+        b'"_meta":{"baggage":"k=v","traceparent":"00-'
+        + TRACE_ID.encode()
+        + b"-"
+        + CALLER_SPAN_ID.encode()
+        + b'-01"}}}'
+    )
+    with HopTracer().hop(request, "http://up/mcp", "meta", "pinned") as span:
+        assert span is not None
+        mine = format(span.get_span_context().span_id, "016x")
+    sent = json.loads(request.body or b"")
+    meta = sent["params"]["_meta"]
+    assert meta["traceparent"] == f"00-{TRACE_ID}-{mine}-01"
+    assert meta["baggage"] == "k=v"  # the client's other keys are kept
+    assert sent["params"]["name"] == "x" and sent["id"] == 1
+    assert (b"traceparent", meta["traceparent"].encode()) in request.raw_headers
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{"n":1e400}}}',
+        b'[{"jsonrpc":"2.0","id":1,"method":"ping"}]',
+        b'{"jsonrpc":"2.0","id":1,"method":"ping","params":[1]}',
+        b'{"jsonrpc":"2.0","id":1,"method":"ping","params":{"_meta":"x"}}',
+        b"not json",
+    ],
+)
+def test_a_body_the_hop_cannot_rewrite_faithfully_goes_on_unchanged(
+    spans: InMemorySpanExporter, body: bytes
+) -> None:
+    """A number beyond a float (it would come back as the non-JSON ``Infinity``), a batch,
+    params or ``_meta`` of another shape, no JSON: only the header carries the context."""
+    request = incoming(body)
+    with HopTracer().hop(request, "http://up/mcp", "least_loaded", "least_loaded"):
+        pass
+    assert request.body == body
+    assert any(name == b"traceparent" for name, _ in request.raw_headers)

@@ -24,7 +24,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagate import extract, inject
-from opentelemetry.trace import Span, SpanKind, StatusCode, TracerProvider
+from opentelemetry.trace import Span, SpanKind, TracerProvider
 
 from ..core import otel_names as n
 from ..telemetry.instruments import provider_is_live
@@ -141,14 +141,12 @@ def _hand_on(request: Incoming) -> None:
         return
     kept = {key: value for key, value in meta.items() if key not in ("traceparent", "tracestate")}
     rewritten = {**message, "params": {**params, "_meta": {**kept, **fields}}}
-    request.body = json.dumps(rewritten, separators=(",", ":")).encode()
+    try:
+        # allow_nan=False: a number too large for a float (1e400) was read as inf, which
+        # would go out as the non-JSON "Infinity"; such a body goes on as the client sent it.
+        request.body = json.dumps(rewritten, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError:
+        return
 
 
-def mark_failed(span: Span | None, error: BaseException) -> None:
-    """A hop that failed without an exception escaping the span (handled by the proxy)."""
-    if span is not None and span.is_recording():
-        span.set_attribute(n.ERROR_TYPE, type(error).__qualname__)
-        span.set_status(StatusCode.ERROR, str(error))
-
-
-__all__ = ["HopTracer", "mark_failed"]
+__all__ = ["HopTracer"]
