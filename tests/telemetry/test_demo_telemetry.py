@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from tests.gateway import helpers as gateway_helpers
 from tests.server.helpers import MCP_SESSIONS_CLI, RawHttp, start_demo, tool_value
 
 from mcp_sessions.core.names import META_SESSION_ID
@@ -133,3 +134,45 @@ def test_an_unknown_exporter_stops_the_demo_with_the_reason(
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_one_trace_across_gateway_and_demo_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both commands with ``OTEL_TRACES_EXPORTER=console``: the gateway's hop span is a child
+    of the caller's ``traceparent``, the demo's request span a child of the hop."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    trace_id, caller = "5b8efff798038103d269b633813fc60c", "eee19b7ec3c1b174"
+    upstream = gateway_helpers.start_demo(tmp_path, "traced")
+    try:
+        front = gateway_helpers.start_gateway(tmp_path, "traced", "--upstream", upstream.url)
+        try:
+            async with httpx2.AsyncClient(timeout=30) as http:
+                reply = await RawHttp(http, front.url).modern(
+                    "tools/call",
+                    {"name": "count"},
+                    meta={
+                        **meta("c0ffee00-0000-4000-8000-000000000001"),
+                        "traceparent": (f"00-{trace_id}-{caller}-01"),
+                    },
+                )
+                assert tool_value(reply)
+        finally:
+            gateway_helpers.stop(front)
+    finally:
+        gateway_helpers.stop(upstream)
+    (hop,) = [
+        span
+        for span in spans_in(front.log.read_text(errors="replace"))
+        if span["kind"] == "SpanKind.CLIENT"
+    ]
+    (served,) = [
+        span
+        for span in spans_in(upstream.log.read_text(errors="replace"))
+        if span["name"] == "tools/call count"
+    ]
+    assert hop["context"]["trace_id"] == served["context"]["trace_id"] == f"0x{trace_id}"
+    assert hop["parent_id"] == f"0x{caller}"
+    assert served["parent_id"] == hop["context"]["span_id"]
+    assert hop["attributes"]["mcp_sessions.gateway.upstream"] == upstream.url
+    assert hop["resource"]["attributes"]["service.name"] == "mcp-sessions-gateway"

@@ -136,6 +136,19 @@ async def test_unknown_methods_share_one_metric_value(
     assert metered.total(n.METRIC_OPERATION_DURATION, error__type="-32601") == 3
 
 
+async def test_a_tool_error_is_an_error_of_the_operation(metered: Metrics) -> None:
+    async with inproc(metered).client("modern") as client:
+        # A malformed handle argument is answered as a tool error (issue #11).
+        result = await client.call_tool("count", {"session": "session-!!"})
+        assert result.is_error
+    assert (
+        metered.total(
+            n.METRIC_OPERATION_DURATION, mcp__method__name="tools/call", error__type="tool_error"
+        )
+        == 1
+    )
+
+
 async def test_lost_compare_and_set_is_counted(metered: Metrics) -> None:
     sessions = Sessions(telemetry=metered.telemetry)
     mcp = MCPServer("race", extensions=[sessions], middleware=[sessions.middleware])

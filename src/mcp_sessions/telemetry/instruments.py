@@ -214,6 +214,8 @@ class SessionTelemetry:
                 span.set_attributes(request_attributes(ctx, scope))
             try:
                 result = await call_next(ctx)
+                if ctx.method == "tools/call" and _is_tool_error(result):
+                    error_type = "tool_error"  # as the SDK marks the span (semconv)
             except MCPError as error:
                 error_type = str(error.error.code)
                 raise
@@ -378,6 +380,12 @@ def _transport(ctx: ServerRequestContext[Any, Any], carrier: Carrier) -> str | N
     if carrier is Carrier.CONNECTION:
         return "pipe"  # stdio: one connection, one client
     return None
+
+
+def _is_tool_error(result: object) -> bool:
+    if isinstance(result, dict):
+        return result.get("isError") is True
+    return getattr(result, "is_error", False) is True
 
 
 def _is_sdk_request_span(span: Span) -> bool:
