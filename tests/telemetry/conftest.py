@@ -1,8 +1,8 @@
 """OpenTelemetry SDK fixtures (issue #13): in-memory span exporter and metric reader.
 
 The MCP SDK's request spans come from the *global* tracer provider, so one SDK provider is
-set for the whole test session (the API allows one), with an in-memory exporter that each test
-clears; at the end of the session the exporter stops keeping spans. Metrics need no global:
+set for the rest of the test session (the API allows one), with an in-memory exporter that
+each test clears; after this package's tests the exporter stops keeping spans. Metrics need no global:
 each test passes its own meter provider to :class:`SessionTelemetry`.
 """
 
@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from mcp_sessions.telemetry import SessionTelemetry
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def _span_exporter() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = trace.get_tracer_provider()
@@ -33,7 +33,7 @@ def _span_exporter() -> Iterator[InMemorySpanExporter]:
     assert isinstance(trace.get_tracer_provider(), TracerProvider), "another provider is global"
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     yield exporter
-    exporter.shutdown()  # spans of later tests are no longer kept
+    exporter.shutdown()  # spans of later tests (other packages) are no longer kept
 
 
 @pytest.fixture
