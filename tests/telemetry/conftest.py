@@ -2,8 +2,8 @@
 
 The MCP SDK's request spans come from the *global* tracer provider, so one SDK provider is
 set for the rest of the test session (the API allows one), with an in-memory exporter that
-each test clears; after this package's tests the exporter stops keeping spans. Metrics need no global:
-each test passes its own meter provider to :class:`SessionTelemetry`.
+each test clears; after this package's tests the exporter stops keeping spans. Metrics need
+no global: each test passes its own meter provider to :class:`SessionTelemetry`.
 """
 
 from __future__ import annotations

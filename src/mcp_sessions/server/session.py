@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..core.carriers import Carrier, Resolution
+from ..core.carriers import CLIENT_CARRIERS, Carrier, Resolution
 from ..core.errors import (
     OversizedState,
     SessionError,
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: Carriers through which a client proposes its own id (implicit creation applies).
-CLIENT_CARRIERS = frozenset({Carrier.META, Carrier.SEP2822, Carrier.OPENAI, Carrier.BEDROCK})
 
 Edit = Callable[[JSONObject], "T | Awaitable[T]"]
 

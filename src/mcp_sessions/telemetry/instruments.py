@@ -26,7 +26,7 @@ from opentelemetry.propagate import extract
 from opentelemetry.trace import Span, SpanKind, TracerProvider
 
 from ..core import otel_names as n
-from ..core.carriers import Carrier
+from ..core.carriers import CLIENT_CARRIERS, Carrier
 from ..core.names import METHOD_SESSION_CREATE, METHOD_SESSION_DESTROY, SESSION_KIND
 from ..core.principal import Principal
 from ..core.records import Record
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 SDK_SCOPE = "mcp-python-sdk"
 #: Carriers whose id the client supplies on every request: its conversation id (semconv:
 #: ``gen_ai.conversation.id`` only when the client supplied it, never synthesised).
-CONVERSATION_CARRIERS = frozenset({Carrier.META, Carrier.SEP2822, Carrier.OPENAI, Carrier.BEDROCK})
+CONVERSATION_CARRIERS = CLIENT_CARRIERS
 #: Sessions of the transport, which the semconv's ``mcp.session.id`` names.
 TRANSPORT_CARRIERS = frozenset({Carrier.LEGACY, Carrier.CONNECTION})
 #: Methods that do not count as a session's requests (see :mod:`.tracker`).
