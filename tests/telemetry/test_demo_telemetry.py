@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from tests.fixtures.redis_server import free_port
 from tests.gateway import helpers as gateway_helpers
 from tests.server.helpers import MCP_SESSIONS_CLI, RawHttp, start_demo, tool_value
 
@@ -54,12 +55,25 @@ def spans_in(text: str) -> list[dict[str, Any]]:
     return found
 
 
-async def test_demo_metrics_endpoint_shows_the_session_metrics(tmp_path: Path) -> None:
+@pytest.mark.parametrize("also_exporter", [False, True])
+async def test_demo_metrics_endpoint_shows_the_session_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, also_exporter: bool
+) -> None:
+    """``--metrics``; and with ``OTEL_METRICS_EXPORTER=prometheus`` as well, the one reader
+    serves both places (each series once, not twice)."""
+    port = free_port()
+    if also_exporter:
+        monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
+        monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_HOST", "127.0.0.1")
+        monkeypatch.setenv("OTEL_EXPORTER_PROMETHEUS_PORT", str(port))
     server = start_demo(tmp_path, "--metrics", "--store", "memory://")
     try:
         await exercise(server.url)
         async with httpx2.AsyncClient(timeout=30) as http:
             response = await http.get(server.url.replace("/mcp", "/metrics"))
+            if also_exporter:
+                scraped = await http.get(f"http://127.0.0.1:{port}/metrics")
+                assert "mcp_sessions_sessions_created_total{" in scraped.text
     finally:
         server.stop()
     assert response.status_code == 200

@@ -57,7 +57,9 @@ class Telemetry:
 
 def _names(environ: Mapping[str, str], variable: str) -> list[str]:
     value = environ.get(variable, "").strip().lower()
-    return [name.strip() for name in value.split(",") if name.strip() and name.strip() != "none"]
+    names = (name.strip() for name in value.split(","))
+    # Each once: a repeated exporter would export everything twice (or bind a port twice).
+    return list(dict.fromkeys(name for name in names if name and name != "none"))
 
 
 def configure_from_env(
@@ -96,8 +98,12 @@ def configure_from_env(
     processors = [_span_processor(name) for name in traces]
     readers = [_metric_reader(name, env) for name in metric_names]
     if prometheus:
-        configured.prometheus_reader = _prometheus_reader()
-        readers.append(configured.prometheus_reader)
+        # One Prometheus reader only: two would put every series twice in the registry.
+        pairs = zip(metric_names, readers, strict=True)
+        shared = [reader for name, reader in pairs if name == "prometheus"]
+        configured.prometheus_reader = shared[0] if shared else _prometheus_reader()
+        if not shared:
+            readers.append(configured.prometheus_reader)
     if processors:
         tracer_provider = TracerProvider(resource=resource)
         for processor in processors:
