@@ -225,3 +225,17 @@ def test_the_tracker_is_bounded() -> None:
     assert len(tracker) == 3
     assert tracker.dropped == 7
     assert tracker.ended == 0  # dropped sessions are not counted as ended (nor degenerate)
+
+
+async def test_the_ratio_covers_every_server_on_one_meter_provider(metered: Metrics) -> None:
+    """Two servers in one process, one meter provider: one gauge, over both servers' sessions."""
+    second = SessionTelemetry(meter_provider=metered.provider)
+    for telemetry, calls in ((metered.telemetry, 1), (second, 2)):
+        mcp, _ = build_app(telemetry=telemetry)
+        async with Target("inproc", server=mcp).client("modern") as client:
+            session_id = new_id()
+            for _ in range(calls):
+                value(await client.call_tool("count", {}, meta=sid(session_id)))
+            await session_destroy(client, sessionId=session_id)
+    (ratio,) = metered.points(n.METRIC_DEGENERATE_RATIO)
+    assert ratio.value == 0.5

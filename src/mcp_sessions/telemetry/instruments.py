@@ -14,14 +14,16 @@ the same name, parent and attributes.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any, Protocol
+from weakref import WeakKeyDictionary, WeakSet
 
 from mcp.shared.exceptions import MCPError
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 from opentelemetry.propagate import extract
 from opentelemetry.trace import Span, SpanKind, TracerProvider
 
@@ -127,13 +129,7 @@ class SessionTelemetry:
             unit=n.UNIT_SESSIONS,
             description="Sessions this process created that idled out (as this process saw)",
         )
-        meter.create_observable_gauge(
-            n.METRIC_DEGENERATE_RATIO,
-            callbacks=[self._observe_ratio],
-            unit=n.UNIT_RATIO,
-            description="Share of the sessions this process created and saw end that saw "
-            "exactly one request",
-        )
+        _ratio_gauge(meter_provider or metrics.get_meter_provider(), meter).add(self.sessions)
         self.conflicts = meter.create_counter(
             n.METRIC_STATE_CONFLICTS,
             unit=n.UNIT_CONFLICTS,
@@ -313,10 +309,6 @@ class SessionTelemetry:
             },
         )
 
-    def _observe_ratio(self, _options: CallbackOptions) -> Iterable[Observation]:
-        # Reads two integers: safe from the exporter's thread.
-        return [Observation(self.sessions.ratio())]
-
     # -- state, quotas, store -----------------------------------------------------------------
 
     def state_conflict(self, kind: str, retried: bool) -> None:
@@ -339,6 +331,46 @@ class SessionTelemetry:
             else:
                 attributes[n.ERROR_TYPE] = error_type
         self.store_duration.record(seconds, attributes)
+
+
+class _RatioGauge:
+    """The degenerate-session ratio of every server of the process on one meter provider.
+
+    One gauge per provider: a second registration of the same name would be the first one
+    to the SDK, and its callback would see the first server's sessions only.
+    """
+
+    def __init__(self, meter: Meter) -> None:
+        self.trackers: WeakSet[SessionTracker] = WeakSet()
+        meter.create_observable_gauge(
+            n.METRIC_DEGENERATE_RATIO,
+            callbacks=[self.observe],
+            unit=n.UNIT_RATIO,
+            description="Share of the sessions this process created and saw end that saw "
+            "exactly one request",
+        )
+
+    def add(self, tracker: SessionTracker) -> None:
+        self.trackers.add(tracker)
+
+    def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
+        # Reads integers only: safe from the exporter's thread.
+        trackers = list(self.trackers)
+        ended = sum(tracker.ended for tracker in trackers)
+        degenerate = sum(tracker.degenerate for tracker in trackers)
+        return [Observation(degenerate / ended if ended else 0.0)]
+
+
+_RATIO_GAUGES: WeakKeyDictionary[object, _RatioGauge] = WeakKeyDictionary()
+_RATIO_LOCK = threading.Lock()
+
+
+def _ratio_gauge(provider: object, meter: Meter) -> _RatioGauge:
+    with _RATIO_LOCK:
+        gauge = _RATIO_GAUGES.get(provider)
+        if gauge is None:
+            gauge = _RATIO_GAUGES[provider] = _RatioGauge(meter)
+        return gauge
 
 
 def request_attributes(ctx: ServerRequestContext[Any, Any], scope: RequestScope) -> dict[str, Any]:

@@ -116,10 +116,6 @@ class SessionTracker:
             retired.append(entry)
         return retired
 
-    def ratio(self) -> float:
-        """Degenerate sessions among the followed sessions that ended (0 before any)."""
-        return self.degenerate / self.ended if self.ended else 0.0
-
     def _count(self, entry: Tracked) -> None:
         self.ended += 1
         if entry.degenerate:
