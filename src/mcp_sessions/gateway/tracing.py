@@ -27,7 +27,7 @@ from opentelemetry.propagate import extract, inject
 from opentelemetry.trace import Span, SpanKind, TracerProvider
 
 from ..core import otel_names as n
-from ..telemetry.instruments import provider_is_live
+from ..telemetry.instruments import RECHECK_EVERY, provider_is_live
 from .asgi import Incoming
 
 _TRACE_FIELDS = (b"traceparent", b"tracestate")
@@ -39,11 +39,18 @@ class HopTracer:
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
         self._provider = tracer_provider
         self.tracer = (tracer_provider or trace.get_tracer_provider()).get_tracer(n.SCOPE)
-        self._tracing = False
+        self._tracing = provider_is_live(self._provider or trace.get_tracer_provider())
+        self._countdown = RECHECK_EVERY
 
     @property
     def tracing(self) -> bool:
+        """An SDK tracer provider is there (looked for every :data:`RECHECK_EVERY` requests
+        while none is: the API's look-up reads the environment)."""
         if not self._tracing:
+            self._countdown -= 1
+            if self._countdown > 0:
+                return False
+            self._countdown = RECHECK_EVERY
             self._tracing = provider_is_live(self._provider or trace.get_tracer_provider())
         return self._tracing
 
