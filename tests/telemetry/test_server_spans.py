@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from mcp.server._otel import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tests.server._app import build_app
@@ -141,3 +142,24 @@ async def test_no_state_token_or_handle_on_any_span(
         for key, attribute in (span.attributes or {}).items():
             text = str(attribute)
             assert token not in text and handle not in text, (span.name, key)
+
+
+async def test_without_the_sdk_span_the_session_middleware_opens_its_own(
+    spans: InMemorySpanExporter, metered: Metrics
+) -> None:
+    """An application that removed the SDK's OpenTelemetry middleware still gets one span per
+    request, with the same name, parent and attributes."""
+    mcp, _ = build_app(telemetry=metered.telemetry)
+    mcp.middleware[:] = [m for m in mcp.middleware if not isinstance(m, OpenTelemetryMiddleware)]
+    session_id = new_id()
+    traceparent = f"00-{TRACE_ID}-{PARENT_SPAN_ID}-01"
+    async with Target("inproc", server=mcp).client("modern") as client:
+        value(await client.call_tool("count", {}, meta=sid(session_id, traceparent=traceparent)))
+    span = only(server_spans(spans, "tools/call count"))
+    assert span.instrumentation_scope is not None
+    assert span.instrumentation_scope.name == n.SCOPE  # ours, not the SDK's
+    assert format(span.context.trace_id, "032x") == TRACE_ID
+    attributes = dict(span.attributes or {})
+    assert attributes[n.GEN_AI_CONVERSATION_ID] == session_id
+    assert attributes[n.MCP_METHOD_NAME] == "tools/call"
+    assert attributes[n.GEN_AI_TOOL_NAME] == "count"
