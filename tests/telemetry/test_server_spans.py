@@ -163,3 +163,16 @@ async def test_without_the_sdk_span_the_session_middleware_opens_its_own(
     assert attributes[n.GEN_AI_CONVERSATION_ID] == session_id
     assert attributes[n.MCP_METHOD_NAME] == "tools/call"
     assert attributes[n.GEN_AI_TOOL_NAME] == "count"
+
+
+@pytest.mark.parametrize("traceparent", [123, ["x"], {"a": 1}, "garbage"])
+async def test_own_span_survives_a_malformed_traceparent(
+    spans: InMemorySpanExporter, metered: Metrics, traceparent: object
+) -> None:
+    mcp, _ = build_app(telemetry=metered.telemetry)
+    mcp.middleware[:] = [m for m in mcp.middleware if not isinstance(m, OpenTelemetryMiddleware)]
+    async with Target("inproc", server=mcp).client("modern") as client:
+        meta = sid(new_id(), traceparent=traceparent)
+        assert value(await client.call_tool("count", {}, meta=meta))["count"] == 1
+    span = only(server_spans(spans, "tools/call count"))
+    assert span.parent is None

@@ -231,7 +231,10 @@ class SessionTelemetry:
         parent = None
         meta = ctx.meta
         if meta and "traceparent" in meta:
-            parent = extract(meta)
+            try:
+                parent = extract(meta)
+            except (TypeError, ValueError, AttributeError):
+                parent = None  # a malformed traceparent: a trace of its own, as the SDK does
         attributes: dict[str, Any] = {
             n.MCP_METHOD_NAME: ctx.method,
             n.MCP_PROTOCOL_VERSION: ctx.protocol_version or "",
