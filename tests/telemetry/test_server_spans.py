@@ -110,6 +110,19 @@ async def test_baggage_conversation_id_on_a_legacy_span(
     assert n.MCP_SESSION_ID in attributes
 
 
+async def test_an_overlong_baggage_conversation_id_stays_off_the_span(
+    spans: InMemorySpanExporter, http_target: Callable[..., Target]
+) -> None:
+    """Baggage may carry kilobytes: a caller cannot make every span that large."""
+    target = http_target()
+    async with target.client("legacy") as client:
+        meta = {"baggage": "gen_ai.conversation.id=" + "c" * 5000}
+        value(await client.call_tool("whoami", {}, meta=meta))
+    attributes = dict(only(server_spans(spans, "tools/call whoami")).attributes or {})
+    assert n.GEN_AI_CONVERSATION_ID not in attributes
+    assert n.MCP_SESSION_ID in attributes
+
+
 async def test_traceparent_in_meta_joins_the_trace(
     spans: InMemorySpanExporter, metered: Metrics
 ) -> None:

@@ -29,7 +29,12 @@ from opentelemetry.trace import Span, SpanKind, TracerProvider
 
 from ..core import otel_names as n
 from ..core.carriers import CLIENT_CARRIERS, Carrier
-from ..core.names import METHOD_SESSION_CREATE, METHOD_SESSION_DESTROY, SESSION_KIND
+from ..core.names import (
+    METHOD_SESSION_CREATE,
+    METHOD_SESSION_DESTROY,
+    SESSION_ID_MAX_LENGTH,
+    SESSION_KIND,
+)
 from ..core.principal import Principal
 from ..core.records import Record
 from .tracker import SessionTracker, Tracked
@@ -387,10 +392,15 @@ def request_attributes(ctx: ServerRequestContext[Any, Any], scope: RequestScope)
             attributes[n.MCP_SESSION_ID] = session_id
         elif carrier in CONVERSATION_CARRIERS:
             attributes[n.GEN_AI_CONVERSATION_ID] = session_id
-    if scope.conversation_id is not None and carrier not in CONVERSATION_CARRIERS:
+    conversation = scope.conversation_id
+    if (
+        conversation is not None
+        and carrier not in CONVERSATION_CARRIERS
+        and len(conversation) <= SESSION_ID_MAX_LENGTH
+    ):
         # The client's own conversation id from W3C baggage (SEP-414), when no carrier of
-        # its own names one.
-        attributes[n.GEN_AI_CONVERSATION_ID] = scope.conversation_id
+        # its own names one; no longer than a session id (baggage may carry 8 KiB of it).
+        attributes[n.GEN_AI_CONVERSATION_ID] = conversation
     transport = _transport(ctx, carrier)
     if transport is not None:
         attributes[n.NETWORK_TRANSPORT] = transport
