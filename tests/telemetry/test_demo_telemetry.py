@@ -10,8 +10,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx2
 import pytest
+from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 from tests.fixtures.redis_server import free_port
 from tests.gateway import helpers as gateway_helpers
 from tests.server.helpers import MCP_SESSIONS_CLI, RawHttp, start_demo, tool_value
@@ -190,3 +193,28 @@ async def test_one_trace_across_gateway_and_demo_processes(
     assert served["parent_id"] == hop["context"]["span_id"]
     assert hop["attributes"]["mcp_sessions.gateway.upstream"] == upstream.url
     assert hop["resource"]["attributes"]["service.name"] == "mcp-sessions-gateway"
+
+
+async def test_stdio_demo_keeps_console_telemetry_off_its_protocol_stream(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over stdio, stdout is the MCP stream: console exporters write to stderr instead."""
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "console")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "50")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "1")
+    params = StdioServerParameters(
+        command=str(MCP_SESSIONS_CLI),
+        args=["demo", "--stdio", "--store", "memory://", "--key-file", str(tmp_path / "k.txt")],
+        env=dict(os.environ),
+        cwd=str(tmp_path),
+    )
+    errors = (tmp_path / "stderr.txt").open("w+")
+    async with Client(stdio_client(params, errlog=errors), read_timeout_seconds=30) as client:
+        for expected in (1, 2, 3):
+            result = await client.call_tool("count", {})
+            assert result.structured_content == {"result": expected}
+            await anyio.sleep(0.2)  # batches leave meanwhile (1 ms schedule delay)
+    errors.seek(0)
+    logged = errors.read()
+    assert any(span["name"] == "tools/call count" for span in spans_in(logged)), logged[-2000:]
