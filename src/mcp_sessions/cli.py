@@ -252,6 +252,12 @@ def token_inspect(
     default="warning",
     show_default=True,
 )
+@click.option(
+    "--metrics",
+    is_flag=True,
+    help="Serve the OpenTelemetry metrics as Prometheus text at /metrics (needs the [otel] "
+    "extra). Traces and other exporters: the standard OTEL_* variables (docs/observability.md).",
+)
 def demo(
     host: str,
     port: int,
@@ -272,6 +278,7 @@ def demo(
     max_creations_per_minute: int,
     trusted_proxy_hops: int,
     log_level: str,
+    metrics: bool,
 ) -> None:
     """Run the example server: a counter, a cart, progressive discovery and VM handles.
 
@@ -290,6 +297,9 @@ def demo(
         level=log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s [session %(mcp_session_id)s] %(message)s",
     )
+    from .telemetry.cli import start_telemetry
+
+    telemetry = start_telemetry("mcp-sessions-demo", prometheus=metrics and not stdio)
     if store_url is None:
         store_url = default_store_url()
     if store_url.startswith("sqlite:///"):
@@ -332,6 +342,10 @@ def demo(
         return
     from .serving import HTTPLimits, serve
 
+    if telemetry is not None and telemetry.prometheus_reader is not None:
+        from .telemetry.cli import add_metrics_route
+
+        add_metrics_route(mcp)
     app = sessions.streamable_http_app(mcp, host=host)
     url = f"{base_url}/mcp"
     # Over HTTP at 2026-07-28 a request stands alone: a plain mcp.Client carries no session

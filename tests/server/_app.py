@@ -26,6 +26,7 @@ from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import MCPServer
 from pydantic import AnyHttpUrl
 
+from mcp_sessions.core.limits import Limits
 from mcp_sessions.core.records import JSONObject
 from mcp_sessions.core.sealing import KeyRing
 from mcp_sessions.demo import StaticTokens
@@ -33,6 +34,7 @@ from mcp_sessions.keyfiles import read_key_file
 from mcp_sessions.server import CurrentSession, OptionalSession, Session, Sessions
 from mcp_sessions.server.extension import current_scope
 from mcp_sessions.stores import Store
+from mcp_sessions.telemetry import SessionTelemetry
 
 #: The logger the ``log`` tool writes to (the correlation tests read its records).
 LOGGER_NAME = "tests.server.app"
@@ -65,8 +67,12 @@ def build_app(
     auth_tokens: StaticTokens | None = None,
     handle_fallback: bool = True,
     base_url: str = "http://127.0.0.1:8000",
+    telemetry: SessionTelemetry | None = None,
+    limits: Limits | None = None,
 ) -> tuple[MCPServer, Sessions]:
     sessions = Sessions(
+        telemetry=telemetry,
+        limits=limits,
         store=store,
         state=state,  # type: ignore[arg-type]
         lifecycle=lifecycle,  # type: ignore[arg-type]

@@ -83,6 +83,11 @@ class Carrier(enum.Enum):
     """No session carrier."""
 
 
+#: Carriers through which a client proposes its own id: implicit creation applies, and the id
+#: is the client's conversation id on traces (issue #13).
+CLIENT_CARRIERS = frozenset({Carrier.META, Carrier.SEP2822, Carrier.OPENAI, Carrier.BEDROCK})
+
+
 @dataclass(frozen=True, slots=True)
 class CarrierPolicy:
     """Which carriers are honoured. Every input alias can be switched off (DESIGN §2)."""

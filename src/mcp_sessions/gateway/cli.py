@@ -362,6 +362,9 @@ def serve(config: Any, *, host: str, port: int, log_level: str = "warning") -> N
     from .app import Gateway
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
+    from ..telemetry.cli import start_telemetry
+
+    start_telemetry("mcp-sessions-gateway")  # the standard OTEL_* variables (issue #13)
     try:
         store = open_store(config.store_url)
         app = Gateway(config, store=store)

@@ -57,6 +57,7 @@ from .http1 import (
 )
 from .metrics import GatewayMetrics
 from .pins import PinTable
+from .tracing import HopTracer
 from .trust import TrustPolicy, refuse
 from .upstreams import Upstream, UpstreamSet
 
@@ -68,6 +69,9 @@ class _Choice:
     upstream: Upstream
     #: The pin was placed by this request: nothing of the session reached any upstream yet.
     new_pin: bool = False
+    #: How the upstream was chosen, for the hop's span (issue #13): ``pinned``, ``placed``,
+    #: ``hashed``, ``least_loaded``, ``moved``.
+    placement: str = "pinned"
 
 
 class HTTPBackend:
@@ -86,6 +90,7 @@ class HTTPBackend:
             config.auth, trust_forwarded=config.trust_forwarded, unverified_claims=True
         )
         self._tiebreak = itertools.count()
+        self.hops = HopTracer()
         self._decisions = {d: metrics.routing.labels(d) for d in routing.DECISIONS}
         self._minted = metrics.pins.labels("minted")
         metrics.on_scrape(self._refresh_gauges)
@@ -177,10 +182,10 @@ class HTTPBackend:
         key = route.key
         if key is None:
             chosen = self._least_loaded(exclude)
-            return _Choice(chosen) if chosen is not None else NoUpstream()
+            return _Choice(chosen, placement="least_loaded") if chosen is not None else NoUpstream()
         if not route.session:
             chosen = self._hashed(key, exclude)
-            return _Choice(chosen) if chosen is not None else NoUpstream()
+            return _Choice(chosen, placement="hashed") if chosen is not None else NoUpstream()
 
         pins = self.pins
         pinned = await pins.get(key, principal)
@@ -191,12 +196,13 @@ class HTTPBackend:
             if route.legacy:
                 # An id no gateway learned: the upstreams decide (404, or served from a
                 # shared store by any of them).
-                return _Choice(chosen)
+                return _Choice(chosen, placement="hashed")
             placed = await pins.place(key, principal, chosen.name, route.decision)
             self.metrics.pins.labels("placed").inc()
             upstream = self.upstreams.by_name.get(placed)
             if upstream is not None and upstream.healthy and placed not in exclude:
-                return _Choice(upstream, new_pin=placed == chosen.name)
+                new_pin = placed == chosen.name
+                return _Choice(upstream, new_pin, "placed" if new_pin else "pinned")
             pinned = placed  # another request placed it elsewhere: treat as an existing pin
         upstream = self.upstreams.by_name.get(pinned)
         if upstream is None or not upstream.healthy or pinned in exclude:
@@ -214,7 +220,7 @@ class HTTPBackend:
                 self.metrics.pins.labels("moved").inc()
                 logger.info("session moved from %s to %s (failover=move)", pinned, moved)
                 target = self.upstreams.by_name.get(moved)
-                return _Choice(target) if target is not None else NoUpstream()
+                return _Choice(target, placement="moved") if target is not None else NoUpstream()
             self.metrics.pins.labels("lost").inc()
             # Upstream addresses go to the log only, never to a client (issue #12).
             logger.warning(
@@ -268,7 +274,11 @@ class HTTPBackend:
                 return await send_error(send, choice, self._request_id(request))
             upstream = choice.upstream
             try:
-                return await self._exchange(upstream, request, route, principal, watched, streaming)
+                # A client span per attempt (issue #13); a no-op without an SDK.
+                with self.hops.hop(request, upstream.name, route.decision, choice.placement):
+                    return await self._exchange(
+                        upstream, request, route, principal, watched, streaming
+                    )
             except UpstreamError as error:
                 sent = not isinstance(error, NothingSent)
                 self.metrics.upstream_errors.labels(

@@ -34,6 +34,7 @@ from ..core.records import JSONObject, Record
 from ..core.sealing import KeyRing, StateCodec
 from ..core.toolsets import Catalog
 from ..stores import AlreadyExists, Store, open_store, touch_live
+from ..telemetry.instruments import SessionTelemetry
 from .contention import EditQueue
 from .outage import GuardedStore
 from .quotas import Quotas
@@ -93,8 +94,11 @@ class SessionEngine:
         store: Store | str | None = None,
         keys: KeyRing | None = None,
         limits: Limits | None = None,
+        telemetry: SessionTelemetry | None = None,
     ) -> None:
         self.config = config
+        #: Spans and metrics through the OpenTelemetry API (issue #13, docs/observability.md).
+        self.telemetry = telemetry if telemetry is not None else SessionTelemetry()
         #: The -31002 message, when the adapter can say more than the generic one (it names
         #: the ``session_start`` tool where the handle fallback is on; issue #11).
         self.session_required_message: str | None = None
@@ -105,7 +109,9 @@ class SessionEngine:
         opened = open_store(store) if isinstance(store, str) else store
         #: Where sessions (server mode), legacy sessions and handles are kept; an outage of
         #: it is -31006 on every path (issue #12 item 8).
-        self.store: Store = opened if isinstance(opened, GuardedStore) else GuardedStore(opened)
+        guarded = opened if isinstance(opened, GuardedStore) else GuardedStore(opened)
+        guarded.telemetry = self.telemetry
+        self.store: Store = guarded
         #: Serialises edits of one record within this process (issue #12 item 7).
         self.edit_queue = EditQueue()
         #: The toolsets this server declares (issue #18, core/toolsets.py).
@@ -116,6 +122,7 @@ class SessionEngine:
         )
         #: Per-caller quotas and creation rate (issue #12), counted in :attr:`store`.
         self.quotas = Quotas(limits if limits is not None else Limits(), self.store)
+        self.quotas.telemetry = self.telemetry
 
     @property
     def store_url(self) -> str:
@@ -161,6 +168,7 @@ class SessionEngine:
         )
         with contextlib.suppress(AlreadyExists):
             await self.store.create(record)
+            self.telemetry.session_created(record, "legacy")
         await self.quotas.note(caller, "legacy", record)
         return record
 
@@ -170,6 +178,7 @@ class SessionEngine:
         if await self.open_record(SESSION_KIND, session_id, principal, origin="legacy") is None:
             return False
         if await self.store.delete(SESSION_KIND, session_id, principal):
+            self.telemetry.session_destroyed(principal, session_id)
             await self.quotas.release(caller, "legacy", session_id)
         return True
 
@@ -187,6 +196,7 @@ class SessionEngine:
         )
         await self.quotas.admit(caller, "sessions", now=record.created_at)
         await self.store.create(record)
+        self.telemetry.session_created(record, "handle")
         await self.quotas.note(caller, "sessions", record)
         return record
 
@@ -255,6 +265,8 @@ class SessionEngine:
                 seq=parent_seq + 1,
                 now=now,
             )
+            # Explicit sessions are named by their _meta id afterwards (DESIGN §3).
+            self.telemetry.session_created(record, "meta")
             return record, token
         caller = principal.key if caller is None else caller
         await self.quotas.admit(caller, "sessions", now=now)
@@ -268,6 +280,7 @@ class SessionEngine:
                 "sessionId is already in use by a live session of yours; omit it to get a "
                 "fresh id from the server"
             ) from None
+        self.telemetry.session_created(record, "meta")
         await self.quotas.note(caller, "sessions", record)
         return record, None
 
@@ -277,6 +290,8 @@ class SessionEngine:
         """Delete a session; unknown, expired and foreign ids all get SessionNotFound."""
         validate_session_id(session_id, source="sessionId")
         removed = await self.store.delete(SESSION_KIND, session_id, principal.key)
+        if removed or self.config.state == "sealed":
+            self.telemetry.session_destroyed(principal.key, session_id)
         if removed:
             caller = principal.key if caller is None else caller
             await self.quotas.release(caller, "sessions", session_id)

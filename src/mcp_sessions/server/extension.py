@@ -51,6 +51,7 @@ from ..core.names import (
 from ..core.sealing import KeyRing
 from ..core.timestamps import rfc3339
 from ..stores import Store
+from ..telemetry.instruments import SessionTelemetry
 from .correlation import (
     conversation_id_from_baggage,
     install_log_record_factory,
@@ -196,6 +197,7 @@ class Sessions(Toolsets, Extension):
         legacy_sessions_required: bool = SessionsConfig.legacy_sessions_required,
         max_server_state_bytes: int = SessionsConfig.max_server_state_bytes,
         limits: Limits | None = None,
+        telemetry: SessionTelemetry | None = None,
     ) -> None:
         policy = carriers or CarrierPolicy()
         if handle_fallback and policy.handle_argument is None:
@@ -212,7 +214,9 @@ class Sessions(Toolsets, Extension):
         )
         #: Per-caller quotas, creation rate and creation sizes (issue #12, docs/security.md).
         self.limits = limits if limits is not None else Limits()
-        self.engine = SessionEngine(self.config, store=store, keys=keys, limits=self.limits)
+        self.engine = SessionEngine(
+            self.config, store=store, keys=keys, limits=self.limits, telemetry=telemetry
+        )
         self.handle_fallback = handle_fallback
         if handle_fallback and policy.handle_argument is not None:
             self.engine.session_required_message = fallback_session_required(policy.handle_argument)
@@ -405,6 +409,7 @@ class SessionMiddleware:
         self._sessions = sessions
         self._engine = sessions.engine
         self._policy = sessions.config.carriers
+        self._telemetry = sessions.engine.telemetry
         #: Carrier 5: the implicit session id of each live stdio connection, keyed on the
         #: SDK's per-connection outbound channel, so it goes when the connection does.
         self._connections: WeakKeyDictionary[object, str] = WeakKeyDictionary()
@@ -486,7 +491,10 @@ class SessionMiddleware:
         restore_client(ctx, scope.legacy_record)  # a replica that did not see initialize
         token = _scope_var.set(scope)
         try:
-            result = await call_next(ctx)
+            if self._telemetry.active:  # spans and metrics (issue #13): off without an SDK
+                result = await self._telemetry.around(ctx, scope, call_next)
+            else:
+                result = await call_next(ctx)
         finally:
             _scope_var.reset(token)
         result = self._finish(method, ctx, scope, result)

@@ -17,11 +17,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 from ..core.errors import StoreUnavailable
 from ..core.records import JSONObject, Record
 from ..stores import AlreadyExists, NotFound, StateOverMaxBytes, Store, StoreError, VersionConflict
+
+if TYPE_CHECKING:
+    from ..telemetry.instruments import SessionTelemetry
 
 logger = logging.getLogger("mcp_sessions")
 P = ParamSpec("P")
@@ -47,6 +50,8 @@ class GuardedStore:
         self._logged_at = 0.0
         self._failures = 0
         self._started = False
+        #: Times every operation when metrics are on (issue #13); set by the engine.
+        self.telemetry: SessionTelemetry | None = None
 
     def __getattr__(self, name: str) -> Any:
         # Backend extras (ping, address, persistence, ...) stay reachable.
@@ -89,12 +94,38 @@ class GuardedStore:
         contract's own outcomes pass through, and a success after an outage ends it."""
         if not self._started:
             await self.start()
+        telemetry = self.telemetry
+        if telemetry is not None and telemetry.metering:
+            return await self._timed(telemetry, operation, *args, **kwargs)
         try:
             result = await operation(*args, **kwargs)
         except OUTCOMES:
             raise
         except StoreError as error:
             self._failed(error)
+        if self.down_since is not None:
+            self._recovered()
+        return result
+
+    async def _timed(
+        self,
+        telemetry: SessionTelemetry,
+        operation: Callable[P, Awaitable[T]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """:meth:`_run`, its duration recorded by operation (issue #13)."""
+        started = time.perf_counter()
+        error_type = None
+        try:
+            result = await operation(*args, **kwargs)
+        except OUTCOMES:
+            raise
+        except StoreError as error:
+            error_type = type(error).__qualname__
+            self._failed(error)
+        finally:
+            telemetry.store_timed(operation.__name__, time.perf_counter() - started, error_type)
         if self.down_since is not None:
             self._recovered()
         return result

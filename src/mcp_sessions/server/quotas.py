@@ -26,6 +26,7 @@ import time
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from ..core.errors import LimitExceeded
 from ..core.limits import Counted, Limits, TokenBucket, caller_key, too_fast, too_many
 from ..core.principal import Principal
 from ..core.records import Record
@@ -33,6 +34,7 @@ from ..stores import AlreadyExists
 
 if TYPE_CHECKING:
     from ..stores import Store
+    from ..telemetry.instruments import SessionTelemetry
 
 #: The principal part of ledger keys; principal keys are ``anonymous`` or a JSON array, so
 #: no caller's own records can ever sit under it.
@@ -61,6 +63,8 @@ class Quotas:
         self._full: dict[tuple[str, Counted], tuple[float, float]] = {}
         self._refreshing = asyncio.Lock()
         self._pruned_at = 0.0
+        #: Counts refusals (issue #13); set by the engine.
+        self.telemetry: SessionTelemetry | None = None
 
     # -- who is asking ------------------------------------------------------------------------
 
@@ -105,10 +109,17 @@ class Quotas:
         if per_minute is not None and bucket is not None:
             wait = bucket.wait(now)
             if wait > 0:
+                if self.telemetry is not None:
+                    self.telemetry.quota_refused(counted, "rate")
                 raise too_fast(per_minute, wait)
         cap = self.limits.cap(counted)
         if cap is not None:
-            await self._check_room(caller, counted, cap, now)
+            try:
+                await self._check_room(caller, counted, cap, now)
+            except LimitExceeded:
+                if self.telemetry is not None:
+                    self.telemetry.quota_refused(counted, "cap")
+                raise
         if per_minute is not None:
             if bucket is None:
                 if len(self._buckets) > _PRUNE_ABOVE and now - self._pruned_at >= 1.0:

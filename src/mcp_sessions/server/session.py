@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from mcp.server.mcpserver.exceptions import ToolError
 
-from ..core.carriers import Carrier, Resolution
+from ..core.carriers import CLIENT_CARRIERS, Carrier, Resolution
 from ..core.errors import (
     OversizedState,
     SessionError,
@@ -41,8 +41,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-#: Carriers through which a client proposes its own id (implicit creation applies).
-CLIENT_CARRIERS = frozenset({Carrier.META, Carrier.SEP2822, Carrier.OPENAI, Carrier.BEDROCK})
 
 Edit = Callable[[JSONObject], "T | Awaitable[T]"]
 
@@ -308,6 +306,7 @@ class RequestScope:
         if config.lifecycle == LIFECYCLE_EXPLICIT:
             # Explicit sealed sessions prove their creation with the token session/create gave.
             raise SessionNotFound()
+        self.engine.telemetry.session_created(record, self.carrier.value)
         return Session(self, record, created=True)
 
     async def _open_stored(self, session_id: str) -> Session:
@@ -351,6 +350,7 @@ class RequestScope:
             try:
                 await store.create(record)
                 created = True
+                self.engine.telemetry.session_created(record, self.carrier.value)
                 await self.engine.quotas.note(caller, "sessions", record)
             except AlreadyExists:
                 # A parallel first request of this principal won the race: use its session.
@@ -422,6 +422,8 @@ class RequestScope:
                 stored = await self.commit(record, draft)
                 if stored is not None:
                     return stored, result
+                retried = conflicts + 1 < self.engine.config.max_retries
+                self.engine.telemetry.state_conflict(record.kind, retried)  # issue #13
                 record = await self.reload(record)
             raise StateConflict()
         finally:
