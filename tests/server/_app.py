@@ -54,27 +54,10 @@ def describe(session: Session) -> dict[str, Any]:
     }
 
 
-def build_app(
-    *,
-    store: Store | str = "memory://",
-    state: str = "server",
-    lifecycle: str = "implicit",
-    keys: KeyRing | None = None,
-    idle_ttl: float = 3600.0,
-    handle_ttl: float = 3600.0,
-    auth_tokens: StaticTokens | None = None,
-    handle_fallback: bool = True,
-    base_url: str = "http://127.0.0.1:8000",
-) -> tuple[MCPServer, Sessions]:
-    sessions = Sessions(
-        store=store,
-        state=state,  # type: ignore[arg-type]
-        lifecycle=lifecycle,  # type: ignore[arg-type]
-        keys=keys,
-        idle_ttl=idle_ttl,
-        handle_fallback=handle_fallback,
-        audience=AUDIENCE,
-    )
+def _mcpserver_app(
+    options: dict[str, Any], auth_tokens: StaticTokens | None, base_url: str
+) -> tuple[MCPServer, Sessions, Any]:
+    sessions = Sessions(**options)
     auth = None
     if auth_tokens is not None:
         auth = AuthSettings(
@@ -93,20 +76,89 @@ def build_app(
         # Public and cacheable unless the session makes a read private (spec §5.4 item 47).
         cache_hints={"resources/read": CacheHint(ttl_ms=60_000, scope="public")},
     )
+    return mcp, sessions, mcp.tool()
+
+
+def _fastmcp_app(
+    options: dict[str, Any], auth_tokens: StaticTokens | None, base_url: str
+) -> tuple[Any, Any, Any]:
+    from fastmcp import FastMCP
+
+    from mcp_sessions.fastmcp import Sessions as FastMCPSessions
+    from mcp_sessions.fastmcp import portable_tool
+
+    sessions = FastMCPSessions(**options)
+    auth = None if auth_tokens is None else fastmcp_verifier(auth_tokens, base_url)
+    mcp = FastMCP("mcp-sessions-test", auth=auth)
+    sessions.install(mcp)
+
+    def tool(fn: Any) -> Any:
+        return mcp.tool(portable_tool(fn))
+
+    return mcp, sessions, tool
+
+
+def fastmcp_verifier(tokens: StaticTokens, base_url: str) -> Any:
+    """The static tokens as a FastMCP ``TokenVerifier`` (FastMCP's auth, same principals)."""
+    from fastmcp.server.auth import AccessToken, TokenVerifier
+
+    class Verifier(TokenVerifier):
+        async def verify_token(self, token: str) -> AccessToken | None:
+            found = await tokens.verify_token(token)
+            return None if found is None else AccessToken(**found.model_dump())
+
+    return Verifier(base_url=base_url)
+
+
+def http_app(mcp: Any, sessions: Any) -> Any:
+    """The Streamable HTTP app of either framework, legacy sessions served from the store."""
+    if isinstance(mcp, MCPServer):
+        return sessions.streamable_http_app(mcp, host="127.0.0.1")
+    return mcp.http_app()
+
+
+def build_app(
+    *,
+    store: Store | str = "memory://",
+    state: str = "server",
+    lifecycle: str = "implicit",
+    keys: KeyRing | None = None,
+    idle_ttl: float = 3600.0,
+    handle_ttl: float = 3600.0,
+    auth_tokens: StaticTokens | None = None,
+    handle_fallback: bool = True,
+    base_url: str = "http://127.0.0.1:8000",
+    framework: str = "mcp",
+) -> tuple[Any, Any]:
+    """The test server on ``framework``: ``mcp`` (an ``MCPServer``) or ``fastmcp``; the tools
+    are defined once, below, for both."""
+    options: dict[str, Any] = dict(
+        store=store,
+        state=state,  # type: ignore[arg-type]
+        lifecycle=lifecycle,  # type: ignore[arg-type]
+        keys=keys,
+        idle_ttl=idle_ttl,
+        handle_fallback=handle_fallback,
+        audience=AUDIENCE,
+    )
+    if framework == "fastmcp":
+        mcp, sessions, tool = _fastmcp_app(options, auth_tokens, base_url)
+    else:
+        mcp, sessions, tool = _mcpserver_app(options, auth_tokens, base_url)
     note_kind = sessions.handle_kind("note", ttl=handle_ttl, header="Note", created_by="new_note")
     logger = logging.getLogger(LOGGER_NAME)
 
-    @mcp.tool()
+    @tool
     async def whoami(session: CurrentSession) -> dict[str, Any]:
         """The session this request reached, as the tool author sees it."""
         return describe(session)
 
-    @mcp.tool()
+    @tool
     async def maybe(session: OptionalSession) -> dict[str, Any]:
         """The session if the request named one."""
         return {"session": None if session is None else describe(session)}
 
-    @mcp.tool()
+    @tool
     async def count(session: CurrentSession) -> dict[str, Any]:
         """Increment the session's counter."""
 
@@ -118,28 +170,28 @@ def build_app(
         value = await session.update(bump)
         return {"count": value, "created": session.created, "id": session.id}
 
-    @mcp.tool()
+    @tool
     async def put(key: str, value: Any, session: CurrentSession) -> dict[str, Any]:
         """Set one key of the session state; returns the state."""
         await session.set(key, value)
         return dict(session.state)
 
-    @mcp.tool()
+    @tool
     async def log(message: str, session: OptionalSession) -> str:
         """Log ``message`` while handling this request."""
         logger.warning(message)
         return message
 
-    @mcp.tool()
+    @tool
     async def new_note(text: str) -> str:
         """A note handle."""
         return await note_kind.create({"text": text})
 
-    @mcp.tool()
+    @tool
     async def read_note(note: Annotated[str, note_kind.arg]) -> dict[str, Any]:
         return dict(await note_kind.state(note))
 
-    @mcp.tool()
+    @tool
     async def edit_note(note: Annotated[str, note_kind.arg], text: str) -> dict[str, Any]:
         def edit(state: JSONObject) -> JSONObject:
             state["text"] = text
@@ -148,16 +200,16 @@ def build_app(
 
         return await note_kind.update(note, edit)
 
-    @mcp.tool()
+    @tool
     async def peek_note(note: Annotated[str, note_kind.arg]) -> str:
         """Takes a note handle but never loads it: only the extension's check guards it."""
         return f"body ran for {note}"
 
-    @mcp.tool()
+    @tool
     async def renew_note(note: Annotated[str, note_kind.arg], ttl: float) -> float:
         return await note_kind.renew(note, ttl)
 
-    @mcp.tool()
+    @tool
     async def revoke_note(note: Annotated[str, note_kind.arg]) -> str:
         await note_kind.revoke(note)
         return "revoked"
@@ -190,6 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--key-file", type=Path)
     parser.add_argument("--auth-tokens", type=Path)
     parser.add_argument("--log-file", type=Path)
+    parser.add_argument("--framework", default="mcp", choices=["mcp", "fastmcp"])
     args = parser.parse_args(argv)
 
     if args.log_file is not None:
@@ -208,13 +261,14 @@ def main(argv: list[str] | None = None) -> None:
         handle_ttl=args.handle_ttl,
         auth_tokens=StaticTokens.from_file(args.auth_tokens) if args.auth_tokens else None,
         base_url=base_url,
+        framework=args.framework,
     )
     if args.stdio:
-        mcp.run("stdio")
+        mcp.run("stdio") if args.framework == "mcp" else mcp.run("stdio", show_banner=False)
         return
     import uvicorn
 
-    app = sessions.streamable_http_app(mcp, host="127.0.0.1")
+    app = http_app(mcp, sessions)
     print(f"listening on {base_url}/mcp", file=sys.stderr, flush=True)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 

@@ -20,7 +20,7 @@ import pytest
 from mcp_sessions.core.sealing import KeyRing, SealingKey
 from mcp_sessions.demo import StaticTokens
 
-from ._app import build_app
+from ._app import build_app, http_app
 from .helpers import (
     APP_SCRIPT,
     MCP_SESSIONS_CLI,
@@ -90,8 +90,22 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         process.stop()
 
 
+#: The integrations the wire-driving tests run against (issue #14): the SDK's ``MCPServer``
+#: and FastMCP. A test module that drives the wire sets ``pytestmark`` with
+#: :data:`BOTH_FRAMEWORKS`; the others run on ``mcp`` alone.
+FRAMEWORKS = ("mcp", "fastmcp")
+
+
 @pytest.fixture
-def make_target(tmp_path: Path, serve: Callable[[Any], ThreadedServer]) -> Callable[..., Target]:
+def framework(request: pytest.FixtureRequest) -> str:
+    """The integration under test: ``mcp`` unless the test is parametrised over both."""
+    return str(getattr(request, "param", "mcp"))
+
+
+@pytest.fixture
+def make_target(
+    tmp_path: Path, serve: Callable[[Any], ThreadedServer], framework: str
+) -> Callable[..., Target]:
     """``make_target(transport, **options)``: the test app reachable over ``transport``.
 
     Options are those of :func:`tests.server._app.build_app` that a command line can carry:
@@ -101,14 +115,16 @@ def make_target(tmp_path: Path, serve: Callable[[Any], ThreadedServer]) -> Calla
 
     def make(transport: str, **options: Any) -> Target:
         if transport == "inproc":
-            mcp, _sessions = build_app(**options)
-            return Target("inproc", server=mcp)
+            mcp, _sessions = build_app(framework=framework, **options)
+            # FastMCP's low-level server is the SDK's Server, which the SDK client takes.
+            return Target("inproc", server=mcp if framework == "mcp" else mcp._mcp_server)
         if transport == "http":
-            mcp, sessions = build_app(**options)
-            server = serve(sessions.streamable_http_app(mcp, host="127.0.0.1"))
+            mcp, sessions = build_app(framework=framework, **options)
+            server = serve(http_app(mcp, sessions))
             return Target("http", url=server.url)
         if transport == "stdio":
-            return Target("stdio", stdio=stdio_params(*_cli_args(tmp_path, options)))
+            args = [*_cli_args(tmp_path, options), "--framework", framework]
+            return Target("stdio", stdio=stdio_params(*args))
         raise ValueError(transport)
 
     return make
