@@ -6,6 +6,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -252,6 +253,13 @@ def token_inspect(
     default="warning",
     show_default=True,
 )
+@click.option(
+    "--framework",
+    type=click.Choice(["mcp", "fastmcp"]),
+    default="mcp",
+    show_default=True,
+    help="Serve the demo on the SDK's MCPServer or on FastMCP (the fastmcp extra).",
+)
 def demo(
     host: str,
     port: int,
@@ -272,6 +280,7 @@ def demo(
     max_creations_per_minute: int,
     trusted_proxy_hops: int,
     log_level: str,
+    framework: str,
 ) -> None:
     """Run the example server: a counter, a cart, progressive discovery and VM handles.
 
@@ -303,10 +312,13 @@ def demo(
         keys = load_or_create_key_file(key_file or Path(state_dir()) / "demo-keys.txt")
         tokens = StaticTokens.from_file(auth_tokens) if auth_tokens else None
         base_url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-        mcp, sessions = build_demo(
+        build: Any = build_demo
+        if framework == "fastmcp":
+            from .demo_fastmcp import build_fastmcp_demo as build
+        mcp, sessions = build(
             store=store_url,
-            state=state,  # type: ignore[arg-type]
-            lifecycle=lifecycle,  # type: ignore[arg-type]
+            state=state,
+            lifecycle=lifecycle,
             keys=keys,
             auth_tokens=tokens,
             handle_fallback=handle_fallback,
@@ -328,7 +340,7 @@ def demo(
             "session, so any MCP client keeps its state",
             err=True,
         )
-        mcp.run("stdio")
+        mcp.run("stdio", **({"show_banner": False} if framework == "fastmcp" else {}))
         return
     from .serving import HTTPLimits, serve
 

@@ -9,6 +9,7 @@ multi-step VM provisioning — served to every kind of client by one set of tool
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,13 +24,19 @@ from .core.records import JSONObject
 from .core.sealing import KeyRing
 from .server import CurrentSession, Sessions
 from .server.engine import Lifecycle, StateMode
-from .server.handles import HandleError
+from .server.handles import HandleError, HandleKind
 
 SERVICES: dict[str, list[str]] = {
     "billing": ["list_invoices", "refund"],
     "crm": ["find_customer", "add_note"],
     "search": ["query"],
 }
+
+INSTRUCTIONS = (
+    "A demo of mcp-sessions. count() keeps a per-session counter; add_item/checkout a "
+    "cart; connect/actions show progressive discovery; init_vm returns a vm handle for "
+    "set_ram, set_cpu and deploy_vm."
+)
 
 
 class StaticTokens:
@@ -103,11 +110,7 @@ def build_demo(
         )
     mcp = MCPServer(
         "mcp-sessions-demo",
-        instructions=(
-            "A demo of mcp-sessions. count() keeps a per-session counter; add_item/checkout a "
-            "cart; connect/actions show progressive discovery; init_vm returns a vm handle for "
-            "set_ram, set_cpu and deploy_vm."
-        ),
+        instructions=INSTRUCTIONS,
         extensions=[sessions],
         middleware=[sessions.middleware],
         token_verifier=auth_tokens,
@@ -115,8 +118,19 @@ def build_demo(
     )
     VM = sessions.handle_kind("vm", ttl=3600, header="Vm", created_by="init_vm")
 
+    add_demo_tools(mcp.tool(), VM)
+    return mcp, sessions
+
+
+#: A framework's tool decorator: ``MCPServer.tool()``, or FastMCP's via ``portable_tool``.
+ToolDecorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def add_demo_tools(tool: ToolDecorator, VM: HandleKind) -> None:
+    """Register the demo's tools with ``tool``: one definition for every framework."""
+
     # -- 1. a counter -------------------------------------------------------------------------
-    @mcp.tool()
+    @tool
     async def count(session: CurrentSession) -> int:
         """Increment this session's counter and return it (1 on the first call)."""
 
@@ -128,7 +142,7 @@ def build_demo(
         return await session.update(bump)
 
     # -- 2. a shopping cart -------------------------------------------------------------------
-    @mcp.tool()
+    @tool
     async def add_item(item: str, session: CurrentSession) -> list[str]:
         """Add an item to this session's cart; returns the cart."""
 
@@ -139,7 +153,7 @@ def build_demo(
 
         return await session.update(add)
 
-    @mcp.tool()
+    @tool
     async def checkout(session: CurrentSession) -> dict[str, Any]:
         """Check out the cart: returns the order and empties the cart."""
 
@@ -153,7 +167,7 @@ def build_demo(
         return {"items": items, "count": len(items), "status": "ordered" if items else "empty"}
 
     # -- 3. progressive discovery (lists never change; the session says what is usable) -------
-    @mcp.tool()
+    @tool
     async def connect(service: str, session: CurrentSession) -> list[str]:
         """Connect this session to a service (billing, crm, search); returns its actions."""
         if service not in SERVICES:
@@ -167,13 +181,13 @@ def build_demo(
         await session.update(attach)
         return SERVICES[service]
 
-    @mcp.tool()
+    @tool
     async def actions(session: CurrentSession) -> dict[str, list[str]]:
         """The actions this session can use now, by connected service."""
         return {name: SERVICES[name] for name in session.get("services", [])}
 
     # -- 4. multi-step VM provisioning with handles (SEP-2567) -------------------------------
-    @mcp.tool()
+    @tool
     async def init_vm(name: str) -> str:
         """Start configuring a VM; returns a vm handle for set_ram, set_cpu and deploy_vm."""
         return await VM.create({"name": name, "ram_gb": 2, "cpus": 1, "deployed": False})
@@ -187,21 +201,21 @@ def build_demo(
 
         return edit
 
-    @mcp.tool()
+    @tool
     async def set_ram(vm: Annotated[str, VM.arg], gb: int) -> dict[str, Any]:
         """Set the VM's memory in GB (1-512)."""
         if not 1 <= gb <= 512:
             raise ToolError("gb must be between 1 and 512")
         return await VM.update(vm, _configure("ram_gb", gb))
 
-    @mcp.tool()
+    @tool
     async def set_cpu(vm: Annotated[str, VM.arg], n: int) -> dict[str, Any]:
         """Set the VM's CPU count (1-64)."""
         if not 1 <= n <= 64:
             raise ToolError("n must be between 1 and 64")
         return await VM.update(vm, _configure("cpus", n))
 
-    @mcp.tool()
+    @tool
     async def deploy_vm(vm: Annotated[str, VM.arg]) -> dict[str, Any]:
         """Deploy the VM as configured; its configuration is fixed from then on."""
 
@@ -210,5 +224,3 @@ def build_demo(
             return dict(state)
 
         return await VM.update(vm, deploy)
-
-    return mcp, sessions

@@ -88,7 +88,9 @@ def _fastmcp_app(
     from mcp_sessions.fastmcp import portable_tool
 
     sessions = FastMCPSessions(**options)
-    auth = None if auth_tokens is None else fastmcp_verifier(auth_tokens, base_url)
+    from mcp_sessions.demo_fastmcp import StaticTokenVerifier
+
+    auth = None if auth_tokens is None else StaticTokenVerifier(auth_tokens, base_url=base_url)
     mcp = FastMCP("mcp-sessions-test", auth=auth)
     sessions.install(mcp)
 
@@ -98,23 +100,14 @@ def _fastmcp_app(
     return mcp, sessions, tool
 
 
-def fastmcp_verifier(tokens: StaticTokens, base_url: str) -> Any:
-    """The static tokens as a FastMCP ``TokenVerifier`` (FastMCP's auth, same principals)."""
-    from fastmcp.server.auth import AccessToken, TokenVerifier
-
-    class Verifier(TokenVerifier):
-        async def verify_token(self, token: str) -> AccessToken | None:
-            found = await tokens.verify_token(token)
-            return None if found is None else AccessToken(**found.model_dump())
-
-    return Verifier(base_url=base_url)
-
-
 def http_app(mcp: Any, sessions: Any) -> Any:
     """The Streamable HTTP app of either framework, legacy sessions served from the store."""
-    if isinstance(mcp, MCPServer):
-        return sessions.streamable_http_app(mcp, host="127.0.0.1")
-    return mcp.http_app()
+    return sessions.streamable_http_app(mcp, host="127.0.0.1")
+
+
+#: The framework ``build_app`` uses when none is named (tests/server/conftest.py sets it per
+#: test from the ``framework`` fixture).
+FRAMEWORK = "mcp"
 
 
 def build_app(
@@ -128,10 +121,11 @@ def build_app(
     auth_tokens: StaticTokens | None = None,
     handle_fallback: bool = True,
     base_url: str = "http://127.0.0.1:8000",
-    framework: str = "mcp",
+    framework: str | None = None,
 ) -> tuple[Any, Any]:
     """The test server on ``framework``: ``mcp`` (an ``MCPServer``) or ``fastmcp``; the tools
-    are defined once, below, for both."""
+    are defined once, below, for both. For FastMCP the server returned is its low-level
+    server, which the SDK's ``Client`` takes in process."""
     options: dict[str, Any] = dict(
         store=store,
         state=state,  # type: ignore[arg-type]
@@ -141,7 +135,7 @@ def build_app(
         handle_fallback=handle_fallback,
         audience=AUDIENCE,
     )
-    if framework == "fastmcp":
+    if (framework or FRAMEWORK) == "fastmcp":
         mcp, sessions, tool = _fastmcp_app(options, auth_tokens, base_url)
     else:
         mcp, sessions, tool = _mcpserver_app(options, auth_tokens, base_url)
@@ -227,7 +221,7 @@ def build_app(
         """The same for everyone."""
         return "hello"
 
-    return mcp, sessions
+    return (mcp if isinstance(mcp, MCPServer) else mcp._mcp_server), sessions
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -264,7 +258,8 @@ def main(argv: list[str] | None = None) -> None:
         framework=args.framework,
     )
     if args.stdio:
-        mcp.run("stdio") if args.framework == "mcp" else mcp.run("stdio", show_banner=False)
+        server = mcp if args.framework == "mcp" else mcp.fastmcp
+        server.run("stdio") if args.framework == "mcp" else server.run("stdio", show_banner=False)
         return
     import uvicorn
 

@@ -20,6 +20,7 @@ import pytest
 from mcp_sessions.core.sealing import KeyRing, SealingKey
 from mcp_sessions.demo import StaticTokens
 
+from . import _app
 from ._app import build_app, http_app
 from .helpers import (
     APP_SCRIPT,
@@ -68,16 +69,17 @@ def serve() -> Iterator[Callable[[Any], ThreadedServer]]:
 
 
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+def spawn(tmp_path: Path, framework: str) -> Iterator[Callable[..., ServerProcess]]:
     """``spawn("demo", *args)`` runs ``mcp-sessions demo``; ``spawn("app", *args)`` the test
     app. Both get ``--port`` on a free port and are stopped by PID at teardown."""
     processes: list[ServerProcess] = []
 
     def start(program: str, *args: str) -> ServerProcess:
+        chosen = ["--framework", framework] if framework != "mcp" else []
         if program == "demo":
-            argv = [str(MCP_SESSIONS_CLI), "demo", *args]
+            argv = [str(MCP_SESSIONS_CLI), "demo", *args, *chosen]
         elif program == "app":
-            argv = [sys.executable, str(APP_SCRIPT), *args]
+            argv = [sys.executable, str(APP_SCRIPT), *args, *chosen]
         else:
             raise ValueError(program)
         log = tmp_path / f"server-{len(processes)}.log"
@@ -102,6 +104,12 @@ def framework(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", "mcp"))
 
 
+@pytest.fixture(autouse=True)
+def _default_framework(framework: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``build_app()`` builds the test's framework (so each such test runs on both)."""
+    monkeypatch.setattr(_app, "FRAMEWORK", framework)
+
+
 @pytest.fixture
 def make_target(
     tmp_path: Path, serve: Callable[[Any], ThreadedServer], framework: str
@@ -116,8 +124,7 @@ def make_target(
     def make(transport: str, **options: Any) -> Target:
         if transport == "inproc":
             mcp, _sessions = build_app(framework=framework, **options)
-            # FastMCP's low-level server is the SDK's Server, which the SDK client takes.
-            return Target("inproc", server=mcp if framework == "mcp" else mcp._mcp_server)
+            return Target("inproc", server=mcp)
         if transport == "http":
             mcp, sessions = build_app(framework=framework, **options)
             server = serve(http_app(mcp, sessions))

@@ -24,10 +24,10 @@ if TYPE_CHECKING:
     from fastmcp import FastMCP
     from starlette.applications import Starlette
 
-    from .integration import Sessions
+    from ..server.engine import SessionEngine
 
 
-def gate_http_apps(sessions: Sessions, mcp: FastMCP[Any]) -> None:
+def gate_http_apps(engine: SessionEngine, mcp: FastMCP[Any]) -> None:
     """Make every Streamable HTTP app ``mcp`` builds (``mcp.run(transport="http")``,
     ``mcp.http_app()``) serve legacy sessions from the store.
 
@@ -47,13 +47,13 @@ def gate_http_apps(sessions: Sessions, mcp: FastMCP[Any]) -> None:
         app = build(*args, **options)
         if getattr(app.state, "transport_type", None) != "streamable-http":
             return app
-        return _gated(sessions, mcp, app, options.get("json_response"))
+        return _gated(engine, mcp, app, options.get("json_response"))
 
     mcp.http_app = http_app  # type: ignore[method-assign,assignment]
 
 
 def _gated(
-    sessions: Sessions, mcp: FastMCP[Any], app: Starlette, json_response: bool | None
+    engine: SessionEngine, mcp: FastMCP[Any], app: Starlette, json_response: bool | None
 ) -> Starlette:
     path = app.state.path
     holder = _endpoint_holder(app, path)
@@ -70,7 +70,7 @@ def _gated(
         security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
     holder.app = LegacyGate(
-        sessions.engine,
+        engine,
         stateful=holder.app,
         stateless=StreamableHTTPASGIApp(stateless),
         max_body=stateless.max_request_body_size,
@@ -80,7 +80,10 @@ def _gated(
     @contextlib.asynccontextmanager
     async def lifespan(starlette: Starlette) -> AsyncIterator[Any]:
         async with previous(starlette) as state, stateless.run():
-            yield state
+            try:
+                yield state
+            finally:
+                await engine.aclose()
 
     app.router.lifespan_context = lifespan
     return app

@@ -31,11 +31,21 @@ from mcp.server.mcpserver.exceptions import ToolError as SdkToolError
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolRequestParams
 
+from ..core.errors import (
+    INVALID_PARAMS,
+    INVALID_STATE,
+    LIMIT_EXCEEDED,
+    SESSION_NOT_FOUND,
+    SESSION_REQUIRED,
+    STATE_CONFLICT,
+    STORE_UNAVAILABLE,
+)
 from ..core.names import EXTENSION_ID, META_SESSION_ID
 from ..server import extension as sdk
 from ..server.engine import SessionEngine
 from ..server.handles import HandleError, HandleKind
 from ..server.session import Session
+from .http import gate_http_apps
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -52,6 +62,33 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 #: so the dependency notes the error here and the carrier middleware raises it after FastMCP
 #: has returned. A mutable list, so a note made in a copied context still reaches the middleware.
 _failures: ContextVar[list[MCPError] | None] = ContextVar("mcp_sessions_fastmcp", default=None)
+
+
+#: The codes of the session errors a tool body can meet (DESIGN §3; OversizedState is
+#: -32602): these reach the wire as JSON-RPC errors.
+_SESSION_CODES = frozenset(
+    {
+        INVALID_PARAMS,
+        SESSION_NOT_FOUND,
+        SESSION_REQUIRED,
+        INVALID_STATE,
+        STATE_CONFLICT,
+        LIMIT_EXCEEDED,
+        STORE_UNAVAILABLE,
+    }
+)
+
+
+def _session_error_in(error: BaseException) -> MCPError | None:
+    """The session error ``error`` was raised from, if any (FastMCP wraps what a tool or a
+    dependency raised, keeping it as the cause)."""
+    seen = 0
+    cause: BaseException | None = error
+    while cause is not None and seen < 8:
+        if isinstance(cause, MCPError) and cause.error.code in _SESSION_CODES:
+            return cause
+        cause, seen = cause.__cause__, seen + 1
+    return None
 
 
 def _noted(error: MCPError) -> ToolError:
@@ -186,7 +223,16 @@ class _Extension(ServerExtension):
                     await kind.load(value)
                 except HandleError as error:
                     raise ToolError(str(error)) from None
-        return await call_next()
+        try:
+            return await call_next()
+        except ToolError as error:
+            # FastMCP has masked whatever the tool body raised into a ToolError; a session
+            # error (Session.update's conflict, quota or outage) is a JSON-RPC error on the
+            # wire, as on MCPServer (DESIGN §3), so it is raised again as itself.
+            cause = _session_error_in(error)
+            if cause is None:
+                raise
+            raise cause from None
 
 
 class Sessions:
@@ -242,9 +288,7 @@ class Sessions:
                     "_meta."
                 ),
             )
-        from .http import gate_http_apps
-
-        gate_http_apps(self, mcp)
+        gate_http_apps(self.engine, mcp)
         self._servers.append(mcp)
 
     async def _session_start(self) -> str:
@@ -258,21 +302,31 @@ class Sessions:
         return self.core.handle_kind(kind, **options)
 
     def lifespan(self) -> AbstractAsyncContextManager[None]:
-        """Open the store at start-up, close it at shutdown (FastMCP's lifespan)."""
+        """Open the store at start-up (FastMCP's lifespan).
+
+        Not closed at its end: an in-process client enters the low-level server's lifespan
+        once per connection, and the store outlives each. The HTTP app closes it at
+        shutdown, as the ``MCPServer`` integration's does; otherwise :meth:`aclose`.
+        """
 
         @asynccontextmanager
         async def run() -> AsyncIterator[None]:
             await self.engine.start()
-            try:
-                yield
-            finally:
-                await self.engine.aclose()
+            yield
 
         return run()
 
-    def http_app(self, mcp: FastMCP[Any], **options: Any) -> Starlette:
-        """``mcp.http_app(**options)``; after :meth:`install` the same app, already gated."""
-        app: Starlette = mcp.http_app(**options)
+    def streamable_http_app(
+        self, mcp: Any, *, host: str | None = None, **options: Any
+    ) -> Starlette:
+        """``mcp.http_app(**options)`` (after :meth:`install` every such app is gated), the call
+        the ``MCPServer`` integration has. ``mcp`` is the FastMCP server or its low-level
+        server; ``host`` is taken for that call's sake and unused: FastMCP guards Host and
+        Origin itself (``host_origin_protection``)."""
+        server = getattr(mcp, "fastmcp", mcp)
+        if not any(installed is server for installed in self._servers):
+            raise ValueError("call sessions.install(mcp) first")
+        app: Starlette = server.http_app(**options)
         return app
 
     async def aclose(self) -> None:
