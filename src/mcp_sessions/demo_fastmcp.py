@@ -25,7 +25,7 @@ class StaticTokenVerifier(TokenVerifier):
 
     async def verify_token(self, token: str) -> AccessToken | None:
         found = await self._tokens.verify_token(token)
-        return None if found is None else AccessToken(**found.model_dump())
+        return None if found is None else AccessToken(**found.model_dump(exclude_none=True))
 
 
 def build_fastmcp_demo(

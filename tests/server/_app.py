@@ -91,7 +91,9 @@ def _fastmcp_app(
     from mcp_sessions.demo_fastmcp import StaticTokenVerifier
 
     auth = None if auth_tokens is None else StaticTokenVerifier(auth_tokens, base_url=base_url)
-    mcp = FastMCP("mcp-sessions-test", auth=auth)
+    # Public and cacheable unless the session makes a read private (spec §5.4 item 47); FastMCP
+    # hints every cacheable result alike (its server-level cache_ttl).
+    mcp = FastMCP("mcp-sessions-test", auth=auth, cache_ttl=60, cache_scope="public")
     sessions.install(mcp)
 
     def tool(fn: Any) -> Any:

@@ -21,6 +21,7 @@ from mcp.client.stdio import StdioServerParameters
 from mcp_sessions.core.errors import SESSION_NOT_FOUND
 
 from .helpers import (
+    BOTH_FRAMEWORKS,
     MCP_SESSIONS_CLI,
     MODE,
     PROTOCOL,
@@ -34,7 +35,7 @@ from .helpers import (
     value,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_FRAMEWORKS]
 
 MakeTarget = Callable[..., Target]
 CONNECTION_ID = re.compile(r"connection-[0-9a-f]{32}")
