@@ -19,7 +19,7 @@ between reading the count and writing it; a setup that loses none ends at 20. Fa
 state has no compare-and-set, so its write is ``set_state``; mcp-sessions' write is
 ``session.update``, which re-applies the increment to the current state on a conflict.
 
-Run: .venv/bin/python bench/bench_peers.py [--calls 60] [--rounds 5]
+Run: .venv/bin/python bench/bench_peers.py [--calls 160] [--rounds 7]
 Target (issue #14): mcp-sessions on FastMCP >= 1.0x FastMCP's own state; 0 lost updates.
 """
 
@@ -224,8 +224,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--calls", type=int, default=60, help="calls per batch")
-    parser.add_argument("--rounds", type=int, default=5, help="batches of each setup")
+    parser.add_argument("--calls", type=int, default=160, help="calls per batch")
+    parser.add_argument("--rounds", type=int, default=7, help="batches of each setup")
     args = parser.parse_args()
     for name in ("httpx", "httpx2", "mcp", "fastmcp", "mcp.server.streamable_http_manager"):
         logging.getLogger(name).setLevel(logging.WARNING)
