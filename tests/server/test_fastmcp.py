@@ -19,7 +19,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 from mcp_sessions.core.errors import SESSION_REQUIRED
-from mcp_sessions.fastmcp import CurrentSession, OptionalSession, Sessions
+from mcp_sessions.fastmcp import CurrentSession, OptionalSession, Sessions, portable_tool
 
 from .helpers import (
     REPO,
@@ -171,6 +171,14 @@ def test_one_sessions_serves_one_server() -> None:
         sessions.install(mcp)
     with pytest.raises(ValueError, match="one Sessions serves one FastMCP server"):
         sessions.install(FastMCP("other"))
+
+
+def test_portable_tool_takes_async_tools_only() -> None:
+    def plain() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match="async tool"):
+        portable_tool(plain)
 
 
 def test_stateless_http_is_refused() -> None:

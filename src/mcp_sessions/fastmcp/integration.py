@@ -136,6 +136,8 @@ def portable_tool(fn: F) -> F:
     ``ToolError`` (a :class:`~mcp_sessions.server.HandleError` too) becomes FastMCP's, so
     one tool body serves both frameworks (the demo's do).
     """
+    if not inspect.iscoroutinefunction(fn):
+        raise TypeError(f"portable_tool takes an async tool; {fn!r} is not one")
     signature = inspect.signature(fn)
     parameters = [
         parameter.replace(annotation=_PORTABLE.get(parameter.annotation, parameter.annotation))
