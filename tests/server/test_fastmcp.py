@@ -165,6 +165,21 @@ async def test_middleware_mounting_and_transforms_keep_working() -> None:
     assert recorder.called == ["api_shop_count", "api_parent_count", "api_shop_count"]
 
 
+async def test_a_server_without_install_says_so() -> None:
+    """A tool declaring a session on a server where install was forgotten: a tool error that
+    names the missing call, not a crash."""
+    mcp: FastMCP[Any] = FastMCP("forgot")
+
+    @mcp.tool
+    async def count(session: CurrentSession) -> int:
+        return 1
+
+    async with Client(mcp._mcp_server, read_timeout_seconds=TIMEOUT) as client:
+        result = await client.call_tool("count", {}, meta=sid(new_id()))
+    assert result.is_error
+    assert "sessions.install(mcp)" in str(result.content)
+
+
 def test_one_sessions_serves_one_server() -> None:
     mcp, sessions = fresh()
     with pytest.raises(ValueError, match="already installed"):

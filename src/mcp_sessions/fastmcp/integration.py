@@ -101,6 +101,8 @@ def _noted(error: MCPError) -> ToolError:
 async def current_session() -> Session:
     """The request's session, from inside a tool body (the same as a :data:`CurrentSession`
     parameter)."""
+    if sdk.current_scope() is None:
+        raise ToolError("mcp-sessions is not installed on this server: call sessions.install(mcp)")
     try:
         return await sdk.current_session()
     except MCPError as error:
