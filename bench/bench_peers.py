@@ -18,6 +18,9 @@ median. Lost updates: 20 parallel calls of one session to a tool that awaits (10
 between reading the count and writing it; a setup that loses none ends at 20. FastMCP's
 state has no compare-and-set, so its write is ``set_state``; mcp-sessions' write is
 ``session.update``, which re-applies the increment to the current state on a conflict.
+A last table runs the same sequential counter in process (the SDK client on each server, no
+HTTP, no threads; mcp-sessions' setups carry a ``_meta`` id there), where the session layers
+show with far less noise than over HTTP on a shared machine.
 
 Run: .venv/bin/python bench/bench_peers.py [--calls 160] [--rounds 7]
 Target (issue #14): mcp-sessions on FastMCP >= 1.0x FastMCP's own state; 0 lost updates.
@@ -32,6 +35,7 @@ import shutil
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,7 @@ from mcp.server.mcpserver import MCPServer
 from bench_server import http_server
 from mcp_sessions import fastmcp as on_fastmcp
 from mcp_sessions import server as on_mcp
+from mcp_sessions.core.names import META_SESSION_ID
 from mcp_sessions.core.records import JSONObject
 
 PAUSE = 0.01  # seconds between the read and the write of the lost-update tool
@@ -80,7 +85,7 @@ def fastmcp_state() -> Any:
         await ctx.set_state("n", value)
         return value
 
-    return mcp.http_app()
+    return mcp.http_app(), mcp._mcp_server
 
 
 def fastmcp_session() -> Any:
@@ -102,7 +107,7 @@ def fastmcp_session() -> Any:
         await session.set("n", value)
         return value
 
-    return mcp.http_app()
+    return mcp.http_app(), mcp._mcp_server
 
 
 async def _slow(session: on_mcp.Session) -> int:
@@ -124,7 +129,7 @@ def ours_fastmcp(store: str) -> Any:
     async def slow_count(session: on_fastmcp.CurrentSession) -> int:
         return await _slow(session)
 
-    return mcp.http_app()
+    return mcp.http_app(), mcp._mcp_server
 
 
 def ours_mcp(store: str) -> Any:
@@ -139,7 +144,7 @@ def ours_mcp(store: str) -> Any:
     async def slow_count(session: on_mcp.CurrentSession) -> int:
         return await _slow(session)
 
-    return sessions.streamable_http_app(mcp, host="127.0.0.1")
+    return sessions.streamable_http_app(mcp, host="127.0.0.1"), mcp
 
 
 # -- the clients ----------------------------------------------------------------------------
@@ -148,25 +153,32 @@ def ours_mcp(store: str) -> Any:
 class Caller:
     """One legacy session on one setup, and the arguments its calls carry."""
 
-    def __init__(self, client: Client, arguments: dict[str, Any]) -> None:
+    def __init__(
+        self, client: Client, arguments: dict[str, Any], meta: dict[str, Any] | None = None
+    ) -> None:
         self.client = client
         self.arguments = arguments
+        self.meta = meta
 
     async def call(self, tool: str = "count") -> int:
-        result = await self.client.call_tool(tool, self.arguments)
+        result = await self.client.call_tool(tool, self.arguments, meta=self.meta)
         assert not result.is_error, result
         content = result.structured_content or {}
         return int(content.get("result", 0))
 
 
-async def open_caller(stack: contextlib.AsyncExitStack, url: str, minted: bool) -> Caller:
-    client = Client(streamable_http_client(url), mode="legacy")
+async def open_caller(stack: contextlib.AsyncExitStack, target: Any, minted: bool) -> Caller:
+    """A legacy session on ``target``: a URL, or a server in process (where mcp-sessions'
+    setups get a ``_meta`` id instead: an in-process connection has no Mcp-Session-Id)."""
+    over_http = isinstance(target, str)
+    client = Client(streamable_http_client(target) if over_http else target, mode="legacy")
     await stack.enter_async_context(client)
     arguments: dict[str, Any] = {}
     if minted:  # FastMCP's Session API: an id from its create_session tool
         created = await client.call_tool("create_session", {})
         arguments["session_id"] = (created.structured_content or {})["result"]
-    return Caller(client, arguments)
+    meta = None if over_http else {META_SESSION_ID: str(uuid.uuid4())}
+    return Caller(client, arguments, meta)
 
 
 Batch = Callable[[int], Awaitable[float]]
@@ -231,7 +243,7 @@ async def main() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
     tmp = Path(tempfile.mkdtemp())
-    builders: dict[str, tuple[Callable[[], Any], bool]] = {
+    builders: dict[str, tuple[Callable[[], tuple[Any, Any]], bool]] = {
         "fastmcp-state": (fastmcp_state, False),
         "fastmcp-session": (fastmcp_session, True),
         "ours-fastmcp-memory": (lambda: ours_fastmcp("memory://"), False),
@@ -242,7 +254,7 @@ async def main() -> None:
     try:
         async with contextlib.AsyncExitStack() as stack:
             urls = {
-                name: await stack.enter_async_context(http_server(build()))
+                name: await stack.enter_async_context(http_server(build()[0]))
                 for name, (build, _) in builders.items()
             }
             seq: dict[str, Batch] = {}
@@ -257,6 +269,13 @@ async def main() -> None:
                 lost[name] = await lost_updates(await open_caller(stack, urls[name], minted))
             sequential_rates = await interleaved(seq, args.calls, args.rounds)
             concurrent_rates = await interleaved(par, args.calls, args.rounds)
+        # In process (the SDK client on each server, no HTTP, no threads): the session layers
+        # alone, with far less noise than the HTTP legs on a shared machine.
+        async with contextlib.AsyncExitStack() as stack:
+            local: dict[str, Batch] = {}
+            for name, (build, minted) in builders.items():
+                local[name] = sequential(await open_caller(stack, build()[1], minted))
+            in_process_rates = await interleaved(local, args.calls * 2, args.rounds)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -272,6 +291,10 @@ async def main() -> None:
             ratios = [ours / theirs for ours, theirs in zip(rates[name], rates[base], strict=True)]
             cells += [f"{statistics.median(rates[name]):.0f}", f"{statistics.median(ratios):.2f}×"]
         print(f"| {name} | {' | '.join(cells)} | {lost[name]} |")
+    print(f"\n| in process, sequential | calls/s | × {base} |\n|---|---|---|")
+    for name, rates in in_process_rates.items():
+        ratios = [ours / theirs for ours, theirs in zip(rates, in_process_rates[base], strict=True)]
+        print(f"| {name} | {statistics.median(rates):.0f} | {statistics.median(ratios):.2f}× |")
 
 
 if __name__ == "__main__":
