@@ -1,6 +1,7 @@
-"""The server under test: mcp-sessions on an ``MCPServer``, with tools that report what the
-tool author sees (the :class:`Session` a carrier brought, its state, its principal), a handle
-kind, a session-dependent resource and a tool that logs.
+"""The server under test: mcp-sessions on an ``MCPServer`` (or, with ``framework="fastmcp"``,
+on FastMCP: the same tools), with tools that report what the tool author sees (the
+:class:`Session` a carrier brought, its state, its principal), a handle kind, a
+session-dependent resource and a tool that logs.
 
 Imported by the tests (in-process and in-thread servers) and run as a script for stdio and
 HTTP subprocesses::
@@ -84,12 +85,11 @@ def _fastmcp_app(
 ) -> tuple[Any, Any, Any]:
     from fastmcp import FastMCP
 
+    from mcp_sessions.demo_fastmcp import StaticTokenVerifier
     from mcp_sessions.fastmcp import Sessions as FastMCPSessions
     from mcp_sessions.fastmcp import portable_tool
 
     sessions = FastMCPSessions(**options)
-    from mcp_sessions.demo_fastmcp import StaticTokenVerifier
-
     auth = None if auth_tokens is None else StaticTokenVerifier(auth_tokens, base_url=base_url)
     # Public and cacheable unless the session makes a read private (spec §5.4 item 47); FastMCP
     # hints every cacheable result alike (its server-level cache_ttl).
@@ -260,8 +260,10 @@ def main(argv: list[str] | None = None) -> None:
         framework=args.framework,
     )
     if args.stdio:
-        server = mcp if args.framework == "mcp" else mcp.fastmcp
-        server.run("stdio") if args.framework == "mcp" else server.run("stdio", show_banner=False)
+        if args.framework == "mcp":
+            mcp.run("stdio")
+        else:
+            mcp.fastmcp.run("stdio", show_banner=False)
         return
     import uvicorn
 
