@@ -20,7 +20,10 @@ state has no compare-and-set, so its write is ``set_state``; mcp-sessions' write
 ``session.update``, which re-applies the increment to the current state on a conflict.
 A last table runs the same sequential counter in process (the SDK client on each server, no
 HTTP, no threads; mcp-sessions' setups carry a ``_meta`` id there), where the session layers
-show with far less noise than over HTTP on a shared machine.
+show with far less noise than over HTTP on a shared machine. And the server CPU time per
+call (each setup in its own process, /proc's user + system time around a batch of sequential
+HTTP calls), which the machine's other load hardly moves; "÷" is how many calls of this setup
+fit in the CPU time of one ``fastmcp-state`` call.
 
 Run: .venv/bin/python bench/bench_peers.py [--calls 160] [--rounds 7]
 Target (issue #14): mcp-sessions on FastMCP >= 1.0x FastMCP's own state; 0 lost updates.
@@ -31,8 +34,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -49,7 +55,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 
 # bench/ is the script's directory: the uvicorn-in-a-thread helper of the server benchmark.
-from bench_server import http_server
+from bench_server import free_port, http_server
 from mcp_sessions import fastmcp as on_fastmcp
 from mcp_sessions import server as on_mcp
 from mcp_sessions.core.names import META_SESSION_ID
@@ -232,18 +238,68 @@ async def interleaved(setups: dict[str, Batch], calls: int, rounds: int) -> dict
     return rates
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--calls", type=int, default=160, help="calls per batch")
-    parser.add_argument("--rounds", type=int, default=7, help="batches of each setup")
-    args = parser.parse_args()
-    for name in ("httpx", "httpx2", "mcp", "fastmcp", "mcp.server.streamable_http_manager"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+def server_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    tmp = Path(tempfile.mkdtemp())
-    builders: dict[str, tuple[Callable[[], tuple[Any, Any]], bool]] = {
+
+def serve_one(name: str, port: int, directory: str) -> None:
+    """``--serve NAME``: one setup alone in this process (for the CPU table)."""
+    import uvicorn
+
+    app = setups(Path(directory))[name][0]()[0]
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", log_config=None)
+
+
+async def cpu_per_call(names: list[str], calls: int, rounds: int) -> dict[str, list[float]]:
+    """Server CPU time per call, each setup in its own process: what a call costs the
+    server, which the machine's load (other processes) hardly moves, unlike calls/s."""
+    tmp = tempfile.mkdtemp()
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            callers: dict[str, Caller] = {}
+            for name in names:
+                port = free_port()
+                processes[name] = spawn(name, port, tmp)
+                url = f"http://127.0.0.1:{port}/mcp"
+                for _ in range(200):  # bounded wait for the server to listen
+                    try:
+                        await (await anyio.connect_tcp("127.0.0.1", port)).aclose()
+                        break
+                    except OSError:
+                        await anyio.sleep(0.05)
+                callers[name] = await open_caller(stack, url, builders_minted(name))
+                for _ in range(20):
+                    await callers[name].call()
+            cpu: dict[str, list[float]] = {name: [] for name in names}
+            for round_ in range(rounds):
+                shift = round_ % len(names)
+                for name in names[shift:] + names[:shift]:
+                    before = server_cpu_seconds(processes[name].pid)
+                    for _ in range(calls):
+                        await callers[name].call()
+                    cpu[name].append((server_cpu_seconds(processes[name].pid) - before) / calls)
+            return cpu
+    finally:
+        for process in processes.values():
+            process.terminate()
+            process.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def spawn(name: str, port: int, directory: str) -> subprocess.Popen[bytes]:
+    argv = ["--serve", name, "--port", str(port), "--dir", directory]
+    return subprocess.Popen([sys.executable, __file__, *argv])
+
+
+def builders_minted(name: str) -> bool:
+    return name == "fastmcp-session"
+
+
+def setups(tmp: Path) -> dict[str, tuple[Callable[[], tuple[Any, Any]], bool]]:
+    return {
         "fastmcp-state": (fastmcp_state, False),
         "fastmcp-session": (fastmcp_session, True),
         "ours-fastmcp-memory": (lambda: ours_fastmcp("memory://"), False),
@@ -251,6 +307,30 @@ async def main() -> None:
         "ours-mcp-memory": (lambda: ours_mcp("memory://"), False),
         "ours-mcp-sqlite": (lambda: ours_mcp(f"sqlite:///{tmp}/m.sqlite3"), False),
     }
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--calls", type=int, default=160, help="calls per batch")
+    parser.add_argument("--rounds", type=int, default=7, help="batches of each setup")
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve_one(args.serve, args.port, args.dir)
+    else:
+        anyio.run(main, args)
+
+
+async def main(args: argparse.Namespace) -> None:
+    for name in ("httpx", "httpx2", "mcp", "fastmcp", "mcp.server.streamable_http_manager"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    tmp = Path(tempfile.mkdtemp())
+    builders = setups(tmp)
     try:
         async with contextlib.AsyncExitStack() as stack:
             urls = {
@@ -295,7 +375,14 @@ async def main() -> None:
     for name, rates in in_process_rates.items():
         ratios = [ours / theirs for ours, theirs in zip(rates, in_process_rates[base], strict=True)]
         print(f"| {name} | {statistics.median(rates):.0f} | {statistics.median(ratios):.2f}× |")
+    cpu = await cpu_per_call(list(builders), args.calls, args.rounds)
+    print(f"\n| server CPU per call, sequential, HTTP | ms | ÷ {base} |\n|---|---|---|")
+    for name, costs in cpu.items():
+        ratios = [theirs / ours for ours, theirs in zip(costs, cpu[base], strict=True)]
+        print(
+            f"| {name} | {statistics.median(costs) * 1e3:.2f} | {statistics.median(ratios):.2f}× |"
+        )
 
 
 if __name__ == "__main__":
-    anyio.run(main)
+    cli()
