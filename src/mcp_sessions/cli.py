@@ -314,7 +314,13 @@ def demo(
         base_url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
         build: Any = build_demo
         if framework == "fastmcp":
-            from .demo_fastmcp import build_fastmcp_demo as build
+            try:
+                from .demo_fastmcp import build_fastmcp_demo as build
+            except ImportError as exc:
+                raise click.ClickException(
+                    f"--framework fastmcp needs FastMCP: pip install 'mcp-sessions[fastmcp]' "
+                    f"({exc})"
+                ) from None
         mcp, sessions = build(
             store=store_url,
             state=state,
