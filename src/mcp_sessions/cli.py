@@ -6,6 +6,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -258,6 +259,13 @@ def token_inspect(
     help="Serve the OpenTelemetry metrics as Prometheus text at /metrics (needs the [otel] "
     "extra). Traces and other exporters: the standard OTEL_* variables (docs/observability.md).",
 )
+@click.option(
+    "--framework",
+    type=click.Choice(["mcp", "fastmcp"]),
+    default="mcp",
+    show_default=True,
+    help="Serve the demo on the SDK's MCPServer or on FastMCP (the fastmcp extra).",
+)
 def demo(
     host: str,
     port: int,
@@ -279,6 +287,7 @@ def demo(
     trusted_proxy_hops: int,
     log_level: str,
     metrics: bool,
+    framework: str,
 ) -> None:
     """Run the example server: a counter, a cart, progressive discovery and VM handles.
 
@@ -313,10 +322,19 @@ def demo(
         keys = load_or_create_key_file(key_file or Path(state_dir()) / "demo-keys.txt")
         tokens = StaticTokens.from_file(auth_tokens) if auth_tokens else None
         base_url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-        mcp, sessions = build_demo(
+        build: Any = build_demo
+        if framework == "fastmcp":
+            try:
+                from .demo_fastmcp import build_fastmcp_demo as build
+            except ImportError as exc:
+                raise click.ClickException(
+                    f"--framework fastmcp needs FastMCP: pip install 'mcp-sessions[fastmcp]' "
+                    f"({exc})"
+                ) from None
+        mcp, sessions = build(
             store=store_url,
-            state=state,  # type: ignore[arg-type]
-            lifecycle=lifecycle,  # type: ignore[arg-type]
+            state=state,
+            lifecycle=lifecycle,
             keys=keys,
             auth_tokens=tokens,
             handle_fallback=handle_fallback,
@@ -338,7 +356,7 @@ def demo(
             "session, so any MCP client keeps its state",
             err=True,
         )
-        mcp.run("stdio")
+        mcp.run("stdio", **({"show_banner": False} if framework == "fastmcp" else {}))
         return
     from .serving import HTTPLimits, serve
 

@@ -9,6 +9,7 @@ multi-step VM provisioning — served to every kind of client by one set of tool
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,7 +24,7 @@ from .core.records import JSONObject
 from .core.sealing import KeyRing
 from .server import CurrentSession, Sessions
 from .server.engine import Lifecycle, StateMode
-from .server.handles import HandleError
+from .server.handles import HandleError, HandleKind
 
 SERVICES: dict[str, list[str]] = {
     "billing": ["list_invoices", "refund"],
@@ -43,6 +44,12 @@ DOCUMENTS = {
     "invoices": "Invoices are sent on the first day of each month.",
     "notes": "Customer notes are visible to every agent of the account.",
 }
+
+INSTRUCTIONS = (
+    "A demo of mcp-sessions. count() keeps a per-session counter; add_item/checkout a "
+    "cart; connect/actions show progressive discovery; init_vm returns a vm handle for "
+    "set_ram, set_cpu and deploy_vm."
+)
 
 
 class StaticTokens:
@@ -116,11 +123,7 @@ def build_demo(
         )
     mcp = MCPServer(
         "mcp-sessions-demo",
-        instructions=(
-            "A demo of mcp-sessions. count() keeps a per-session counter; add_item/checkout a "
-            "cart; connect/actions show progressive discovery; init_vm returns a vm handle for "
-            "set_ram, set_cpu and deploy_vm."
-        ),
+        instructions=INSTRUCTIONS,
         extensions=[sessions],
         middleware=[sessions.middleware],
         token_verifier=auth_tokens,
@@ -128,8 +131,32 @@ def build_demo(
     )
     VM = sessions.handle_kind("vm", ttl=3600, header="Vm", created_by="init_vm")
 
+    declare_demo_toolsets(sessions)
+    add_demo_tools(mcp.tool(), VM)
+    return mcp, sessions
+
+
+def declare_demo_toolsets(sessions: Any) -> None:
+    """Each service of ``connect`` is a toolset its session enables (issue #18); ``sessions``
+    is either framework's ``Sessions``."""
+    for service_name, tool_names in SERVICES.items():
+        sessions.toolset(
+            service_name,
+            tools=tool_names,
+            enabled_by=f"call connect(service={service_name!r})",
+            description=f"The {service_name} service's tools.",
+        )
+
+
+#: A framework's tool decorator: ``MCPServer.tool()``, or FastMCP's via ``portable_tool``.
+ToolDecorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def add_demo_tools(tool: ToolDecorator, VM: HandleKind) -> None:
+    """Register the demo's tools with ``tool``: one definition for every framework."""
+
     # -- 1. a counter -------------------------------------------------------------------------
-    @mcp.tool()
+    @tool
     async def count(session: CurrentSession) -> int:
         """Increment this session's counter and return it (1 on the first call)."""
 
@@ -141,7 +168,7 @@ def build_demo(
         return await session.update(bump)
 
     # -- 2. a shopping cart -------------------------------------------------------------------
-    @mcp.tool()
+    @tool
     async def add_item(item: str, session: CurrentSession) -> list[str]:
         """Add an item to this session's cart; returns the cart."""
 
@@ -152,7 +179,7 @@ def build_demo(
 
         return await session.update(add)
 
-    @mcp.tool()
+    @tool
     async def checkout(session: CurrentSession) -> dict[str, Any]:
         """Check out the cart: returns the order and empties the cart."""
 
@@ -166,15 +193,7 @@ def build_demo(
         return {"items": items, "count": len(items), "status": "ordered" if items else "empty"}
 
     # -- 3. progressive discovery: each service is a toolset its session enables (issue #18) --
-    for service_name, tool_names in SERVICES.items():
-        sessions.toolset(
-            service_name,
-            tools=tool_names,
-            enabled_by=f"call connect(service={service_name!r})",
-            description=f"The {service_name} service's tools.",
-        )
-
-    @mcp.tool()
+    @tool
     async def connect(service: str, session: CurrentSession) -> list[str]:
         """Connect this session to a service (billing, crm, search); returns the tools it
         enables for this session."""
@@ -183,24 +202,24 @@ def build_demo(
         await session.enable(service)
         return SERVICES[service]
 
-    @mcp.tool()
+    @tool
     async def disconnect(service: str, session: CurrentSession) -> dict[str, list[str]]:
         """Disconnect this session from a service; returns the session's remaining tools."""
         if service not in SERVICES:
             raise ToolError(f"unknown service {service!r}; choose one of {sorted(SERVICES)}")
         return (await session.disable(service)).tools()
 
-    @mcp.tool()
+    @tool
     async def actions(session: CurrentSession) -> dict[str, list[str]]:
         """The tools this session can use now, by connected service (its surface)."""
         return session.surface.tools()
 
-    @mcp.tool()
+    @tool
     async def list_invoices() -> list[dict[str, Any]]:
         """Billing: every invoice of the account."""
         return [{"invoice": key, **invoice} for key, invoice in INVOICES.items()]
 
-    @mcp.tool()
+    @tool
     async def refund(invoice: str, session: CurrentSession) -> dict[str, Any]:
         """Billing: refund an invoice (once)."""
         if invoice not in INVOICES:
@@ -216,12 +235,12 @@ def build_demo(
         done = await session.update(take)
         return {"invoice": invoice, "status": "refunded" if done else "already refunded"}
 
-    @mcp.tool()
+    @tool
     async def find_customer(name: str) -> list[str]:
         """CRM: customers whose name contains ``name`` (case-insensitive)."""
         return [customer for customer in CUSTOMERS if name.lower() in customer.lower()]
 
-    @mcp.tool()
+    @tool
     async def add_note(customer: str, text: str, session: CurrentSession) -> list[str]:
         """CRM: add a note to a customer; returns the customer's notes in this session."""
         if customer not in CUSTOMERS:
@@ -234,7 +253,7 @@ def build_demo(
 
         return await session.update(note)
 
-    @mcp.tool()
+    @tool
     async def query(text: str) -> dict[str, str]:
         """Search: the help articles whose title or text mentions ``text``."""
         needle = text.lower()
@@ -245,7 +264,7 @@ def build_demo(
         }
 
     # -- 4. multi-step VM provisioning with handles (SEP-2567) -------------------------------
-    @mcp.tool()
+    @tool
     async def init_vm(name: str) -> str:
         """Start configuring a VM; returns a vm handle for set_ram, set_cpu and deploy_vm."""
         return await VM.create({"name": name, "ram_gb": 2, "cpus": 1, "deployed": False})
@@ -259,21 +278,21 @@ def build_demo(
 
         return edit
 
-    @mcp.tool()
+    @tool
     async def set_ram(vm: Annotated[str, VM.arg], gb: int) -> dict[str, Any]:
         """Set the VM's memory in GB (1-512)."""
         if not 1 <= gb <= 512:
             raise ToolError("gb must be between 1 and 512")
         return await VM.update(vm, _configure("ram_gb", gb))
 
-    @mcp.tool()
+    @tool
     async def set_cpu(vm: Annotated[str, VM.arg], n: int) -> dict[str, Any]:
         """Set the VM's CPU count (1-64)."""
         if not 1 <= n <= 64:
             raise ToolError("n must be between 1 and 64")
         return await VM.update(vm, _configure("cpus", n))
 
-    @mcp.tool()
+    @tool
     async def deploy_vm(vm: Annotated[str, VM.arg]) -> dict[str, Any]:
         """Deploy the VM as configured; its configuration is fixed from then on."""
 
@@ -282,5 +301,3 @@ def build_demo(
             return dict(state)
 
         return await VM.update(vm, deploy)
-
-    return mcp, sessions

@@ -1,6 +1,7 @@
-"""The server under test: mcp-sessions on an ``MCPServer``, with tools that report what the
-tool author sees (the :class:`Session` a carrier brought, its state, its principal), a handle
-kind, a session-dependent resource and a tool that logs.
+"""The server under test: mcp-sessions on an ``MCPServer`` (or, with ``framework="fastmcp"``,
+on FastMCP: the same tools), with tools that report what the tool author sees (the
+:class:`Session` a carrier brought, its state, its principal), a handle kind, a
+session-dependent resource and a tool that logs.
 
 Imported by the tests (in-process and in-thread servers) and run as a script for stdio and
 HTTP subprocesses::
@@ -56,31 +57,10 @@ def describe(session: Session) -> dict[str, Any]:
     }
 
 
-def build_app(
-    *,
-    store: Store | str = "memory://",
-    state: str = "server",
-    lifecycle: str = "implicit",
-    keys: KeyRing | None = None,
-    idle_ttl: float = 3600.0,
-    handle_ttl: float = 3600.0,
-    auth_tokens: StaticTokens | None = None,
-    handle_fallback: bool = True,
-    base_url: str = "http://127.0.0.1:8000",
-    telemetry: SessionTelemetry | None = None,
-    limits: Limits | None = None,
-) -> tuple[MCPServer, Sessions]:
-    sessions = Sessions(
-        telemetry=telemetry,
-        limits=limits,
-        store=store,
-        state=state,  # type: ignore[arg-type]
-        lifecycle=lifecycle,  # type: ignore[arg-type]
-        keys=keys,
-        idle_ttl=idle_ttl,
-        handle_fallback=handle_fallback,
-        audience=AUDIENCE,
-    )
+def _mcpserver_app(
+    options: dict[str, Any], auth_tokens: StaticTokens | None, base_url: str
+) -> tuple[MCPServer, Sessions, Any]:
+    sessions = Sessions(**options)
     auth = None
     if auth_tokens is not None:
         auth = AuthSettings(
@@ -99,20 +79,88 @@ def build_app(
         # Public and cacheable unless the session makes a read private (spec §5.4 item 47).
         cache_hints={"resources/read": CacheHint(ttl_ms=60_000, scope="public")},
     )
+    return mcp, sessions, mcp.tool()
+
+
+def _fastmcp_app(
+    options: dict[str, Any], auth_tokens: StaticTokens | None, base_url: str
+) -> tuple[Any, Any, Any]:
+    from fastmcp import FastMCP
+
+    from mcp_sessions.demo_fastmcp import StaticTokenVerifier
+    from mcp_sessions.fastmcp import Sessions as FastMCPSessions
+    from mcp_sessions.fastmcp import portable_tool
+
+    sessions = FastMCPSessions(**options)
+    auth = None if auth_tokens is None else StaticTokenVerifier(auth_tokens, base_url=base_url)
+    # Public and cacheable unless the session makes a read private (spec §5.4 item 47); FastMCP
+    # hints every cacheable result alike (its server-level cache_ttl).
+    mcp = FastMCP("mcp-sessions-test", auth=auth, cache_ttl=60, cache_scope="public")
+    sessions.install(mcp)
+
+    def tool(fn: Any) -> Any:
+        return mcp.tool(portable_tool(fn))
+
+    return mcp, sessions, tool
+
+
+def http_app(mcp: Any, sessions: Any) -> Any:
+    """The Streamable HTTP app of either framework, legacy sessions served from the store."""
+    return sessions.streamable_http_app(mcp, host="127.0.0.1")
+
+
+#: The framework ``build_app`` uses when none is named (tests/server/conftest.py sets it per
+#: test from the ``framework`` fixture).
+FRAMEWORK = "mcp"
+
+
+def build_app(
+    *,
+    store: Store | str = "memory://",
+    state: str = "server",
+    lifecycle: str = "implicit",
+    keys: KeyRing | None = None,
+    idle_ttl: float = 3600.0,
+    handle_ttl: float = 3600.0,
+    auth_tokens: StaticTokens | None = None,
+    handle_fallback: bool = True,
+    base_url: str = "http://127.0.0.1:8000",
+    framework: str | None = None,
+    telemetry: SessionTelemetry | None = None,
+    limits: Limits | None = None,
+) -> tuple[Any, Any]:
+    """The test server on ``framework``: ``mcp`` (an ``MCPServer``) or ``fastmcp``; the tools
+    are defined once, below, for both. For FastMCP the server returned is its low-level
+    server, which the SDK's ``Client`` takes in process."""
+    options: dict[str, Any] = dict(
+        store=store,
+        state=state,  # type: ignore[arg-type]
+        lifecycle=lifecycle,  # type: ignore[arg-type]
+        keys=keys,
+        idle_ttl=idle_ttl,
+        handle_fallback=handle_fallback,
+        audience=AUDIENCE,
+        telemetry=telemetry,
+        limits=limits,
+    )
+    if (framework or FRAMEWORK) == "fastmcp":
+        mcp, sessions, tool = _fastmcp_app(options, auth_tokens, base_url)
+    else:
+        mcp, sessions, tool = _mcpserver_app(options, auth_tokens, base_url)
     note_kind = sessions.handle_kind("note", ttl=handle_ttl, header="Note", created_by="new_note")
     logger = logging.getLogger(LOGGER_NAME)
 
-    @mcp.tool()
+    @tool
     async def whoami(session: CurrentSession) -> dict[str, Any]:
         """The session this request reached, as the tool author sees it."""
         return describe(session)
 
-    @mcp.tool()
+    @tool
     async def maybe(session: OptionalSession) -> dict[str, Any]:
         """The session if the request named one."""
         return {"session": None if session is None else describe(session)}
 
-    @mcp.tool()
+    @tool
     async def count(session: CurrentSession) -> dict[str, Any]:
         """Increment the session's counter."""
 
@@ -124,28 +172,28 @@ def build_app(
         value = await session.update(bump)
         return {"count": value, "created": session.created, "id": session.id}
 
-    @mcp.tool()
+    @tool
     async def put(key: str, value: Any, session: CurrentSession) -> dict[str, Any]:
         """Set one key of the session state; returns the state."""
         await session.set(key, value)
         return dict(session.state)
 
-    @mcp.tool()
+    @tool
     async def log(message: str, session: OptionalSession) -> str:
         """Log ``message`` while handling this request."""
         logger.warning(message)
         return message
 
-    @mcp.tool()
+    @tool
     async def new_note(text: str) -> str:
         """A note handle."""
         return await note_kind.create({"text": text})
 
-    @mcp.tool()
+    @tool
     async def read_note(note: Annotated[str, note_kind.arg]) -> dict[str, Any]:
         return dict(await note_kind.state(note))
 
-    @mcp.tool()
+    @tool
     async def edit_note(note: Annotated[str, note_kind.arg], text: str) -> dict[str, Any]:
         def edit(state: JSONObject) -> JSONObject:
             state["text"] = text
@@ -154,16 +202,16 @@ def build_app(
 
         return await note_kind.update(note, edit)
 
-    @mcp.tool()
+    @tool
     async def peek_note(note: Annotated[str, note_kind.arg]) -> str:
         """Takes a note handle but never loads it: only the extension's check guards it."""
         return f"body ran for {note}"
 
-    @mcp.tool()
+    @tool
     async def renew_note(note: Annotated[str, note_kind.arg], ttl: float) -> float:
         return await note_kind.renew(note, ttl)
 
-    @mcp.tool()
+    @tool
     async def revoke_note(note: Annotated[str, note_kind.arg]) -> str:
         await note_kind.revoke(note)
         return "revoked"
@@ -181,7 +229,7 @@ def build_app(
         """The same for everyone."""
         return "hello"
 
-    return mcp, sessions
+    return (mcp if isinstance(mcp, MCPServer) else mcp._mcp_server), sessions
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -196,6 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--key-file", type=Path)
     parser.add_argument("--auth-tokens", type=Path)
     parser.add_argument("--log-file", type=Path)
+    parser.add_argument("--framework", default="mcp", choices=["mcp", "fastmcp"])
     args = parser.parse_args(argv)
 
     if args.log_file is not None:
@@ -214,13 +263,17 @@ def main(argv: list[str] | None = None) -> None:
         handle_ttl=args.handle_ttl,
         auth_tokens=StaticTokens.from_file(args.auth_tokens) if args.auth_tokens else None,
         base_url=base_url,
+        framework=args.framework,
     )
     if args.stdio:
-        mcp.run("stdio")
+        if args.framework == "mcp":
+            mcp.run("stdio")
+        else:
+            mcp.fastmcp.run("stdio", show_banner=False)
         return
     import uvicorn
 
-    app = sessions.streamable_http_app(mcp, host="127.0.0.1")
+    app = http_app(mcp, sessions)
     print(f"listening on {base_url}/mcp", file=sys.stderr, flush=True)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 

@@ -20,7 +20,8 @@ import pytest
 from mcp_sessions.core.sealing import KeyRing, SealingKey
 from mcp_sessions.demo import StaticTokens
 
-from ._app import build_app
+from . import _app
+from ._app import build_app, http_app
 from .helpers import (
     APP_SCRIPT,
     MCP_SESSIONS_CLI,
@@ -68,16 +69,17 @@ def serve() -> Iterator[Callable[[Any], ThreadedServer]]:
 
 
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+def spawn(tmp_path: Path, framework: str) -> Iterator[Callable[..., ServerProcess]]:
     """``spawn("demo", *args)`` runs ``mcp-sessions demo``; ``spawn("app", *args)`` the test
     app. Both get ``--port`` on a free port and are stopped by PID at teardown."""
     processes: list[ServerProcess] = []
 
     def start(program: str, *args: str) -> ServerProcess:
+        chosen = ["--framework", framework] if framework != "mcp" else []
         if program == "demo":
-            argv = [str(MCP_SESSIONS_CLI), "demo", *args]
+            argv = [str(MCP_SESSIONS_CLI), "demo", *args, *chosen]
         elif program == "app":
-            argv = [sys.executable, str(APP_SCRIPT), *args]
+            argv = [sys.executable, str(APP_SCRIPT), *args, *chosen]
         else:
             raise ValueError(program)
         log = tmp_path / f"server-{len(processes)}.log"
@@ -90,8 +92,28 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         process.stop()
 
 
+#: The integrations the wire-driving tests run against (issue #14): the SDK's ``MCPServer``
+#: and FastMCP. A test module that drives the wire sets ``pytestmark`` with
+#: :data:`BOTH_FRAMEWORKS`; the others run on ``mcp`` alone.
+FRAMEWORKS = ("mcp", "fastmcp")
+
+
 @pytest.fixture
-def make_target(tmp_path: Path, serve: Callable[[Any], ThreadedServer]) -> Callable[..., Target]:
+def framework(request: pytest.FixtureRequest) -> str:
+    """The integration under test: ``mcp`` unless the test is parametrised over both."""
+    return str(getattr(request, "param", "mcp"))
+
+
+@pytest.fixture(autouse=True)
+def _default_framework(framework: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``build_app()`` builds the test's framework (so each such test runs on both)."""
+    monkeypatch.setattr(_app, "FRAMEWORK", framework)
+
+
+@pytest.fixture
+def make_target(
+    tmp_path: Path, serve: Callable[[Any], ThreadedServer], framework: str
+) -> Callable[..., Target]:
     """``make_target(transport, **options)``: the test app reachable over ``transport``.
 
     Options are those of :func:`tests.server._app.build_app` that a command line can carry:
@@ -101,14 +123,15 @@ def make_target(tmp_path: Path, serve: Callable[[Any], ThreadedServer]) -> Calla
 
     def make(transport: str, **options: Any) -> Target:
         if transport == "inproc":
-            mcp, _sessions = build_app(**options)
+            mcp, _sessions = build_app(framework=framework, **options)
             return Target("inproc", server=mcp)
         if transport == "http":
-            mcp, sessions = build_app(**options)
-            server = serve(sessions.streamable_http_app(mcp, host="127.0.0.1"))
+            mcp, sessions = build_app(framework=framework, **options)
+            server = serve(http_app(mcp, sessions))
             return Target("http", url=server.url)
         if transport == "stdio":
-            return Target("stdio", stdio=stdio_params(*_cli_args(tmp_path, options)))
+            args = [*_cli_args(tmp_path, options), "--framework", framework]
+            return Target("stdio", stdio=stdio_params(*args))
         raise ValueError(transport)
 
     return make

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx2
+import pytest
 import uvicorn
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
@@ -478,3 +479,7 @@ class ShiftedClock:
 
     def advance(self, seconds: float) -> None:
         self.offset += seconds
+
+
+#: ``pytestmark`` entry that runs every test of a module on both integrations (issue #14).
+BOTH_FRAMEWORKS = pytest.mark.parametrize("framework", ["mcp", "fastmcp"], indirect=True)

@@ -26,9 +26,18 @@ from mcp_sessions.core.names import (
 from mcp_sessions.stores import open_store
 
 from ._app import build_app
-from .helpers import RawHttp, Reply, ThreadedServer, modern_request, new_id, sid, tool_value
+from .helpers import (
+    BOTH_FRAMEWORKS,
+    RawHttp,
+    Reply,
+    ThreadedServer,
+    modern_request,
+    new_id,
+    sid,
+    tool_value,
+)
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_FRAMEWORKS]
 
 
 @dataclass

@@ -16,6 +16,7 @@ from mcp_sessions.core.names import (
 )
 
 from .helpers import (
+    BOTH_FRAMEWORKS,
     VERSIONS,
     RawHttp,
     Target,
@@ -27,7 +28,7 @@ from .helpers import (
     value,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_FRAMEWORKS]
 
 TRANSPORTS = ["inproc", "stdio", "http"]
 MakeTarget = Callable[..., Target]

@@ -20,7 +20,9 @@ from mcp.client.stdio import StdioServerParameters
 
 from mcp_sessions.core.errors import SESSION_NOT_FOUND
 
+from . import _app
 from .helpers import (
+    BOTH_FRAMEWORKS,
     MCP_SESSIONS_CLI,
     MODE,
     PROTOCOL,
@@ -34,7 +36,7 @@ from .helpers import (
     value,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_FRAMEWORKS]
 
 MakeTarget = Callable[..., Target]
 CONNECTION_ID = re.compile(r"connection-[0-9a-f]{32}")
@@ -53,6 +55,9 @@ def demo_stdio(tmp_path: Path, store: str, *options: str) -> StdioServerParamete
             "--key-file",
             str(tmp_path / "demo-keys.txt"),
             *options,
+            # the framework of this test's parametrisation (tests/server/conftest.py)
+            "--framework",
+            _app.FRAMEWORK,
         ],
         env={**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")},
         cwd=str(tmp_path),

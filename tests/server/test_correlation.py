@@ -14,11 +14,11 @@ import pytest
 from mcp_sessions.core.names import META_BAGGAGE
 
 from ._app import LOGGER_NAME
-from .helpers import VERSIONS, Target, Version, new_id, sid, value
+from .helpers import BOTH_FRAMEWORKS, VERSIONS, Target, Version, new_id, sid, value
 
 CONNECTION_ID = re.compile(r"connection-[0-9a-f]{32}")
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_FRAMEWORKS]
 
 MakeTarget = Callable[..., Target]
 

@@ -20,6 +20,7 @@ from mcp_sessions.demo import build_demo
 
 from ._app import build_app
 from .helpers import (
+    BOTH_FRAMEWORKS,
     TIMEOUT,
     VERSIONS,
     RawHttp,
@@ -33,7 +34,7 @@ from .helpers import (
     value,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_FRAMEWORKS]
 
 TRANSPORTS = ["inproc", "stdio", "http"]
 MakeTarget = Callable[..., Target]

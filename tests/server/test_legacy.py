@@ -14,6 +14,7 @@ from mcp_sessions.server.http import LegacyGate
 
 from ._app import build_app
 from .helpers import (
+    BOTH_FRAMEWORKS,
     RawHttp,
     ShiftedClock,
     ThreadedServer,
@@ -22,7 +23,7 @@ from .helpers import (
     tool_value,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_FRAMEWORKS]
 
 NOT_FOUND = {"code": SessionNotFound.code, "message": SessionNotFound().message}
 COUNT = {"name": "count", "arguments": {}}

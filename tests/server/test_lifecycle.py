@@ -21,6 +21,7 @@ from mcp_sessions.server.extension import fallback_session_required
 
 from ._app import build_app
 from .helpers import (
+    BOTH_FRAMEWORKS,
     TIMEOUT,
     VERSIONS,
     ShiftedClock,
@@ -34,7 +35,7 @@ from .helpers import (
     value,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_FRAMEWORKS]
 
 TRANSPORTS = ["inproc", "stdio", "http"]
 MakeTarget = Callable[..., Target]

@@ -19,6 +19,7 @@ from mcp_sessions.core.names import (
 from mcp_sessions.core.sealing import KeyRing
 
 from .helpers import (
+    BOTH_FRAMEWORKS,
     VERSIONS,
     RawHttp,
     Target,
@@ -29,7 +30,7 @@ from .helpers import (
     value,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_FRAMEWORKS]
 
 MakeTarget = Callable[..., Target]
 

@@ -10,9 +10,9 @@ import pytest
 
 from mcp_sessions.core.names import META_MINTED_HANDLES
 
-from .helpers import Target, sid, value
+from .helpers import BOTH_FRAMEWORKS, Target, sid, value
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_FRAMEWORKS]
 
 MakeTarget = Callable[..., Target]
 

@@ -14,6 +14,7 @@ import pytest
 from mcp_sessions.core.errors import INVALID_PARAMS, SESSION_REQUIRED
 
 from .helpers import (
+    BOTH_FRAMEWORKS,
     VERSIONS,
     Target,
     Version,
@@ -24,7 +25,7 @@ from .helpers import (
     value,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_FRAMEWORKS]
 
 MakeTarget = Callable[..., Target]
 CASES = [(transport, version) for transport in ("stdio", "http") for version in VERSIONS]

@@ -24,6 +24,7 @@ from mcp_sessions.core.names import META_STATE
 from ._app import build_app
 from .conftest import ALICE, BOB, TOKENS
 from .helpers import (
+    BOTH_FRAMEWORKS,
     MODE,
     PROTOCOL,
     TIMEOUT,
@@ -43,7 +44,7 @@ from .helpers import (
     value,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_FRAMEWORKS]
 
 
 def answer(error: MCPError) -> tuple[int, str, Any]:

@@ -17,6 +17,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_sessions.core.errors import SessionNotFound
 
 from .helpers import (
+    BOTH_FRAMEWORKS,
     PROTOCOL,
     TIMEOUT,
     VERSIONS,
@@ -31,7 +32,7 @@ from .helpers import (
     value,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_FRAMEWORKS]
 
 STORES = [
     "sqlite",

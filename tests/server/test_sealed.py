@@ -21,6 +21,7 @@ from mcp_sessions.core.sealing import KeyRing, StateCodec, read_token_header
 
 from ._app import AUDIENCE, build_app
 from .helpers import (
+    BOTH_FRAMEWORKS,
     TIMEOUT,
     VERSIONS,
     Target,
@@ -32,7 +33,7 @@ from .helpers import (
     value,
 )
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, BOTH_FRAMEWORKS]
 
 TRANSPORTS = ["inproc", "stdio", "http"]
 MakeTarget = Callable[..., Target]

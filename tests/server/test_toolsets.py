@@ -29,6 +29,7 @@ from mcp.types import (
     ResourceListChangedNotification,
     ToolListChangedNotification,
 )
+from tests.server.conftest import FRAMEWORKS
 
 from mcp_sessions.core.names import (
     EXTENSION_ID,
@@ -63,9 +64,15 @@ GATED = {tool for tools in SERVICES.values() for tool in tools}
 SCOPED = advertise(EXTENSION_ID, {"scopedLists": True})
 
 
-@pytest.fixture
-def demo_url(serve: Callable[[Any], ThreadedServer]) -> str:
-    mcp, sessions = build_demo(store="memory://")
+@pytest.fixture(params=FRAMEWORKS)
+def demo_url(request: pytest.FixtureRequest, serve: Callable[[Any], ThreadedServer]) -> str:
+    """The demo on each integration (issue #14): its services are toolsets on both."""
+    if request.param == "fastmcp":
+        from mcp_sessions.demo_fastmcp import build_fastmcp_demo
+
+        mcp, sessions = build_fastmcp_demo(store="memory://")
+    else:
+        mcp, sessions = build_demo(store="memory://")
     return serve(sessions.streamable_http_app(mcp, host="127.0.0.1")).url
 
 
