@@ -1,8 +1,9 @@
 """The conformance suite's "everything" server on FastMCP 4, with mcp-sessions installed
 (issue #14): the same tools, resources and prompts by the same names as fixture_server.py
-(whose media, schemas and event store it reuses), written with FastMCP's own APIs, and
-``mcp_sessions.fastmcp.Sessions`` installed as an application would (``sessions.install``,
-then ``mcp.http_app()``, which keeps legacy ``Mcp-Session-Id`` sessions in the store).
+(reusing its event store, and the media and schemas of fixture_payloads.py), written with
+FastMCP's own APIs, and ``mcp_sessions.fastmcp.Sessions`` installed as an application
+would (``sessions.install``, then ``mcp.http_app()``, which keeps legacy ``Mcp-Session-Id``
+sessions in the store).
 
 Run:  python tests/conformance/fastmcp_fixture.py --port 3001 [--store URL]
 """
@@ -50,22 +51,19 @@ from pydantic import Field
 from starlette.applications import Starlette
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.conformance.fixture_server import (
+from tests.conformance.fixture_payloads import (
     ENUM_SHAPES_SCHEMA,
     JSON_SCHEMA_2020_12,
-    MCP_PATH,
     PNG,
-    SERVER_NAME,
-    SSE_RETRY_MS,
     WAV,
     Contact,
-    MemoryEventStore,
     ProfileWithDefaults,
     _accepted,
     _ask,
     _b64,
     _sample,
 )
+from tests.conformance.fixture_server import MCP_PATH, SERVER_NAME, SSE_RETRY_MS, MemoryEventStore
 
 from mcp_sessions.core.records import JSONObject
 from mcp_sessions.fastmcp import CurrentSession, Sessions
