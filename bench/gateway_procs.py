@@ -1,0 +1,120 @@
+"""The processes of the gateway benchmark (bench_gateway.py, also used by bench_redis.py):
+a free loopback port, starting a server and waiting until it answers, stopping it by its
+PID, and Debian's nginx run with the configuration ``mcp-sessions gateway --emit-config
+nginx`` prints. Every process runs on 127.0.0.1 and logs to a file in the run's directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = str(Path(sys.executable).with_name("mcp-sessions"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    port: int
+
+
+def start(
+    name: str,
+    argv: list[str],
+    port: int,
+    logs: Path,
+    ready_path: str = "/",
+    env: dict[str, str] | None = None,
+) -> Proc:
+    log = (logs / f"{name}.log").open("wb")
+    popen = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+    )
+    log.close()
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        if popen.poll() is not None:
+            raise RuntimeError(f"{name} exited: {(logs / f'{name}.log').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready_path}", timeout=1):
+                return Proc(name, popen, port)
+        except urllib.error.HTTPError:
+            return Proc(name, popen, port)  # it answers: up
+        except OSError:
+            time.sleep(0.05)
+    stop(Proc(name, popen, port))
+    raise RuntimeError(f"{name} did not start")
+
+
+def stop(proc: Proc) -> None:
+    if proc.popen.poll() is None:
+        os.kill(proc.popen.pid, signal.SIGTERM)
+        try:
+            proc.popen.wait(10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.popen.pid, signal.SIGKILL)
+            proc.popen.wait(10)
+
+
+def nginx_binary() -> str | None:
+    return shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
+    )
+
+
+def start_nginx(upstream: Proc, logs: Path) -> Proc | None:
+    binary = nginx_binary()
+    if binary is None:
+        return None
+    port = free_port()
+    snippet = subprocess.run(
+        [
+            CLI,
+            "gateway",
+            "--upstream",
+            f"http://127.0.0.1:{upstream.port}/mcp",
+            "--port",
+            str(port),
+            "--emit-config",
+            "nginx",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    directory = logs / "nginx"
+    directory.mkdir()
+    (directory / "mcp.conf").write_text(snippet)
+    temp = "\n".join(
+        f"  {n}_temp_path {directory / n};"
+        for n in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = directory / "nginx.conf"
+    conf.write_text(
+        f"worker_processes 1;\ndaemon off;\npid {directory / 'nginx.pid'};\n"
+        f"error_log {directory / 'error.log'};\nevents {{ worker_connections 1024; }}\n"
+        f"http {{\n  access_log off;\n{temp}\n  include {directory / 'mcp.conf'};\n}}\n"
+    )
+    return start(
+        "nginx",
+        [binary, "-e", str(directory / "error.log"), "-p", str(directory), "-c", str(conf)],
+        port,
+        logs,
+    )
