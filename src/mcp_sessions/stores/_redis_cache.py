@@ -29,14 +29,19 @@ DEFAULT_CACHE_BYTES = 32 << 20
 
 class Entry:
     """One record as Redis holds it: the tag its value starts with (changed by every write,
-    the compare-and-set's token) and its fields (``state`` and ``attributes`` as text)."""
+    the compare-and-set's token) and its fields (``state`` and ``attributes`` as text).
+    ``head``: the JSON of the fields no write changes, once a write has encoded them
+    (``_redis_records.write_value``)."""
 
-    __slots__ = ("fields", "size", "tag")
+    __slots__ = ("fields", "head", "size", "tag")
 
-    def __init__(self, tag: str, fields: dict[str, Any], size: int) -> None:
+    def __init__(
+        self, tag: str, fields: dict[str, Any], size: int, head: str | None = None
+    ) -> None:
         self.tag = tag
         self.fields = fields
         self.size = size
+        self.head = head
 
 
 class Fill:

@@ -27,6 +27,8 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 #: The fields every record value has (stores/_redis_scripts.py lists what they mean).
 _FIELDS = frozenset(("k", "i", "p", "o", "ca", "ls", "it", "mx", "e", "v", "s", "a", "inc", "ix"))
+#: Those no write changes after create (``extended`` and compare-and-set leave them alone).
+_FIXED = ("k", "i", "p", "o", "ca", "mx", "a", "inc")
 
 
 def exact(value: float) -> str:
@@ -94,11 +96,27 @@ def read_value(value: str) -> Entry:
     return Entry(tag, fields, len(value))
 
 
-def write_value(fields: dict[str, Any]) -> tuple[str, Entry]:
-    """A new value for ``fields`` (a fresh tag), and its entry."""
+def write_value(fields: dict[str, Any], base: Entry | None = None) -> tuple[str, Entry]:
+    """A new value for ``fields`` (a fresh tag), and its entry. ``base``: the entry
+    ``fields`` were computed from (``extended`` and a new version or state change no other
+    field), whose fixed fields' JSON is then reused: a write encodes only what it changes,
+    2.3 against 6.6 µs for a whole record here (issue #15)."""
     tag = secrets.token_hex(TAG_LENGTH // 2)
-    value = tag + _ENCODER.encode(fields)
-    return value, Entry(tag, fields, len(value))
+    if len(fields) != len(_FIELDS):  # fields this version does not know: keep them all
+        value = tag + _ENCODER.encode(fields)
+        return value, Entry(tag, fields, len(value))
+    head = None if base is None else base.head
+    if head is None:
+        head = _ENCODER.encode({name: fields[name] for name in _FIXED})[1:-1]
+        if base is not None:
+            base.head = head
+    enc = _ENCODER.encode
+    value = (
+        f'{tag}{{{head},"ls":{enc(fields["ls"])},"it":{enc(fields["it"])},'
+        f'"e":{enc(fields["e"])},"v":{enc(fields["v"])},"s":{enc(fields["s"])},'
+        f'"ix":{enc(fields["ix"])}}}'
+    )
+    return value, Entry(tag, fields, len(value), head)
 
 
 def is_live(r: Mapping[str, Any], principal: str, now: float) -> bool:

@@ -280,7 +280,7 @@ class RedisStore:
     ) -> tuple[bool, Entry | None]:
         """Store ``fields`` if Redis still holds ``base``: ``(True, new entry)``, or ``(False,
         the entry there now)`` (``None``: no such key), in one round trip."""
-        value, entry = write_value(fields)
+        value, entry = write_value(fields, base)
         cache = self.cache
         fill = cache.begin(key)
         kept = wrote = None
