@@ -19,6 +19,11 @@ Against a real redis-server on a free loopback port (the tests' own launcher):
      includes the commands it ran, so those are not added twice).
    * *in-process ratio*: interleaved rounds against the same call on a plain SDK server
      (``bench_server.plain_server``), the median of the per-round ratios.
+   * *CPU ratio*: in the same rounds, the CPU time of this process per call
+     (``time.process_time``), plus redis-server's own (``INFO cpu``) for the Redis store,
+     against the plain server's: what the calls cost, less what waiting for the CPU costs on
+     a shared machine (a round trip puts both processes to sleep, and on a loaded machine
+     each waits for a core to wake up on; the memory store never sleeps).
 
 2. Over HTTP, real processes: ``mcp-sessions demo --store redis://…`` ×2 behind
    ``mcp-sessions gateway`` (two upstreams, sessions pinned by the gateway), against one demo
@@ -48,7 +53,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import redis
@@ -62,6 +67,8 @@ from tests.fixtures.redis_server import start_redis_server, stop_process  # noqa
 
 import bench_gateway as gw  # noqa: E402  (a sibling script, not a package)
 from bench_server import SESSION_META, interleaved, plain_server, sessions_server  # noqa: E402
+from mcp_sessions.server import Sessions  # noqa: E402
+from mcp_sessions.stores._redis_scripts import SWAP_SCRIPT, TAG_LENGTH  # noqa: E402
 from mcp_sessions.stores._redis_tracking import TrackedConnection  # noqa: E402
 
 # -- counting what crosses the wire ------------------------------------------------------------
@@ -163,6 +170,26 @@ async def calls_of(client: Client, calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
+#: The value the bare round trip rewrites (a stored record of the bench is ~400 bytes).
+TRIP_VALUE = "0" * TAG_LENGTH + "x" * 380
+
+
+def add_round_trip(target: Sessions, redis_sessions: Sessions) -> None:
+    """``target``'s store (memory) runs the Redis store's SWAP script once per write: a
+    value of a stored record's size, on a key of its own, on the Redis store's connection."""
+    tracked = cast(Any, redis_sessions.engine.store).inner._tracked
+    store = cast(Any, target.engine.store).inner
+    cas = store.compare_and_set
+    tag, value = TRIP_VALUE[:TAG_LENGTH], TRIP_VALUE
+
+    async def compare_and_set(*args: Any, **kwargs: Any) -> Any:
+        reply = await SWAP_SCRIPT.on(tracked.execute, "bench:trip", tag, value, 600_000)
+        assert reply == 1, reply
+        return await cas(*args, **kwargs)
+
+    store.compare_and_set = compare_and_set
+
+
 async def in_process(url: str, sync: redis.Redis, calls: int, rounds: int) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as stack:
         mcp, sessions = sessions_server(url)
@@ -193,20 +220,45 @@ async def in_process(url: str, sync: redis.Redis, calls: int, rounds: int) -> di
         memory_mcp, memory_sessions = sessions_server("memory://")
         stack.push_async_callback(memory_sessions.aclose)
         memory = await stack.enter_async_context(Client(memory_mcp))
-        clients = {"plain": plain, "memory": memory, "redis": demo}
+        # And the memory store plus one bare round trip per write: before each of its
+        # compare-and-sets, the SWAP script on a value of the same size, on the Redis
+        # store's own connection. The least any design with one round trip per write pays.
+        floor_mcp, floor_sessions = sessions_server("memory://")
+        stack.push_async_callback(floor_sessions.aclose)
+        sync.set("bench:trip", TRIP_VALUE)
+        add_round_trip(floor_sessions, sessions)
+        floor = await stack.enter_async_context(Client(floor_mcp))
+        clients = {"plain": plain, "memory": memory, "memory+trip": floor, "redis": demo}
 
-        def batch_of(client: Client) -> Callable[[int], Awaitable[float]]:
+        cpu: dict[str, list[float]] = {name: [] for name in clients}
+
+        def batch_of(name: str, client: Client) -> Callable[[int], Awaitable[float]]:
             async def batch(n: int) -> float:
-                return await calls_of(client, n)
+                server = server_cpu(sync) if name == "redis" else 0.0
+                started = time.process_time()
+                seconds = await calls_of(client, n)
+                spent = time.process_time() - started
+                if name == "redis":
+                    spent += server_cpu(sync) - server
+                cpu[name].append(spent / n)
+                return seconds
 
             return batch
 
-        times = await interleaved({k: batch_of(c) for k, c in clients.items()}, calls, rounds)
-    for name in ("memory", "redis"):
+        setups = {k: batch_of(k, c) for k, c in clients.items()}
+        times = await interleaved(setups, calls, rounds)
+    for name in ("memory", "memory+trip", "redis"):
         ratios = [r / p for r, p in zip(times[name], times["plain"], strict=True)]
         work[f"{name}_us"] = statistics.median(times[name]) * 1e6
         work[f"{name}_ratio"] = statistics.median(ratios)
+        # The last ``rounds`` batches: interleaved() runs one warm-up batch of each first.
+        mine, base = cpu[name][-rounds:], cpu["plain"][-rounds:]
+        work[f"{name}_cpu_us"] = statistics.median(mine) * 1e6
+        work[f"{name}_cpu_ratio"] = statistics.median(
+            [m / b for m, b in zip(mine, base, strict=True)]
+        )
     work["plain_us"] = statistics.median(times["plain"]) * 1e6
+    work["plain_cpu_us"] = statistics.median(cpu["plain"][-rounds:]) * 1e6
     return work
 
 
@@ -305,6 +357,18 @@ def main() -> None:
     print(
         f"| the same with the memory store, for scale ({work['memory_us']:.0f} µs) "
         f"| {work['memory_ratio']:.2f}x | |"
+    )
+    print(
+        f"| the memory store plus one bare SWAP round trip per call ({work['memory+trip_us']:.0f}"
+        f" µs): the floor of one round trip | {work['memory+trip_ratio']:.2f}x | |"
+    )
+    print(
+        f"| CPU per call vs plain SDK, this process + redis-server ({work['plain_cpu_us']:.0f} "
+        f"µs vs {work['redis_cpu_us']:.0f} µs) | {work['redis_cpu_ratio']:.2f}x | |"
+    )
+    print(
+        f"| CPU per call, memory store ({work['memory_cpu_us']:.0f} µs) "
+        f"| {work['memory_cpu_ratio']:.2f}x | |"
     )
     print(f"\ncommandstats per call: {work['detail']}")
     if http:
