@@ -370,6 +370,10 @@ def main() -> None:
         f"| CPU per call, memory store ({work['memory_cpu_us']:.0f} µs) "
         f"| {work['memory_cpu_ratio']:.2f}x | |"
     )
+    print(
+        f"| CPU per call, memory store plus one bare round trip, this process only "
+        f"({work['memory+trip_cpu_us']:.0f} µs) | {work['memory+trip_cpu_ratio']:.2f}x | |"
+    )
     print(f"\ncommandstats per call: {work['detail']}")
     if http:
         print("\nOver HTTP through the gateway, 16 connections x 16 sessions, one Redis:\n")
