@@ -11,10 +11,9 @@ Against a real redis-server on a free loopback port (the tests' own launcher):
      is the work Redis does, not what crossed the wire; the commands the client sent are
      counted separately (an ``EVALSHA`` is one of them).
    * *round trips per call*: counted in the client, by wrapping redis-py's
-     ``Connection.send_packed_command`` (the pool's connections) and the store's
-     ``TrackedConnection.execute`` (its own connection): one call sends one command or one
-     whole pipeline, and waits for its answer, so each is one round trip. (``commandstats``
-     cannot tell a pipeline of three commands from three round trips.)
+     ``Connection.send_packed_command``: one call sends one command or one whole pipeline,
+     and waits for its answer, so each is one round trip. (``commandstats`` cannot tell a
+     pipeline of three commands from three round trips.)
    * *Redis CPU per call*: the ``usec`` of ``commandstats``, summed (a script's own line
      includes the commands it ran, so those are not added twice).
    * *in-process ratio*: interleaved rounds against the same call on a plain SDK server
@@ -69,7 +68,6 @@ import bench_gateway as gw  # noqa: E402  (a sibling script, not a package)
 from bench_server import SESSION_META, interleaved, plain_server, sessions_server  # noqa: E402
 from mcp_sessions.server import Sessions  # noqa: E402
 from mcp_sessions.stores._redis_scripts import SWAP_SCRIPT, TAG_LENGTH  # noqa: E402
-from mcp_sessions.stores._redis_tracking import TrackedConnection  # noqa: E402
 
 # -- counting what crosses the wire ------------------------------------------------------------
 
@@ -100,17 +98,6 @@ async def _counting_send(self: Connection, command: Any, check_health: bool = Tr
 
 
 Connection.send_packed_command = _counting_send  # type: ignore[method-assign]
-_original_execute = TrackedConnection.execute
-
-
-async def _counting_execute(self: TrackedConnection, *args: Any) -> Any:
-    _trips[0] += 1
-    name = str(args[0]).lower()
-    _sent[name] = _sent.get(name, 0) + 1
-    return await _original_execute(self, *args)
-
-
-TrackedConnection.execute = _counting_execute  # type: ignore[method-assign]
 
 
 def commandstats(client: redis.Redis) -> dict[str, tuple[int, int]]:
