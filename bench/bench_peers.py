@@ -26,6 +26,7 @@ HTTP calls), which the machine's other load hardly moves; "÷" is how many calls
 fit in the CPU time of one ``fastmcp-state`` call.
 
 Run: .venv/bin/python bench/bench_peers.py [--calls 160] [--rounds 7]
+     [--setups ours-fastmcp-memory] [--parts http,in-process,cpu]
 Target (issue #14): mcp-sessions on FastMCP >= 1.0x FastMCP's own state; 0 lost updates.
 """
 
@@ -63,6 +64,8 @@ from mcp_sessions.core.records import JSONObject
 
 PAUSE = 0.01  # seconds between the read and the write of the lost-update tool
 PARALLEL = 20
+BASE = "fastmcp-state"  # every ratio is against FastMCP's own state
+PARTS = ("http", "in-process", "cpu")
 CONCURRENT_SESSIONS = 8
 
 
@@ -315,10 +318,26 @@ def cli() -> None:
     )
     parser.add_argument("--calls", type=int, default=160, help="calls per batch")
     parser.add_argument("--rounds", type=int, default=7, help="batches of each setup")
+    parser.add_argument(
+        "--setups",
+        help=f"comma-separated setups to run (default: all; {BASE} always runs, the baseline)",
+    )
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run, of {','.join(PARTS)} (default: all)",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    unknown = set(args.parts.split(",")) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
+    if args.setups is not None:
+        names = set(args.setups.split(","))
+        if names - set(setups(Path("."))):
+            parser.error(f"unknown setups {sorted(names - set(setups(Path('.'))))}")
     if args.serve:
         serve_one(args.serve, args.port, args.dir)
     else:
@@ -331,54 +350,72 @@ async def main(args: argparse.Namespace) -> None:
 
     tmp = Path(tempfile.mkdtemp())
     builders = setups(tmp)
+    if args.setups is not None:
+        chosen = {BASE, *args.setups.split(",")}
+        builders = {name: built for name, built in builders.items() if name in chosen}
+    parts = set(args.parts.split(","))
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            urls = {
-                name: await stack.enter_async_context(http_server(build()[0]))
-                for name, (build, _) in builders.items()
-            }
-            seq: dict[str, Batch] = {}
-            par: dict[str, Batch] = {}
-            lost: dict[str, int] = {}
-            for name, (_, minted) in builders.items():
-                seq[name] = sequential(await open_caller(stack, urls[name], minted))
-                many = [
-                    await open_caller(stack, urls[name], minted) for _ in range(CONCURRENT_SESSIONS)
-                ]
-                par[name] = concurrent(many)
-                lost[name] = await lost_updates(await open_caller(stack, urls[name], minted))
-            sequential_rates = await interleaved(seq, args.calls, args.rounds)
-            concurrent_rates = await interleaved(par, args.calls, args.rounds)
-        # In process (the SDK client on each server, no HTTP, no threads): the session layers
-        # alone, with far less noise than the HTTP legs on a shared machine.
-        async with contextlib.AsyncExitStack() as stack:
-            local: dict[str, Batch] = {}
-            for name, (build, minted) in builders.items():
-                local[name] = sequential(await open_caller(stack, build()[1], minted))
-            in_process_rates = await interleaved(local, args.calls * 2, args.rounds)
+        if "http" in parts:
+            await http_part(builders, args)
+        if "in-process" in parts:
+            await in_process_part(builders, args)
+        if "cpu" in parts:
+            await cpu_part(builders, args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    base = "fastmcp-state"
+
+async def http_part(builders: Any, args: argparse.Namespace) -> None:
+    """Throughput over Streamable HTTP, sequential and concurrent, and the lost updates."""
+    async with contextlib.AsyncExitStack() as stack:
+        urls = {
+            name: await stack.enter_async_context(http_server(build()[0]))
+            for name, (build, _) in builders.items()
+        }
+        seq: dict[str, Batch] = {}
+        par: dict[str, Batch] = {}
+        lost: dict[str, int] = {}
+        for name, (_, minted) in builders.items():
+            seq[name] = sequential(await open_caller(stack, urls[name], minted))
+            many = [
+                await open_caller(stack, urls[name], minted) for _ in range(CONCURRENT_SESSIONS)
+            ]
+            par[name] = concurrent(many)
+            lost[name] = await lost_updates(await open_caller(stack, urls[name], minted))
+        sequential_rates = await interleaved(seq, args.calls, args.rounds)
+        concurrent_rates = await interleaved(par, args.calls, args.rounds)
     print(
-        f"| setup | sequential calls/s | × {base} | {CONCURRENT_SESSIONS} sessions calls/s "
-        f"| × {base} | lost of {PARALLEL} |"
+        f"| setup | sequential calls/s | × {BASE} | {CONCURRENT_SESSIONS} sessions calls/s "
+        f"| × {BASE} | lost of {PARALLEL} |"
     )
     print("|---|---|---|---|---|---|")
     for name in builders:
         cells = []
         for rates in (sequential_rates, concurrent_rates):
-            ratios = [ours / theirs for ours, theirs in zip(rates[name], rates[base], strict=True)]
+            ratios = [ours / theirs for ours, theirs in zip(rates[name], rates[BASE], strict=True)]
             cells += [f"{statistics.median(rates[name]):.0f}", f"{statistics.median(ratios):.2f}×"]
         print(f"| {name} | {' | '.join(cells)} | {lost[name]} |")
-    print(f"\n| in process, sequential | calls/s | × {base} |\n|---|---|---|")
+
+
+async def in_process_part(builders: Any, args: argparse.Namespace) -> None:
+    """In process (the SDK client on each server, no HTTP, no threads): the session layers
+    alone, with far less noise than the HTTP legs on a shared machine."""
+    async with contextlib.AsyncExitStack() as stack:
+        local: dict[str, Batch] = {}
+        for name, (build, minted) in builders.items():
+            local[name] = sequential(await open_caller(stack, build()[1], minted))
+        in_process_rates = await interleaved(local, args.calls * 2, args.rounds)
+    print(f"\n| in process, sequential | calls/s | × {BASE} |\n|---|---|---|")
     for name, rates in in_process_rates.items():
-        ratios = [ours / theirs for ours, theirs in zip(rates, in_process_rates[base], strict=True)]
+        ratios = [ours / theirs for ours, theirs in zip(rates, in_process_rates[BASE], strict=True)]
         print(f"| {name} | {statistics.median(rates):.0f} | {statistics.median(ratios):.2f}× |")
+
+
+async def cpu_part(builders: Any, args: argparse.Namespace) -> None:
     cpu = await cpu_per_call(list(builders), args.calls, args.rounds)
-    print(f"\n| server CPU per call, sequential, HTTP | ms | ÷ {base} |\n|---|---|---|")
+    print(f"\n| server CPU per call, sequential, HTTP | ms | ÷ {BASE} |\n|---|---|---|")
     for name, costs in cpu.items():
-        ratios = [theirs / ours for ours, theirs in zip(costs, cpu[base], strict=True)]
+        ratios = [theirs / ours for ours, theirs in zip(costs, cpu[BASE], strict=True)]
         print(
             f"| {name} | {statistics.median(costs) * 1e3:.2f} | {statistics.median(ratios):.2f}× |"
         )
