@@ -21,9 +21,9 @@ state has no compare-and-set, so its write is ``set_state``; mcp-sessions' write
 A last table runs the same sequential counter in process (the SDK client on each server, no
 HTTP, no threads; mcp-sessions' setups carry a ``_meta`` id there), where the session layers
 show with far less noise than over HTTP on a shared machine. And the server CPU time per
-call (each setup in its own process, /proc's user + system time around a batch of sequential
-HTTP calls), which the machine's other load hardly moves; "÷" is how many calls of this setup
-fit in the CPU time of one ``fastmcp-state`` call.
+call (each setup in its own process, its CPU time around a batch of sequential HTTP calls,
+read with nanosecond resolution), which the machine's other load moves less; "÷" is how
+many calls of this setup fit in the CPU time of one ``fastmcp-state`` call.
 
 Run: .venv/bin/python bench/bench_peers.py [--calls 160] [--rounds 7]
      [--setups ours-fastmcp-memory] [--parts http,in-process,cpu]
@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import shutil
 import statistics
 import subprocess
@@ -241,17 +240,44 @@ async def interleaved(setups: dict[str, Batch], calls: int, rounds: int) -> dict
     return rates
 
 
-def server_cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process ``pid`` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+CPU_PATH = "/cpu"
+
+
+def with_cpu_clock(app: Any) -> Any:
+    """``app``, plus ``GET /cpu``: the CPU time of this process so far, in seconds, read with
+    nanosecond resolution (/proc's user and system times count 10 ms ticks, coarse against a
+    batch of a few hundred milliseconds)."""
+
+    async def clocked(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == CPU_PATH:
+            body = repr(time.process_time()).encode()
+            length = str(len(body)).encode()
+            headers = [(b"content-length", length)]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await app(scope, receive, send)
+
+    return clocked
+
+
+async def server_cpu_seconds(port: int) -> float:
+    """The CPU time so far of the server on ``port`` (its ``GET /cpu``)."""
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        request = f"GET {CPU_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        await stream.send(request.encode())
+        answer = b""
+        with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+            while True:
+                answer += await stream.receive()
+    return float(answer.split(b"\r\n\r\n", 1)[1])
 
 
 def serve_one(name: str, port: int, directory: str) -> None:
     """``--serve NAME``: one setup alone in this process (for the CPU table)."""
     import uvicorn
 
-    app = setups(Path(directory))[name][0]()[0]
+    app = with_cpu_clock(setups(Path(directory))[name][0]()[0])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", log_config=None)
 
 
@@ -263,8 +289,9 @@ async def cpu_per_call(names: list[str], calls: int, rounds: int) -> dict[str, l
     try:
         async with contextlib.AsyncExitStack() as stack:
             callers: dict[str, Caller] = {}
+            ports: dict[str, int] = {}
             for name in names:
-                port = free_port()
+                port = ports[name] = free_port()
                 processes[name] = spawn(name, port, tmp)
                 url = f"http://127.0.0.1:{port}/mcp"
                 for _ in range(200):  # bounded wait for the server to listen
@@ -280,10 +307,10 @@ async def cpu_per_call(names: list[str], calls: int, rounds: int) -> dict[str, l
             for round_ in range(rounds):
                 shift = round_ % len(names)
                 for name in names[shift:] + names[:shift]:
-                    before = server_cpu_seconds(processes[name].pid)
+                    before = await server_cpu_seconds(ports[name])
                     for _ in range(calls):
                         await callers[name].call()
-                    cpu[name].append((server_cpu_seconds(processes[name].pid) - before) / calls)
+                    cpu[name].append((await server_cpu_seconds(ports[name]) - before) / calls)
             return cpu
     finally:
         for process in processes.values():
