@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import gc
 import weakref
+from typing import Any
 
 import pytest
+from fastmcp import FastMCP
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
 
+from mcp_sessions import fastmcp as on_fastmcp
 from mcp_sessions.server import CurrentSession, Session, Sessions
 
 from .helpers import TIMEOUT, new_id, sid, value
@@ -66,6 +69,28 @@ async def test_a_session_is_freed_when_its_request_ends_without_the_garbage_coll
     mcp, _, seen = build()
     session_id = new_id()
     async with Client(mcp, read_timeout_seconds=TIMEOUT) as client:
+        assert value(await client.call_tool("glance", {}, meta=sid(session_id))) == 1
+        gc.disable()
+        try:
+            assert value(await client.call_tool("glance", {}, meta=sid(session_id))) == 2
+            assert seen[1]() is None
+        finally:
+            gc.enable()
+
+
+async def test_the_same_on_fastmcp() -> None:
+    sessions = on_fastmcp.Sessions(store="memory://")
+    mcp: FastMCP[Any] = FastMCP("t")
+    sessions.install(mcp)
+    seen: list[weakref.ref[Session]] = []
+
+    @mcp.tool
+    async def glance(session: on_fastmcp.CurrentSession) -> int:
+        seen.append(weakref.ref(session))
+        return await session.update(lambda s: s.__setitem__("n", s.get("n", 0) + 1) or s["n"])
+
+    session_id = new_id()
+    async with Client(mcp._mcp_server, read_timeout_seconds=TIMEOUT) as client:
         assert value(await client.call_tool("glance", {}, meta=sid(session_id))) == 1
         gc.disable()
         try:
