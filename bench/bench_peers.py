@@ -21,11 +21,12 @@ state has no compare-and-set, so its write is ``set_state``; mcp-sessions' write
 A last table runs the same sequential counter in process (the SDK client on each server, no
 HTTP, no threads; mcp-sessions' setups carry a ``_meta`` id there), where the session layers
 show with far less noise than over HTTP on a shared machine. And the server CPU time per
-call (each setup in its own process, /proc's user + system time around a batch of sequential
-HTTP calls), which the machine's other load hardly moves; "÷" is how many calls of this setup
-fit in the CPU time of one ``fastmcp-state`` call.
+call (each setup in its own process, its CPU time around a batch of sequential HTTP calls,
+read with nanosecond resolution), which the machine's other load moves less; "÷" is how
+many calls of this setup fit in the CPU time of one ``fastmcp-state`` call.
 
 Run: .venv/bin/python bench/bench_peers.py [--calls 160] [--rounds 7]
+     [--setups ours-fastmcp-memory] [--parts http,in-process,cpu]
 Target (issue #14): mcp-sessions on FastMCP >= 1.0x FastMCP's own state; 0 lost updates.
 """
 
@@ -34,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import shutil
 import statistics
 import subprocess
@@ -63,6 +63,8 @@ from mcp_sessions.core.records import JSONObject
 
 PAUSE = 0.01  # seconds between the read and the write of the lost-update tool
 PARALLEL = 20
+BASE = "fastmcp-state"  # every ratio is against FastMCP's own state
+PARTS = ("http", "in-process", "cpu")
 CONCURRENT_SESSIONS = 8
 
 
@@ -238,17 +240,44 @@ async def interleaved(setups: dict[str, Batch], calls: int, rounds: int) -> dict
     return rates
 
 
-def server_cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of process ``pid`` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+CPU_PATH = "/cpu"
+
+
+def with_cpu_clock(app: Any) -> Any:
+    """``app``, plus ``GET /cpu``: the CPU time of this process so far, in seconds, read with
+    nanosecond resolution (/proc's user and system times count 10 ms ticks, coarse against a
+    batch of a few hundred milliseconds)."""
+
+    async def clocked(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == CPU_PATH:
+            body = repr(time.process_time()).encode()
+            length = str(len(body)).encode()
+            headers = [(b"content-length", length)]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await app(scope, receive, send)
+
+    return clocked
+
+
+async def server_cpu_seconds(port: int) -> float:
+    """The CPU time so far of the server on ``port`` (its ``GET /cpu``)."""
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        request = f"GET {CPU_PATH} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        await stream.send(request.encode())
+        answer = b""
+        with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+            while True:
+                answer += await stream.receive()
+    return float(answer.split(b"\r\n\r\n", 1)[1])
 
 
 def serve_one(name: str, port: int, directory: str) -> None:
     """``--serve NAME``: one setup alone in this process (for the CPU table)."""
     import uvicorn
 
-    app = setups(Path(directory))[name][0]()[0]
+    app = with_cpu_clock(setups(Path(directory))[name][0]()[0])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", log_config=None)
 
 
@@ -260,8 +289,9 @@ async def cpu_per_call(names: list[str], calls: int, rounds: int) -> dict[str, l
     try:
         async with contextlib.AsyncExitStack() as stack:
             callers: dict[str, Caller] = {}
+            ports: dict[str, int] = {}
             for name in names:
-                port = free_port()
+                port = ports[name] = free_port()
                 processes[name] = spawn(name, port, tmp)
                 url = f"http://127.0.0.1:{port}/mcp"
                 for _ in range(200):  # bounded wait for the server to listen
@@ -277,10 +307,10 @@ async def cpu_per_call(names: list[str], calls: int, rounds: int) -> dict[str, l
             for round_ in range(rounds):
                 shift = round_ % len(names)
                 for name in names[shift:] + names[:shift]:
-                    before = server_cpu_seconds(processes[name].pid)
+                    before = await server_cpu_seconds(ports[name])
                     for _ in range(calls):
                         await callers[name].call()
-                    cpu[name].append((server_cpu_seconds(processes[name].pid) - before) / calls)
+                    cpu[name].append((await server_cpu_seconds(ports[name]) - before) / calls)
             return cpu
     finally:
         for process in processes.values():
@@ -315,10 +345,26 @@ def cli() -> None:
     )
     parser.add_argument("--calls", type=int, default=160, help="calls per batch")
     parser.add_argument("--rounds", type=int, default=7, help="batches of each setup")
+    parser.add_argument(
+        "--setups",
+        help=f"comma-separated setups to run (default: all; {BASE} always runs, the baseline)",
+    )
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run, of {','.join(PARTS)} (default: all)",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    unknown = set(args.parts.split(",")) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
+    if args.setups is not None:
+        names = set(args.setups.split(","))
+        if names - set(setups(Path("."))):
+            parser.error(f"unknown setups {sorted(names - set(setups(Path('.'))))}")
     if args.serve:
         serve_one(args.serve, args.port, args.dir)
     else:
@@ -331,54 +377,72 @@ async def main(args: argparse.Namespace) -> None:
 
     tmp = Path(tempfile.mkdtemp())
     builders = setups(tmp)
+    if args.setups is not None:
+        chosen = {BASE, *args.setups.split(",")}
+        builders = {name: built for name, built in builders.items() if name in chosen}
+    parts = set(args.parts.split(","))
     try:
-        async with contextlib.AsyncExitStack() as stack:
-            urls = {
-                name: await stack.enter_async_context(http_server(build()[0]))
-                for name, (build, _) in builders.items()
-            }
-            seq: dict[str, Batch] = {}
-            par: dict[str, Batch] = {}
-            lost: dict[str, int] = {}
-            for name, (_, minted) in builders.items():
-                seq[name] = sequential(await open_caller(stack, urls[name], minted))
-                many = [
-                    await open_caller(stack, urls[name], minted) for _ in range(CONCURRENT_SESSIONS)
-                ]
-                par[name] = concurrent(many)
-                lost[name] = await lost_updates(await open_caller(stack, urls[name], minted))
-            sequential_rates = await interleaved(seq, args.calls, args.rounds)
-            concurrent_rates = await interleaved(par, args.calls, args.rounds)
-        # In process (the SDK client on each server, no HTTP, no threads): the session layers
-        # alone, with far less noise than the HTTP legs on a shared machine.
-        async with contextlib.AsyncExitStack() as stack:
-            local: dict[str, Batch] = {}
-            for name, (build, minted) in builders.items():
-                local[name] = sequential(await open_caller(stack, build()[1], minted))
-            in_process_rates = await interleaved(local, args.calls * 2, args.rounds)
+        if "http" in parts:
+            await http_part(builders, args)
+        if "in-process" in parts:
+            await in_process_part(builders, args)
+        if "cpu" in parts:
+            await cpu_part(builders, args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    base = "fastmcp-state"
+
+async def http_part(builders: Any, args: argparse.Namespace) -> None:
+    """Throughput over Streamable HTTP, sequential and concurrent, and the lost updates."""
+    async with contextlib.AsyncExitStack() as stack:
+        urls = {
+            name: await stack.enter_async_context(http_server(build()[0]))
+            for name, (build, _) in builders.items()
+        }
+        seq: dict[str, Batch] = {}
+        par: dict[str, Batch] = {}
+        lost: dict[str, int] = {}
+        for name, (_, minted) in builders.items():
+            seq[name] = sequential(await open_caller(stack, urls[name], minted))
+            many = [
+                await open_caller(stack, urls[name], minted) for _ in range(CONCURRENT_SESSIONS)
+            ]
+            par[name] = concurrent(many)
+            lost[name] = await lost_updates(await open_caller(stack, urls[name], minted))
+        sequential_rates = await interleaved(seq, args.calls, args.rounds)
+        concurrent_rates = await interleaved(par, args.calls, args.rounds)
     print(
-        f"| setup | sequential calls/s | × {base} | {CONCURRENT_SESSIONS} sessions calls/s "
-        f"| × {base} | lost of {PARALLEL} |"
+        f"| setup | sequential calls/s | × {BASE} | {CONCURRENT_SESSIONS} sessions calls/s "
+        f"| × {BASE} | lost of {PARALLEL} |"
     )
     print("|---|---|---|---|---|---|")
     for name in builders:
         cells = []
         for rates in (sequential_rates, concurrent_rates):
-            ratios = [ours / theirs for ours, theirs in zip(rates[name], rates[base], strict=True)]
+            ratios = [ours / theirs for ours, theirs in zip(rates[name], rates[BASE], strict=True)]
             cells += [f"{statistics.median(rates[name]):.0f}", f"{statistics.median(ratios):.2f}×"]
         print(f"| {name} | {' | '.join(cells)} | {lost[name]} |")
-    print(f"\n| in process, sequential | calls/s | × {base} |\n|---|---|---|")
+
+
+async def in_process_part(builders: Any, args: argparse.Namespace) -> None:
+    """In process (the SDK client on each server, no HTTP, no threads): the session layers
+    alone, with far less noise than the HTTP legs on a shared machine."""
+    async with contextlib.AsyncExitStack() as stack:
+        local: dict[str, Batch] = {}
+        for name, (build, minted) in builders.items():
+            local[name] = sequential(await open_caller(stack, build()[1], minted))
+        in_process_rates = await interleaved(local, args.calls * 2, args.rounds)
+    print(f"\n| in process, sequential | calls/s | × {BASE} |\n|---|---|---|")
     for name, rates in in_process_rates.items():
-        ratios = [ours / theirs for ours, theirs in zip(rates, in_process_rates[base], strict=True)]
+        ratios = [ours / theirs for ours, theirs in zip(rates, in_process_rates[BASE], strict=True)]
         print(f"| {name} | {statistics.median(rates):.0f} | {statistics.median(ratios):.2f}× |")
+
+
+async def cpu_part(builders: Any, args: argparse.Namespace) -> None:
     cpu = await cpu_per_call(list(builders), args.calls, args.rounds)
-    print(f"\n| server CPU per call, sequential, HTTP | ms | ÷ {base} |\n|---|---|---|")
+    print(f"\n| server CPU per call, sequential, HTTP | ms | ÷ {BASE} |\n|---|---|---|")
     for name, costs in cpu.items():
-        ratios = [theirs / ours for ours, theirs in zip(costs, cpu[base], strict=True)]
+        ratios = [theirs / ours for ours, theirs in zip(costs, cpu[BASE], strict=True)]
         print(
             f"| {name} | {statistics.median(costs) * 1e3:.2f} | {statistics.median(ratios):.2f}× |"
         )

@@ -53,6 +53,7 @@ _OUR_KEYS = frozenset({META_SESSION_ID, META_STATE, META_MINTED_HANDLES, META_SH
 _HEADER_CLIENT = HEADER_CLIENT_SESSION_ID.lower()
 _HEADER_BEDROCK = HEADER_BEDROCK_SESSION_ID.lower()
 _HEADER_LEGACY = HEADER_LEGACY_SESSION_ID.lower()
+_CARRIER_HEADERS = frozenset({_HEADER_CLIENT, _HEADER_BEDROCK, _HEADER_LEGACY})
 # Where an id came from, for error messages; built once rather than on every request.
 _SOURCE_META = f"params._meta[{META_SESSION_ID!r}]"
 _SOURCE_SEP2822 = f"params._meta[{META_SEP2822_SESSION_ID!r}]"
@@ -179,10 +180,17 @@ def validate_meta_key(key: str) -> str:
 
 
 def _lower_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The carrier headers of ``headers``, by lower-case name; the rest are never read (and
+    every request resolves its carrier, so they are not copied: issue #14's benchmark)."""
     if not headers:
         return {}
-    # Surrounding whitespace is not part of a field value (RFC 9110 §5.5).
-    return {name.lower(): value.strip() for name, value in headers.items()}
+    found = {}
+    for name, value in headers.items():
+        lowered = name.lower()
+        if lowered in _CARRIER_HEADERS:
+            # Surrounding whitespace is not part of a field value (RFC 9110 §5.5).
+            found[lowered] = value.strip()
+    return found
 
 
 def _check_mirror(meta_value: str, header_value: str | None, meta_key: str) -> None:

@@ -497,8 +497,11 @@ class SessionMiddleware:
                 result = await call_next(ctx)
         finally:
             _scope_var.reset(token)
-        result = self._finish(method, ctx, scope, result)
-        return await finish(self._engine.toolsets, ctx, scope, result)
+        try:
+            result = self._finish(method, ctx, scope, result)
+            return await finish(self._engine.toolsets, ctx, scope, result)
+        finally:
+            scope.end()  # no session <-> scope cycle left for the garbage collector
 
     def _finish(
         self,

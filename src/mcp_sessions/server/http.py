@@ -167,15 +167,20 @@ def _without_session_id(send: Send) -> Send:
 
     async def strip(message: Message) -> None:
         if message["type"] == "http.response.start":
-            headers = [
-                (name, value)
-                for name, value in message.get("headers", [])
-                if name.lower() != LEGACY_SESSION_FIELD_BYTES
-            ]
-            message = {**message, "headers": headers}
+            message = _session_id_stripped(message)
         await send(message)
 
     return strip
+
+
+def _session_id_stripped(start: Message) -> Message:
+    """An ``http.response.start`` message without its ``Mcp-Session-Id`` header."""
+    headers = [
+        (name, value)
+        for name, value in start.get("headers", [])
+        if name.lower() != LEGACY_SESSION_FIELD_BYTES
+    ]
+    return {**start, "headers": headers}
 
 
 class LegacyGate:
@@ -308,12 +313,11 @@ class LegacyGate:
         if rpc_method == "initialize":
             await self._initialize(scope, replayed, send, params, request_id, body, receive)
             return
-        send = _without_session_id(send)
         if session_id is None:
             if self.config.legacy_sessions_required and rpc_method is not None:
                 await send_error(send, MissingLegacySessionId(), request_id)
                 return
-            await self.stateless(scope, replayed, send)
+            await self.stateless(scope, replayed, _without_session_id(send))
             return
         try:
             record = await self._lookup(session_id)
@@ -323,25 +327,36 @@ class LegacyGate:
         if record is None:
             await send_error(send, SessionNotFound(), request_id)
             return
-        scope.setdefault("state", {})[_CHECKED_RECORD] = record  # see checked_legacy_record
-        if session_id not in self.local:
-            await self.stateless(scope, replayed, send)
-            return
-        # Served here statefully; if the SDK lost the connection (idle timeout), serve the
-        # request statelessly instead of answering 404 for a session the store still has.
-        lost = False
+        state = scope.setdefault("state", {})
+        state[_CHECKED_RECORD] = record  # see checked_legacy_record
+        try:
+            if session_id not in self.local:
+                await self.stateless(scope, replayed, _without_session_id(send))
+                return
+            # Served here statefully; if the SDK lost the connection (idle timeout), serve
+            # the request statelessly instead of answering 404 for a session the store still
+            # has. One wrapper around ``send`` on this path, the hot one: every message of
+            # every response passes through it (issue #14's benchmark).
+            lost = False
 
-        async def watch(message: Message) -> None:
-            nonlocal lost
-            if message["type"] == "http.response.start" and message["status"] == 404:
-                lost = True
-            if not lost:
-                await send(message)
+            async def watch(message: Message) -> None:
+                nonlocal lost
+                if message["type"] == "http.response.start":
+                    if message["status"] == 404:
+                        lost = True
+                        return
+                    message = _session_id_stripped(message)
+                if not lost:
+                    await send(message)
 
-        await self.stateful(scope, replayed, watch)
-        if lost:
-            self.local.discard(session_id)
-            await self.stateless(scope, replay(body, receive), send)
+            await self.stateful(scope, replayed, watch)
+            if lost:
+                self.local.discard(session_id)
+                await self.stateless(scope, replay(body, receive), _without_session_id(send))
+        finally:
+            # The middleware has taken it; the ASGI scope may outlive the request in the
+            # framework's own reference cycles, and need not keep the session state there.
+            state.pop(_CHECKED_RECORD, None)
 
     async def _initialize(
         self,
