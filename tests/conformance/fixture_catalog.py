@@ -1,8 +1,9 @@
 """The conformance fixture's resources, prompts and completion: fixed and templated
 resources (one of them for subscriptions), prompts with and without arguments, with an
 embedded resource, an image, and one that asks for input (SEP-2322), and a completion
-handler. fixture_server.build_server registers them on its MCPServer; the URIs, names and
-texts are the ones the suite's scenarios check.
+handler. fixture_server.build_server registers them on its MCPServer, and fastmcp_fixture.py
+the resources and completion (module-level, framework-neutral) on FastMCP; the URIs, names
+and texts are the ones the suite's scenarios check.
 """
 
 from __future__ import annotations
@@ -26,28 +27,39 @@ from mcp.types import (
 from tests.conformance.fixture_payloads import PNG, _accepted, _ask, _b64
 
 
+def static_text() -> str:
+    """A fixed text resource."""
+    return "This is the content of the static text resource."
+
+
+def static_binary() -> bytes:
+    """A fixed binary resource (the 1x1 PNG)."""
+    return PNG
+
+
+def templated(id: str) -> str:
+    """A resource template; the id is substituted into the content."""
+    return json.dumps({"id": id, "templateTest": True, "data": f"Data for ID: {id}"})
+
+
+def watched() -> str:
+    """A resource clients subscribe to."""
+    return "Watched resource content"
+
+
+#: Static text and binary resources, a template, and a resource to subscribe to:
+#: (URI, MIME type, body).
+RESOURCES = (
+    ("test://static-text", "text/plain", static_text),
+    ("test://static-binary", "image/png", static_binary),
+    ("test://template/{id}/data", "application/json", templated),
+    ("test://watched-resource", "text/plain", watched),
+)
+
+
 def add_resources(mcp: MCPServer) -> None:
-    """Static text and binary resources, a template, and a resource to subscribe to."""
-
-    @mcp.resource("test://static-text", mime_type="text/plain")
-    def static_text() -> str:
-        """A fixed text resource."""
-        return "This is the content of the static text resource."
-
-    @mcp.resource("test://static-binary", mime_type="image/png")
-    def static_binary() -> bytes:
-        """A fixed binary resource (the 1x1 PNG)."""
-        return PNG
-
-    @mcp.resource("test://template/{id}/data", mime_type="application/json")
-    def templated(id: str) -> str:
-        """A resource template; the id is substituted into the content."""
-        return json.dumps({"id": id, "templateTest": True, "data": f"Data for ID: {id}"})
-
-    @mcp.resource("test://watched-resource", mime_type="text/plain")
-    def watched() -> str:
-        """A resource clients subscribe to."""
-        return "Watched resource content"
+    for uri, mime_type, body in RESOURCES:
+        mcp.resource(uri, mime_type=mime_type)(body)
 
 
 def add_prompts(mcp: MCPServer) -> None:
@@ -95,15 +107,16 @@ def add_prompts(mcp: MCPServer) -> None:
         return [UserMessage(content=TextContent(type="text", text=text))]
 
 
+async def complete(
+    ref: PromptReference | ResourceTemplateReference,
+    argument: CompletionArgument,
+    context: CompletionContext | None,
+) -> Completion:
+    """Suggests values that extend what the user typed."""
+    candidates = [f"{argument.value}-{n}" for n in ("one", "two", "three")]
+    return Completion(values=candidates, total=len(candidates), has_more=False)
+
+
 def add_completion(mcp: MCPServer) -> None:
     """A completion handler for prompt and resource-template arguments."""
-
-    @mcp.completion()
-    async def complete(
-        ref: PromptReference | ResourceTemplateReference,
-        argument: CompletionArgument,
-        context: CompletionContext | None,
-    ) -> Completion:
-        """Suggests values that extend what the user typed."""
-        candidates = [f"{argument.value}-{n}" for n in ("one", "two", "three")]
-        return Completion(values=candidates, total=len(candidates), has_more=False)
+    mcp.completion()(complete)

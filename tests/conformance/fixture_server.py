@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from mcp.server import ServerRequestContext
+from mcp.server import Server, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
@@ -65,6 +65,7 @@ from tests.conformance.fixture_tools import (
     add_header_tool,
     add_list_change_tools,
     add_notification_tools,
+    json_schema_tool,
 )
 
 from mcp_sessions.core.records import JSONObject
@@ -129,16 +130,52 @@ def build_sessions(store_url: str | None = None) -> Sessions:
     )
 
 
+async def session_counter(session: CurrentSession) -> int:
+    """Counts the calls of this session (1 on the first); the count lives in the store."""
+
+    def bump(state: JSONObject) -> int:
+        value = int(state.get("count", 0)) + 1
+        state["count"] = value
+        return value
+
+    return await session.update(bump)
+
+
+def add_removed_methods(lowlevel: Server[Any]) -> None:
+    """logging/setLevel and resources/(un)subscribe (2025-11-25), on the low-level server,
+    where the framework serves none of its own; they accept and remember nothing."""
+    subscribed: set[str] = set()
+
+    async def set_level(
+        ctx: ServerRequestContext[Any], params: SetLevelRequestParams
+    ) -> EmptyResult:
+        return EmptyResult()
+
+    async def subscribe(
+        ctx: ServerRequestContext[Any], params: SubscribeRequestParams
+    ) -> EmptyResult:
+        subscribed.add(str(params.uri))
+        return EmptyResult()
+
+    async def unsubscribe(
+        ctx: ServerRequestContext[Any], params: UnsubscribeRequestParams
+    ) -> EmptyResult:
+        subscribed.discard(str(params.uri))
+        return EmptyResult()
+
+    handlers: tuple[tuple[str, Any, Any], ...] = (
+        ("logging/setLevel", SetLevelRequestParams, set_level),
+        ("resources/subscribe", SubscribeRequestParams, subscribe),
+        ("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe),
+    )
+    for method, params_type, handler in handlers:
+        if lowlevel.get_request_handler(method) is None:
+            lowlevel.add_request_handler(method, params_type, handler)
+
+
 def build_server(sessions: Sessions) -> MCPServer:
     """An MCPServer with every tool, resource, prompt and handler the scenarios call, and
     mcp-sessions installed: every request passes through `sessions.middleware`."""
-    subscribed: set[str] = set()
-    log_level: dict[str, str] = {"level": "info"}
-
-    def json_schema_tool() -> str:
-        """Carries a JSON Schema 2020-12 inputSchema (SEP-1613, SEP-2106)."""
-        return "schema preserved"
-
     # MCPServer.tool() derives inputSchema from the signature; a Tool built explicitly
     # carries the hand-written schema instead.
     schema_tool = Tool.from_function(json_schema_tool, name="json_schema_2020_12_tool")
@@ -156,16 +193,7 @@ def build_server(sessions: Sessions) -> MCPServer:
 
     # ---- mcp-sessions (not called by the suite) -----------------------------------------
 
-    @mcp.tool()
-    async def session_counter(session: CurrentSession) -> int:
-        """Counts the calls of this session (1 on the first); the count lives in the store."""
-
-        def bump(state: JSONObject) -> int:
-            value = int(state.get("count", 0)) + 1
-            state["count"] = value
-            return value
-
-        return await session.update(bump)
+    mcp.add_tool(session_counter)
 
     # A toolset (issue #18): declared, so every list and call of the suite passes through the
     # toolset hooks; the suite never enables it, and its results must not change.
@@ -191,29 +219,7 @@ def build_server(sessions: Sessions) -> MCPServer:
     # ---- 2025-11-25 handlers without an MCPServer API in mcp 2.3 ----------------------
     # (so they go to the low-level server; the 2026-07-28 wire must still answer these
     # removed methods with 404/-32601, which the SDK does by version).
-
-    async def set_level(
-        ctx: ServerRequestContext[Any], params: SetLevelRequestParams
-    ) -> EmptyResult:
-        log_level["level"] = params.level
-        return EmptyResult()
-
-    async def subscribe(
-        ctx: ServerRequestContext[Any], params: SubscribeRequestParams
-    ) -> EmptyResult:
-        subscribed.add(str(params.uri))
-        return EmptyResult()
-
-    async def unsubscribe(
-        ctx: ServerRequestContext[Any], params: UnsubscribeRequestParams
-    ) -> EmptyResult:
-        subscribed.discard(str(params.uri))
-        return EmptyResult()
-
-    lowlevel = mcp._lowlevel_server
-    lowlevel.add_request_handler("logging/setLevel", SetLevelRequestParams, set_level)
-    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
-    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+    add_removed_methods(mcp._lowlevel_server)
 
     return mcp
 
