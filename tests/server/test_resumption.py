@@ -22,6 +22,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import Context
 from mcp_types import ClientCapabilities
+from tests.fixtures.store_urls import SHARED_BACKENDS, store_url_for
 from tests.server._app import build_app
 
 from mcp_sessions.asgi import Message
@@ -36,19 +37,9 @@ pytestmark = pytest.mark.anyio
 STEPS = 6
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("redis-cluster", marks=pytest.mark.redis),
-    ]
-)
+@pytest.fixture(params=SHARED_BACKENDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/shared.sqlite3"
-    if request.param == "redis-cluster":
-        return str(request.getfixturevalue("redis_cluster_url"))
-    return str(request.getfixturevalue("redis_url"))
+    return store_url_for(request.param, request, tmp_path)
 
 
 def replica(store_url: str) -> ThreadedServer:
