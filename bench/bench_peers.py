@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import MCPServer
 
 # bench/ is the script's directory: the uvicorn-in-a-thread helper of the server benchmark.
-from bench_server import free_port, http_server
+from bench_server import Batch, free_port, http_server, interleaved
 from mcp_sessions import fastmcp as on_fastmcp
 from mcp_sessions import server as on_mcp
 from mcp_sessions.core.names import META_SESSION_ID
@@ -187,9 +187,6 @@ async def open_caller(stack: contextlib.AsyncExitStack, target: Any, minted: boo
     return Caller(client, arguments, meta)
 
 
-Batch = Callable[[int], Awaitable[float]]
-
-
 def sequential(caller: Caller) -> Batch:
     async def batch(calls: int) -> float:
         start = time.perf_counter()
@@ -224,18 +221,6 @@ async def lost_updates(caller: Caller) -> int:
             group.start_soon(caller.call, "slow_count")
     final = await caller.call()  # one more, sequential: the count it returns is the truth
     return PARALLEL + 1 - final
-
-
-async def interleaved(setups: dict[str, Batch], calls: int, rounds: int) -> dict[str, list[float]]:
-    for batch in setups.values():
-        await batch(max(8, calls // 5))  # warm-up
-    rates: dict[str, list[float]] = {name: [] for name in setups}
-    names = list(setups)
-    for round_ in range(rounds):
-        shift = round_ % len(names)
-        for name in names[shift:] + names[:shift]:
-            rates[name].append(await setups[name](calls))
-    return rates
 
 
 def server_cpu_seconds(pid: int) -> float:
@@ -347,15 +332,15 @@ async def main(args: argparse.Namespace) -> None:
                 ]
                 par[name] = concurrent(many)
                 lost[name] = await lost_updates(await open_caller(stack, urls[name], minted))
-            sequential_rates = await interleaved(seq, args.calls, args.rounds)
-            concurrent_rates = await interleaved(par, args.calls, args.rounds)
+            sequential_rates = await interleaved(seq, args.calls, args.rounds, warm_up=8)
+            concurrent_rates = await interleaved(par, args.calls, args.rounds, warm_up=8)
         # In process (the SDK client on each server, no HTTP, no threads): the session layers
         # alone, with far less noise than the HTTP legs on a shared machine.
         async with contextlib.AsyncExitStack() as stack:
             local: dict[str, Batch] = {}
             for name, (build, minted) in builders.items():
                 local[name] = sequential(await open_caller(stack, build()[1], minted))
-            in_process_rates = await interleaved(local, args.calls * 2, args.rounds)
+            in_process_rates = await interleaved(local, args.calls * 2, args.rounds, warm_up=8)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
