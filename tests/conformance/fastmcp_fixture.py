@@ -17,7 +17,7 @@ import functools
 import inspect
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +27,18 @@ from fastmcp.prompts import Message
 from fastmcp.tools import Tool
 from mcp.server.mcpserver import Context as SdkContext
 from mcp.types import (
-    EmbeddedResource,
-    ImageContent,
     InputRequiredResult,
-    TextResourceContents,
 )
 from starlette.applications import Starlette
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.conformance.fixture_catalog import RESOURCES, complete
+from tests.conformance.fixture_catalog import PROMPTS, RESOURCES, complete
 from tests.conformance.fixture_input_tools import BACK_CHANNEL_TOOLS, INPUT_REQUIRED_TOOLS
 from tests.conformance.fixture_payloads import (
     JSON_SCHEMA_2020_12,
-    PNG,
     Contact,
     _accepted,
     _ask,
-    _b64,
 )
 from tests.conformance.fixture_server import (
     MCP_PATH,
@@ -76,13 +71,15 @@ def build_sessions(store_url: str | None = None) -> Sessions:
     )
 
 
-def _on_fastmcp(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """An MCPServer fixture tool, ready for ``FastMCP.tool``: the SDK's ``Context`` parameter
-    becomes FastMCP's (the tools call only what both offer), then ``portable_tool`` maps the
-    session parameters. A plain function is taken as it is."""
-    if not inspect.iscoroutinefunction(fn):
+def _on_fastmcp(
+    fn: Callable[..., Any], convert: Callable[[Any], Any] | None = None
+) -> Callable[..., Any]:
+    """An MCPServer fixture tool or prompt, ready for FastMCP: the SDK's ``Context`` parameter
+    becomes FastMCP's (the bodies call only what both offer), ``convert`` (if given) turns its
+    result into what FastMCP takes, then ``portable_tool`` maps the session parameters. A
+    plain function with nothing to convert is taken as it is."""
+    if convert is None and not inspect.iscoroutinefunction(fn):
         return fn
-    body: Callable[..., Awaitable[Any]] = fn
     # The fixture modules postpone annotations; the swap needs the real types.
     signature = inspect.signature(fn, eval_str=True)
     parameters = [
@@ -91,14 +88,22 @@ def _on_fastmcp(fn: Callable[..., Any]) -> Callable[..., Any]:
     ]
 
     @functools.wraps(fn)
-    async def tool(*args: Any, **kwargs: Any) -> Any:
-        return await body(*args, **kwargs)
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        result = fn(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result if convert is None else convert(result)
 
-    del tool.__wrapped__  # FastMCP reads __signature__ alone
-    tool.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
-    tool.__annotations__ = {p.name: p.annotation for p in parameters}
-    tool.__annotations__["return"] = signature.return_annotation
-    return portable_tool(tool)
+    del wrapped.__wrapped__  # FastMCP reads __signature__ alone
+    wrapped.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    wrapped.__annotations__ = {p.name: p.annotation for p in parameters}
+    wrapped.__annotations__["return"] = signature.return_annotation
+    return portable_tool(wrapped)
+
+
+def _messages(result: Any) -> Any:
+    """A fixture prompt's bare content as FastMCP's Messages (MCPServer takes it bare)."""
+    return [Message(item) for item in result] if isinstance(result, list) else result
 
 
 def add_shared_tools(mcp: FastMCP[Any], *tools: Callable[..., Any]) -> None:
@@ -183,45 +188,8 @@ def build_server(sessions: Sessions) -> FastMCP[Any]:
     for uri, mime_type, body in RESOURCES:
         mcp.resource(uri, mime_type=mime_type)(body)
 
-    # ---- prompts ---------------------------------------------------------------------
-
-    @mcp.prompt
-    def test_simple_prompt() -> list[Message]:
-        """A prompt without arguments."""
-        return [Message("This is a simple prompt.")]
-
-    @mcp.prompt
-    def test_prompt_with_arguments(arg1: str, arg2: str) -> list[Message]:
-        """A prompt with two required arguments."""
-        return [Message(f"Prompt with arguments: arg1='{arg1}', arg2='{arg2}'")]
-
-    @mcp.prompt
-    def test_prompt_with_embedded_resource(resourceUri: str) -> list[Message]:
-        """A prompt that embeds the resource it is given."""
-        contents = TextResourceContents(
-            uri=resourceUri, mime_type="text/plain", text="Embedded resource content."
-        )
-        return [
-            Message(EmbeddedResource(type="resource", resource=contents)),
-            Message("Summarise the resource above."),
-        ]
-
-    @mcp.prompt
-    def test_prompt_with_image() -> list[Message]:
-        """A prompt with an image."""
-        return [
-            Message(ImageContent(type="image", data=_b64(PNG), mime_type="image/png")),
-            Message("Describe the image above."),
-        ]
-
-    @mcp.prompt
-    async def test_input_required_result_prompt(ctx: Context) -> Any:
-        """prompts/get can ask for input too (SEP-2322)."""
-        answer = _accepted(ctx.input_responses, "context")
-        if answer is None:
-            return InputRequiredResult(input_requests={"context": _ask("Context?", "context")})
-        return [Message(f"Use this context: {answer.get('context', '')}")]
-
+    for prompt in PROMPTS:
+        mcp.prompt(_on_fastmcp(prompt, _messages))
     mcp.completion()(complete)
     # FastMCP serves none of these 2025-11-25 methods itself.
     add_removed_methods(mcp._mcp_server)

@@ -2,8 +2,8 @@
 resources (one of them for subscriptions), prompts with and without arguments, with an
 embedded resource, an image, and one that asks for input (SEP-2322), and a completion
 handler. fixture_server.build_server registers them on its MCPServer, and fastmcp_fixture.py
-the resources and completion (module-level, framework-neutral) on FastMCP; the URIs, names
-and texts are the ones the suite's scenarios check.
+the same bodies (module-level, framework-neutral) on FastMCP; the URIs, names and texts are
+the ones the suite's scenarios check.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.prompts.base import UserMessage
 from mcp.types import (
     Completion,
     CompletionArgument,
@@ -21,10 +20,12 @@ from mcp.types import (
     InputRequiredResult,
     PromptReference,
     ResourceTemplateReference,
-    TextContent,
     TextResourceContents,
 )
 from tests.conformance.fixture_payloads import PNG, _accepted, _ask, _b64
+
+#: What a prompt message of these prompts holds.
+PromptContent = str | EmbeddedResource | ImageContent
 
 
 def static_text() -> str:
@@ -62,49 +63,62 @@ def add_resources(mcp: MCPServer) -> None:
         mcp.resource(uri, mime_type=mime_type)(body)
 
 
+# Prompts return bare content (MCPServer makes each item a user message; fastmcp_fixture.py
+# wraps them in FastMCP's Message).
+
+
+def test_simple_prompt() -> list[PromptContent]:
+    """A prompt without arguments."""
+    return ["This is a simple prompt."]
+
+
+def test_prompt_with_arguments(arg1: str, arg2: str) -> list[PromptContent]:
+    """A prompt with two required arguments."""
+    return [f"Prompt with arguments: arg1='{arg1}', arg2='{arg2}'"]
+
+
+def test_prompt_with_embedded_resource(resourceUri: str) -> list[PromptContent]:
+    """A prompt that embeds the resource it is given."""
+    contents = TextResourceContents(
+        uri=resourceUri, mime_type="text/plain", text="Embedded resource content."
+    )
+    return [
+        EmbeddedResource(type="resource", resource=contents),
+        "Summarise the resource above.",
+    ]
+
+
+def test_prompt_with_image() -> list[PromptContent]:
+    """A prompt with an image."""
+    return [
+        ImageContent(type="image", data=_b64(PNG), mime_type="image/png"),
+        "Describe the image above.",
+    ]
+
+
+async def test_input_required_result_prompt(
+    ctx: Context,
+) -> list[PromptContent] | InputRequiredResult:
+    """prompts/get can ask for input too (SEP-2322)."""
+    answer = _accepted(ctx.input_responses, "context")
+    if answer is None:
+        return InputRequiredResult(input_requests={"context": _ask("Context?", "context")})
+    return [f"Use this context: {answer.get('context', '')}"]
+
+
+#: The prompts the scenarios get, including one that asks for input (SEP-2322).
+PROMPTS = (
+    test_simple_prompt,
+    test_prompt_with_arguments,
+    test_prompt_with_embedded_resource,
+    test_prompt_with_image,
+    test_input_required_result_prompt,
+)
+
+
 def add_prompts(mcp: MCPServer) -> None:
-    """The prompts the scenarios get, including one that asks for input (SEP-2322)."""
-
-    @mcp.prompt()
-    def test_simple_prompt() -> list[UserMessage]:
-        """A prompt without arguments."""
-        return [UserMessage(content=TextContent(type="text", text="This is a simple prompt."))]
-
-    @mcp.prompt()
-    def test_prompt_with_arguments(arg1: str, arg2: str) -> list[UserMessage]:
-        """A prompt with two required arguments."""
-        text = f"Prompt with arguments: arg1='{arg1}', arg2='{arg2}'"
-        return [UserMessage(content=TextContent(type="text", text=text))]
-
-    @mcp.prompt()
-    def test_prompt_with_embedded_resource(resourceUri: str) -> list[UserMessage]:
-        """A prompt that embeds the resource it is given."""
-        contents = TextResourceContents(
-            uri=resourceUri, mime_type="text/plain", text="Embedded resource content."
-        )
-        return [
-            UserMessage(content=EmbeddedResource(type="resource", resource=contents)),
-            UserMessage(content=TextContent(type="text", text="Summarise the resource above.")),
-        ]
-
-    @mcp.prompt()
-    def test_prompt_with_image() -> list[UserMessage]:
-        """A prompt with an image."""
-        return [
-            UserMessage(content=ImageContent(type="image", data=_b64(PNG), mime_type="image/png")),
-            UserMessage(content=TextContent(type="text", text="Describe the image above.")),
-        ]
-
-    @mcp.prompt()
-    async def test_input_required_result_prompt(
-        ctx: Context,
-    ) -> list[UserMessage] | InputRequiredResult:
-        """prompts/get can ask for input too (SEP-2322)."""
-        answer = _accepted(ctx.input_responses, "context")
-        if answer is None:
-            return InputRequiredResult(input_requests={"context": _ask("Context?", "context")})
-        text = f"Use this context: {answer.get('context', '')}"
-        return [UserMessage(content=TextContent(type="text", text=text))]
+    for prompt in PROMPTS:
+        mcp.prompt()(prompt)
 
 
 async def complete(
