@@ -12,16 +12,13 @@ Run:  python tests/conformance/fastmcp_fixture.py --port 3001 [--store URL]
 
 from __future__ import annotations
 
-import argparse
 import functools
 import inspect
-import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 from fastmcp import Context, FastMCP
 from fastmcp.prompts import Message
 from fastmcp.tools import Tool
@@ -46,7 +43,9 @@ from tests.conformance.fixture_server import (
     SSE_RETRY_MS,
     MemoryEventStore,
     add_removed_methods,
+    serve_fixture,
     session_counter,
+    sessions_options,
 )
 from tests.conformance.fixture_tools import (
     CONTENT_TOOLS,
@@ -56,19 +55,13 @@ from tests.conformance.fixture_tools import (
 )
 
 from mcp_sessions.fastmcp import Sessions, portable_tool
-from mcp_sessions.server import uvicorn_config
 
 MODERN = "2026-07-28"
 
 
 def build_sessions(store_url: str | None = None) -> Sessions:
-    """As fixture_server.build_sessions: every carrier, implicit lifecycle, no fallback."""
-    return Sessions(
-        store=store_url or "memory://",
-        lifecycle="implicit",
-        handle_fallback=False,
-        audience=SERVER_NAME,
-    )
+    """fixture_server.build_sessions's options, on FastMCP."""
+    return Sessions(**sessions_options(store_url))
 
 
 def _on_fastmcp(
@@ -209,21 +202,7 @@ def build_app(*, store_url: str | None = None) -> Starlette:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1")
-    parser.add_argument("--store", default=None, help="mcp-sessions store URL")
-    parser.add_argument("--log-level", default="warning", help="uvicorn log level")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper())
-    app = build_app(store_url=args.store)
-    config = uvicorn_config(
-        app,
-        host="127.0.0.1",
-        port=args.port,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=2,
-    )
-    uvicorn.Server(config).run()
+    serve_fixture(build_app, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

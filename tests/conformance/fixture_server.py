@@ -37,6 +37,7 @@ import argparse
 import logging
 import sys
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -119,15 +120,20 @@ class MemoryEventStore(EventStore):
 # --------------------------------------------------------------------------------------
 
 
-def build_sessions(store_url: str | None = None) -> Sessions:
+def sessions_options(store_url: str | None = None) -> dict[str, Any]:
     """mcp-sessions with every carrier on (the default `CarrierPolicy`), the implicit
-    lifecycle and no handle fallback, its sessions in the store at `store_url`."""
-    return Sessions(
-        store=store_url or "memory://",
-        lifecycle="implicit",
-        handle_fallback=False,
-        audience=SERVER_NAME,
-    )
+    lifecycle and no handle fallback, its sessions in the store at `store_url` (the options
+    of both fixtures' `Sessions`)."""
+    return {
+        "store": store_url or "memory://",
+        "lifecycle": "implicit",
+        "handle_fallback": False,
+        "audience": SERVER_NAME,
+    }
+
+
+def build_sessions(store_url: str | None = None) -> Sessions:
+    return Sessions(**sessions_options(store_url))
 
 
 async def session_counter(session: CurrentSession) -> int:
@@ -238,8 +244,12 @@ def build_app(*, store_url: str | None = None) -> Starlette:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def serve_fixture(
+    build: Callable[..., Starlette], description: str, argv: list[str] | None = None
+) -> None:
+    """Serve ``build(store_url=…)``'s app on 127.0.0.1 as the command line says (this fixture's
+    and fastmcp_fixture.py's)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1")
     parser.add_argument(
         "--store", default=None, help="mcp-sessions store URL (default memory://; e.g. redis://…)"
@@ -247,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper())
-    app = build_app(store_url=args.store)
+    app = build(store_url=args.store)
     # Served as a deployment serves it: with mcp-sessions' request-head limits (which also trim
     # field values on either of uvicorn's parsers, SEP-2243's whitespace rule).
     config = uvicorn_config(
@@ -258,6 +268,10 @@ def main(argv: list[str] | None = None) -> None:
         timeout_graceful_shutdown=2,  # open SSE streams must not hold up a SIGTERM
     )
     uvicorn.Server(config).run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    serve_fixture(build_app, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":
