@@ -199,18 +199,9 @@ async def test_a_replica_that_did_not_see_initialize_knows_the_client(
 ) -> None:
     a, b = replicas
     async with httpx2.AsyncClient(timeout=30) as http:
-        initialize = {
-            "jsonrpc": "2.0",
-            "id": 0,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": PROTOCOL["legacy"],
-                "capabilities": {"sampling": {}, "elicitation": {}},
-                "clientInfo": {"name": "careful-client", "version": "2.1"},
-            },
-        }
-        reply = await RawHttp(http, a.url).post(
-            initialize, {"accept": ACCEPT, "content-type": "application/json"}
+        reply = await RawHttp(http, a.url).post_initialize(
+            capabilities={"sampling": {}, "elicitation": {}},
+            client_info={"name": "careful-client", "version": "2.1"},
         )
         session_id = reply.headers["mcp-session-id"]
         expected = {"name": "careful-client", "sampling": True, "elicitation": True, "roots": False}
@@ -226,19 +217,10 @@ async def test_initialize_data_over_the_limit_opens_no_session(
 ) -> None:
     a, _b = replicas
     async with httpx2.AsyncClient(timeout=30) as http:
-        initialize = {
-            "jsonrpc": "2.0",
-            "id": 0,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": PROTOCOL["legacy"],
-                # 16 KiB by default: capabilities count, as clientInfo does.
-                "capabilities": {"experimental": {"blob": {"x": "y" * 20_000}}},
-                "clientInfo": {"name": "big", "version": "0"},
-            },
-        }
-        reply = await RawHttp(http, a.url).post(
-            initialize, {"accept": ACCEPT, "content-type": "application/json"}
+        reply = await RawHttp(http, a.url).post_initialize(
+            # 16 KiB by default: capabilities count, as clientInfo does.
+            capabilities={"experimental": {"blob": {"x": "y" * 20_000}}},
+            client_info={"name": "big", "version": "0"},
         )
         assert reply.status == 400 and "mcp-session-id" not in reply.headers
         assert "capabilities" in reply.error["message"] and "16384" in reply.error["message"]
