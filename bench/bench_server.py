@@ -221,11 +221,15 @@ def report(name: str, ours: float, base: float, ratio: float, target: float | No
     return f"| {name} | {base * 1e6:.0f} | {ours * 1e6:.0f} | **{ratio:.2f}x** | {verdict} |"
 
 
-async def interleaved(setups: dict[str, Batch], calls: int, rounds: int) -> dict[str, list[float]]:
+async def interleaved(
+    setups: dict[str, Batch], calls: int, rounds: int, *, warm_up: int = 50
+) -> dict[str, list[float]]:
     """All setups live at once (same process, same garbage, same logging); every round runs
-    one batch of each in turn, so that drift and noisy moments hit all of them alike."""
+    one batch of each in turn, so that drift and noisy moments hit all of them alike. Each
+    batch's figure is whatever it returns (seconds per call here, calls per second in
+    bench_peers)."""
     for batch in setups.values():
-        await batch(max(50, calls // 5))  # warm-up: imports, caches, the first session
+        await batch(max(warm_up, calls // 5))  # warm-up: imports, caches, the first session
     times: dict[str, list[float]] = {name: [] for name in setups}
     names = list(setups)
     for round_ in range(rounds):

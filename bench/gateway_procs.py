@@ -7,9 +7,7 @@ nginx`` prints. Every process runs on 127.0.0.1 and logs to a file in the run's 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,13 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.fixtures.nginx import find_nginx, nginx_conf  # noqa: E402
+from tests.fixtures.processes import free_port  # noqa: E402
+
 CLI = str(Path(sys.executable).with_name("mcp-sessions"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -73,14 +69,8 @@ def stop(proc: Proc) -> None:
             proc.popen.wait(10)
 
 
-def nginx_binary() -> str | None:
-    return shutil.which("nginx") or (
-        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None
-    )
-
-
 def start_nginx(upstream: Proc, logs: Path) -> Proc | None:
-    binary = nginx_binary()
+    binary = find_nginx()
     if binary is None:
         return None
     port = free_port()
@@ -101,17 +91,7 @@ def start_nginx(upstream: Proc, logs: Path) -> Proc | None:
     ).stdout
     directory = logs / "nginx"
     directory.mkdir()
-    (directory / "mcp.conf").write_text(snippet)
-    temp = "\n".join(
-        f"  {n}_temp_path {directory / n};"
-        for n in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    conf = directory / "nginx.conf"
-    conf.write_text(
-        f"worker_processes 1;\ndaemon off;\npid {directory / 'nginx.pid'};\n"
-        f"error_log {directory / 'error.log'};\nevents {{ worker_connections 1024; }}\n"
-        f"http {{\n  access_log off;\n{temp}\n  include {directory / 'mcp.conf'};\n}}\n"
-    )
+    conf = nginx_conf(directory, snippet, worker_connections=1024)
     return start(
         "nginx",
         [binary, "-e", str(directory / "error.log"), "-p", str(directory), "-c", str(conf)],

@@ -26,7 +26,7 @@ from typing import Any
 
 from .core.errors import BodyTooLarge, InvalidRequest, SessionError, SessionNotFound
 from .core.names import HEADER_LEGACY_SESSION_ID, HEADER_PROTOCOL_VERSION
-from .core.websocket import CLOSE_POLICY_VIOLATION
+from .core.websocket import CLOSE_POLICY_VIOLATION, SUBPROTOCOL, select_subprotocol
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -216,3 +216,19 @@ async def refuse_handshake(scope: Scope, send: Send, status: int, message: str) 
         }
     )
     await out({"type": "http.response.body", "body": body})
+
+
+async def negotiate_handshake(scope: Scope, send: Send) -> Message | None:
+    """The ``websocket.accept`` message for the subprotocols the client offered (RFC 6455
+    §4.2.2, :func:`~mcp_sessions.core.websocket.select_subprotocol`), or ``None`` once the
+    handshake has been refused (400) for offering no ``mcp``."""
+    accept, selected = select_subprotocol(list(scope.get("subprotocols") or ()))
+    if not accept:
+        await refuse_handshake(
+            scope, send, 400, f"Unsupported WebSocket subprotocol: offer {SUBPROTOCOL!r}"
+        )
+        return None
+    accepted: Message = {"type": "websocket.accept"}
+    if selected is not None:
+        accepted["subprotocol"] = selected
+    return accepted

@@ -6,7 +6,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import click
 
@@ -300,6 +300,7 @@ def demo(
 
     from .core.limits import Limits
     from .demo import StaticTokens, build_demo
+    from .server.engine import Lifecycle, StateMode
     from .stores import StoreError, default_store_url, state_dir
 
     logging.basicConfig(
@@ -322,19 +323,11 @@ def demo(
         keys = load_or_create_key_file(key_file or Path(state_dir()) / "demo-keys.txt")
         tokens = StaticTokens.from_file(auth_tokens) if auth_tokens else None
         base_url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-        build: Any = build_demo
-        if framework == "fastmcp":
-            try:
-                from .demo_fastmcp import build_fastmcp_demo as build
-            except ImportError as exc:
-                raise click.ClickException(
-                    f"--framework fastmcp needs FastMCP: pip install 'mcp-sessions[fastmcp]' "
-                    f"({exc})"
-                ) from None
-        mcp, sessions = build(
+        mcp, sessions = build_demo(
+            framework=framework,
             store=store_url,
-            state=state,
-            lifecycle=lifecycle,
+            state=cast(StateMode, state),  # click.Choice: one of the two
+            lifecycle=cast(Lifecycle, lifecycle),
             keys=keys,
             auth_tokens=tokens,
             handle_fallback=handle_fallback,
@@ -347,6 +340,12 @@ def demo(
                 trusted_proxy_hops=trusted_proxy_hops,
             ),
         )
+    except ImportError as exc:
+        if framework != "fastmcp":
+            raise
+        raise click.ClickException(
+            f"--framework fastmcp needs FastMCP: pip install 'mcp-sessions[fastmcp]' ({exc})"
+        ) from None
     except (ValueError, StoreError) as exc:
         raise click.ClickException(str(exc)) from None
     if stdio:

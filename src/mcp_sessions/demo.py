@@ -91,6 +91,43 @@ class StaticTokens:
         return AccessToken(token=token, client_id="demo", scopes=[], subject=subject)
 
 
+#: A framework's tool decorator: ``MCPServer.tool()``, or FastMCP's via ``portable_tool``.
+ToolDecorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def static_token_auth(base_url: str) -> AuthSettings:
+    """The SDK's auth settings for a server whose tokens are :class:`StaticTokens`."""
+    return AuthSettings(
+        issuer_url=AnyHttpUrl(base_url),
+        resource_server_url=AnyHttpUrl(f"{base_url}/mcp"),
+        # Static tokens name no resource (RFC 8707): the tokens file is the whole check.
+        # Unset, the SDK warns on every start, and 3.0 would refuse every such token.
+        validate_token_resource=False,
+    )
+
+
+def mcpserver_with_sessions(
+    name: str,
+    options: dict[str, Any],
+    auth_tokens: StaticTokens | None,
+    base_url: str,
+    **server_options: Any,
+) -> tuple[MCPServer, Sessions, ToolDecorator]:
+    """An ``MCPServer`` named ``name`` with :class:`Sessions` (of ``options``) installed, the
+    bearer tokens of ``auth_tokens`` if any, and its tool decorator (the demo's and the tests'
+    servers are built so; ``demo_fastmcp.fastmcp_with_sessions`` is the FastMCP twin)."""
+    sessions = Sessions(**options)
+    mcp = MCPServer(
+        name,
+        extensions=[sessions],
+        middleware=[sessions.middleware],
+        token_verifier=auth_tokens,
+        auth=None if auth_tokens is None else static_token_auth(base_url),
+        **server_options,
+    )
+    return mcp, sessions, mcp.tool()
+
+
 def build_demo(
     *,
     store: str | None = "memory://",
@@ -101,9 +138,12 @@ def build_demo(
     handle_fallback: bool = True,
     base_url: str = "http://127.0.0.1:8000",
     limits: Limits | None = None,
-) -> tuple[MCPServer, Sessions]:
-    """The demo ``MCPServer`` and its :class:`Sessions`."""
-    sessions = Sessions(
+    framework: str = "mcp",
+) -> tuple[Any, Any]:
+    """The demo server and its ``Sessions``: an ``MCPServer`` and :class:`Sessions`, or with
+    ``framework="fastmcp"`` a ``FastMCP`` server and ``mcp_sessions.fastmcp.Sessions`` (the
+    ``fastmcp`` extra; ImportError without it). The same tools on both."""
+    options: dict[str, Any] = dict(
         store=store,
         state=state,
         lifecycle=lifecycle,
@@ -112,27 +152,15 @@ def build_demo(
         audience="mcp-sessions-demo",
         limits=limits,
     )
-    auth = None
-    if auth_tokens is not None:
-        auth = AuthSettings(
-            issuer_url=AnyHttpUrl(base_url),
-            resource_server_url=AnyHttpUrl(f"{base_url}/mcp"),
-            # Static tokens name no resource (RFC 8707): the tokens file is the whole check.
-            # Unset, the SDK warns on every start, and 3.0 would refuse every such token.
-            validate_token_resource=False,
-        )
-    mcp = MCPServer(
-        "mcp-sessions-demo",
-        instructions=INSTRUCTIONS,
-        extensions=[sessions],
-        middleware=[sessions.middleware],
-        token_verifier=auth_tokens,
-        auth=auth,
+    build: Callable[..., tuple[Any, Any, ToolDecorator]] = mcpserver_with_sessions
+    if framework == "fastmcp":
+        from .demo_fastmcp import fastmcp_with_sessions as build
+    mcp, sessions, tool = build(
+        "mcp-sessions-demo", options, auth_tokens, base_url, instructions=INSTRUCTIONS
     )
     VM = sessions.handle_kind("vm", ttl=3600, header="Vm", created_by="init_vm")
-
     declare_demo_toolsets(sessions)
-    add_demo_tools(mcp.tool(), VM)
+    add_demo_tools(tool, VM)
     return mcp, sessions
 
 
@@ -146,10 +174,6 @@ def declare_demo_toolsets(sessions: Any) -> None:
             enabled_by=f"call connect(service={service_name!r})",
             description=f"The {service_name} service's tools.",
         )
-
-
-#: A framework's tool decorator: ``MCPServer.tool()``, or FastMCP's via ``portable_tool``.
-ToolDecorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def add_demo_tools(tool: ToolDecorator, VM: HandleKind) -> None:

@@ -1,6 +1,6 @@
-"""``mcp-sessions demo --framework fastmcp``: the demo's tools (``demo.add_demo_tools``, the
-same definitions as on ``MCPServer``) on a FastMCP server (issue #14). Needs the ``fastmcp``
-extra."""
+"""``mcp-sessions demo --framework fastmcp``: the FastMCP server that ``demo.build_demo`` puts
+the demo's tools on (``demo.add_demo_tools``, the same definitions as on ``MCPServer``; issue
+#14). Needs the ``fastmcp`` extra."""
 
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ from typing import Any
 from fastmcp import FastMCP
 from fastmcp.server.auth import AccessToken, TokenVerifier
 
-from .core.limits import Limits
-from .core.sealing import KeyRing
-from .demo import INSTRUCTIONS, StaticTokens, add_demo_tools, declare_demo_toolsets
+from .demo import StaticTokens, ToolDecorator
 from .fastmcp import Sessions, portable_tool
-from .server.engine import Lifecycle, StateMode
 
 
 class StaticTokenVerifier(TokenVerifier):
@@ -28,35 +25,22 @@ class StaticTokenVerifier(TokenVerifier):
         return None if found is None else AccessToken(**found.model_dump(exclude_none=True))
 
 
-def build_fastmcp_demo(
-    *,
-    store: str | None = "memory://",
-    state: StateMode = "server",
-    lifecycle: Lifecycle = "implicit",
-    keys: KeyRing | None = None,
-    auth_tokens: StaticTokens | None = None,
-    handle_fallback: bool = True,
-    base_url: str = "http://127.0.0.1:8000",
-    limits: Limits | None = None,
-) -> tuple[FastMCP[Any], Sessions]:
-    """The demo on a ``FastMCP`` server and its :class:`~mcp_sessions.fastmcp.Sessions`."""
-    sessions = Sessions(
-        store=store,
-        state=state,
-        lifecycle=lifecycle,
-        keys=keys,
-        handle_fallback=handle_fallback,
-        audience="mcp-sessions-demo",
-        limits=limits,
-    )
+def fastmcp_with_sessions(
+    name: str,
+    options: dict[str, Any],
+    auth_tokens: StaticTokens | None,
+    base_url: str,
+    **server_options: Any,
+) -> tuple[FastMCP[Any], Sessions, ToolDecorator]:
+    """A ``FastMCP`` server named ``name`` with :class:`~mcp_sessions.fastmcp.Sessions` (of
+    ``options``) installed, the bearer tokens of ``auth_tokens`` if any, and a tool decorator
+    that takes ``MCPServer``-style tools (``demo.mcpserver_with_sessions``'s FastMCP twin)."""
+    sessions = Sessions(**options)
     auth = None if auth_tokens is None else StaticTokenVerifier(auth_tokens, base_url=base_url)
-    mcp: FastMCP[Any] = FastMCP("mcp-sessions-demo", instructions=INSTRUCTIONS, auth=auth)
+    mcp: FastMCP[Any] = FastMCP(name, auth=auth, **server_options)
     sessions.install(mcp)
-    VM = sessions.handle_kind("vm", ttl=3600, header="Vm", created_by="init_vm")
 
     def tool(fn: Any) -> Any:
         return mcp.tool(portable_tool(fn))
 
-    declare_demo_toolsets(sessions)
-    add_demo_tools(tool, VM)
-    return mcp, sessions
+    return mcp, sessions, tool

@@ -37,6 +37,31 @@ def ok_json(*args: str) -> Any:
     return json.loads(result.stdout)
 
 
+def created(
+    id: str,
+    principal: str = "sub:a",
+    *,
+    kind: str = "session",
+    ago: float = 0,
+    idle_ttl: float = 600,
+    state: dict[str, Any] | None = None,
+) -> Record:
+    """A record created ``ago`` seconds ago."""
+    return Record.new(kind=kind, id=id, principal=principal, origin="create",
+                      now=time.time() - ago, idle_ttl=idle_ttl, state=state)  # fmt: skip
+
+
+def stored(url: str, *records: Record) -> None:
+    """Create ``records`` in the store at ``url``, as a server would have."""
+
+    async def fill() -> None:
+        async with open_store(url) as store:
+            for record in records:
+                await store.create(record)
+
+    asyncio.run(fill())
+
+
 @pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
@@ -103,16 +128,13 @@ def test_list_show_stats_delete_sessions_a_demo_server_made(
 
 
 def test_principal_filter_and_ambiguous_ids(store_url: str, tmp_path: Path) -> None:
-    async def fill() -> None:
-        async with open_store(store_url) as store:
-            now = time.time()
-            for principal in ("sub:alice", "sub:bob"):
-                await store.create(
-                    Record.new(kind="session", id="same", principal=principal, origin="create",
-                               now=now, idle_ttl=600, state={"who": principal})
-                )  # fmt: skip
-
-    asyncio.run(fill())
+    stored(
+        store_url,
+        *(
+            created("same", principal, state={"who": principal})
+            for principal in ("sub:alice", "sub:bob")
+        ),
+    )
     bobs = ok_json("list", "--store", store_url, "--principal", "sub:bob")
     assert [entry["principal"] for entry in bobs] == ["sub:bob"]
     ambiguous = run("show", "same", "--store", store_url)
@@ -136,24 +158,8 @@ def test_reading_commands_change_no_byte_of_an_sqlite_store(tmp_path: Path) -> N
     path = tmp_path / "s.sqlite3"
     url = f"sqlite:///{path}"
 
-    async def fill() -> None:
-        async with open_store(url) as store:
-            await store.create(
-                Record.new(kind="session", id="s1", principal="sub:a", origin="create",
-                           now=time.time() - 500, idle_ttl=510)
-            )  # fmt: skip
-            await store.create(
-                Record.new(
-                    kind="session",
-                    id="old",
-                    principal="sub:a",
-                    origin="create",
-                    now=time.time() - 100,
-                    idle_ttl=1,
-                )
-            )  # fmt: skip (expired: a sweep would remove it)
-
-    asyncio.run(fill())
+    # "old" has expired: a sweep would remove it.
+    stored(url, created("s1", ago=500, idle_ttl=510), created("old", ago=100, idle_ttl=1))
     before = file_digests(path)
     for command in (["list"], ["stats"], ["show", "s1"], ["delete", "s1"]):
         run(*command, "--store", url)
@@ -168,14 +174,7 @@ def test_show_names_an_opaque_state_instead_of_failing(tmp_path: Path) -> None:
     path = tmp_path / "s.sqlite3"
     url = f"sqlite:///{path}"
 
-    async def fill() -> None:
-        async with open_store(url) as store:
-            await store.create(
-                Record.new(kind="session", id="s1", principal="sub:a", origin="create",
-                           now=time.time(), idle_ttl=600, state={"a": 1})
-            )  # fmt: skip
-
-    asyncio.run(fill())
+    stored(url, created("s1", state={"a": 1}))
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE mcps_records SET state = ?", ("[1, 2] not an object",))
     shown = run("show", "s1", "--store", url)
@@ -189,14 +188,7 @@ def test_show_names_an_opaque_state_instead_of_failing(tmp_path: Path) -> None:
 def test_a_hostile_principal_is_escaped_in_the_table(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/s.sqlite3"
 
-    async def fill() -> None:
-        async with open_store(url) as store:
-            await store.create(
-                Record.new(kind="session", id="s1", principal="sub:\x1b[2J\u202eevil",
-                           origin="create", now=time.time(), idle_ttl=600)
-            )  # fmt: skip
-
-    asyncio.run(fill())
+    stored(url, created("s1", "sub:\x1b[2J\u202eevil"))
     listed = run("list", "--store", url)
     assert listed.returncode == 0
     assert "\x1b" not in listed.stdout and "\u202e" not in listed.stdout
@@ -263,14 +255,7 @@ def test_show_names_a_sealed_token_in_a_state_without_opening_it(tmp_path: Path)
     token = codec.seal({"secret": "s3cr3t"}, principal="sub:a", session_id="s" * 20, seq=1)
     url = f"sqlite:///{tmp_path}/s.sqlite3"
 
-    async def fill() -> None:
-        async with open_store(url) as store:
-            await store.create(
-                Record.new(kind="vm", id="vm-1", principal="sub:a", origin="create",
-                           now=time.time(), idle_ttl=600, state={"parked": token, "n": 1})
-            )  # fmt: skip
-
-    asyncio.run(fill())
+    stored(url, created("vm-1", kind="vm", state={"parked": token, "n": 1}))
     shown = run("show", "vm-1", "--store", url)
     assert shown.returncode == 0, shown.stderr
     note = json.loads(shown.stdout)["stateNote"]

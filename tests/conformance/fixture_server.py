@@ -37,11 +37,12 @@ import argparse
 import logging
 import sys
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import uvicorn
-from mcp.server import ServerRequestContext
+from mcp.server import Server, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools.base import Tool
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
@@ -65,6 +66,7 @@ from tests.conformance.fixture_tools import (
     add_header_tool,
     add_list_change_tools,
     add_notification_tools,
+    json_schema_tool,
 )
 
 from mcp_sessions.core.records import JSONObject
@@ -118,27 +120,68 @@ class MemoryEventStore(EventStore):
 # --------------------------------------------------------------------------------------
 
 
-def build_sessions(store_url: str | None = None) -> Sessions:
+def sessions_options(store_url: str | None = None) -> dict[str, Any]:
     """mcp-sessions with every carrier on (the default `CarrierPolicy`), the implicit
-    lifecycle and no handle fallback, its sessions in the store at `store_url`."""
-    return Sessions(
-        store=store_url or "memory://",
-        lifecycle="implicit",
-        handle_fallback=False,
-        audience=SERVER_NAME,
+    lifecycle and no handle fallback, its sessions in the store at `store_url` (the options
+    of both fixtures' `Sessions`)."""
+    return {
+        "store": store_url or "memory://",
+        "lifecycle": "implicit",
+        "handle_fallback": False,
+        "audience": SERVER_NAME,
+    }
+
+
+def build_sessions(store_url: str | None = None) -> Sessions:
+    return Sessions(**sessions_options(store_url))
+
+
+async def session_counter(session: CurrentSession) -> int:
+    """Counts the calls of this session (1 on the first); the count lives in the store."""
+
+    def bump(state: JSONObject) -> int:
+        value = int(state.get("count", 0)) + 1
+        state["count"] = value
+        return value
+
+    return await session.update(bump)
+
+
+def add_removed_methods(lowlevel: Server[Any]) -> None:
+    """logging/setLevel and resources/(un)subscribe (2025-11-25), on the low-level server,
+    where the framework serves none of its own; they accept and remember nothing."""
+    subscribed: set[str] = set()
+
+    async def set_level(
+        ctx: ServerRequestContext[Any], params: SetLevelRequestParams
+    ) -> EmptyResult:
+        return EmptyResult()
+
+    async def subscribe(
+        ctx: ServerRequestContext[Any], params: SubscribeRequestParams
+    ) -> EmptyResult:
+        subscribed.add(str(params.uri))
+        return EmptyResult()
+
+    async def unsubscribe(
+        ctx: ServerRequestContext[Any], params: UnsubscribeRequestParams
+    ) -> EmptyResult:
+        subscribed.discard(str(params.uri))
+        return EmptyResult()
+
+    handlers: tuple[tuple[str, Any, Any], ...] = (
+        ("logging/setLevel", SetLevelRequestParams, set_level),
+        ("resources/subscribe", SubscribeRequestParams, subscribe),
+        ("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe),
     )
+    for method, params_type, handler in handlers:
+        if lowlevel.get_request_handler(method) is None:
+            lowlevel.add_request_handler(method, params_type, handler)
 
 
 def build_server(sessions: Sessions) -> MCPServer:
     """An MCPServer with every tool, resource, prompt and handler the scenarios call, and
     mcp-sessions installed: every request passes through `sessions.middleware`."""
-    subscribed: set[str] = set()
-    log_level: dict[str, str] = {"level": "info"}
-
-    def json_schema_tool() -> str:
-        """Carries a JSON Schema 2020-12 inputSchema (SEP-1613, SEP-2106)."""
-        return "schema preserved"
-
     # MCPServer.tool() derives inputSchema from the signature; a Tool built explicitly
     # carries the hand-written schema instead.
     schema_tool = Tool.from_function(json_schema_tool, name="json_schema_2020_12_tool")
@@ -156,16 +199,7 @@ def build_server(sessions: Sessions) -> MCPServer:
 
     # ---- mcp-sessions (not called by the suite) -----------------------------------------
 
-    @mcp.tool()
-    async def session_counter(session: CurrentSession) -> int:
-        """Counts the calls of this session (1 on the first); the count lives in the store."""
-
-        def bump(state: JSONObject) -> int:
-            value = int(state.get("count", 0)) + 1
-            state["count"] = value
-            return value
-
-        return await session.update(bump)
+    mcp.add_tool(session_counter)
 
     # A toolset (issue #18): declared, so every list and call of the suite passes through the
     # toolset hooks; the suite never enables it, and its results must not change.
@@ -191,29 +225,7 @@ def build_server(sessions: Sessions) -> MCPServer:
     # ---- 2025-11-25 handlers without an MCPServer API in mcp 2.3 ----------------------
     # (so they go to the low-level server; the 2026-07-28 wire must still answer these
     # removed methods with 404/-32601, which the SDK does by version).
-
-    async def set_level(
-        ctx: ServerRequestContext[Any], params: SetLevelRequestParams
-    ) -> EmptyResult:
-        log_level["level"] = params.level
-        return EmptyResult()
-
-    async def subscribe(
-        ctx: ServerRequestContext[Any], params: SubscribeRequestParams
-    ) -> EmptyResult:
-        subscribed.add(str(params.uri))
-        return EmptyResult()
-
-    async def unsubscribe(
-        ctx: ServerRequestContext[Any], params: UnsubscribeRequestParams
-    ) -> EmptyResult:
-        subscribed.discard(str(params.uri))
-        return EmptyResult()
-
-    lowlevel = mcp._lowlevel_server
-    lowlevel.add_request_handler("logging/setLevel", SetLevelRequestParams, set_level)
-    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, subscribe)
-    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, unsubscribe)
+    add_removed_methods(mcp._lowlevel_server)
 
     return mcp
 
@@ -232,8 +244,12 @@ def build_app(*, store_url: str | None = None) -> Starlette:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def serve_fixture(
+    build: Callable[..., Starlette], description: str, argv: list[str] | None = None
+) -> None:
+    """Serve ``build(store_url=…)``'s app on 127.0.0.1 as the command line says (this fixture's
+    and fastmcp_fixture.py's)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1")
     parser.add_argument(
         "--store", default=None, help="mcp-sessions store URL (default memory://; e.g. redis://…)"
@@ -241,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper())
-    app = build_app(store_url=args.store)
+    app = build(store_url=args.store)
     # Served as a deployment serves it: with mcp-sessions' request-head limits (which also trim
     # field values on either of uvicorn's parsers, SEP-2243's whitespace rule).
     config = uvicorn_config(
@@ -252,6 +268,10 @@ def main(argv: list[str] | None = None) -> None:
         timeout_graceful_shutdown=2,  # open SSE streams must not hold up a SIGTERM
     )
     uvicorn.Server(config).run()
+
+
+def main(argv: list[str] | None = None) -> None:
+    serve_fixture(build_app, __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from tests.fixtures.nginx import find_nginx, nginx_conf
 from tests.fixtures.redis_server import free_port
 
 from mcp_sessions.gateway.emit import EmitSettings, emit, to_yaml
@@ -35,9 +36,7 @@ UPSTREAMS = ("http://127.0.0.1:8001/mcp", "http://10.0.0.2:8002/mcp")
 
 
 def nginx_binary() -> str:
-    binary = shutil.which("nginx") or next(
-        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None
-    )
+    binary = find_nginx()
     if binary is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true but {NGINX_HINT}")
@@ -57,22 +56,6 @@ def emitted(kind: str, *extra: str, upstreams: tuple[str, ...] = UPSTREAMS) -> s
     result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     return result.stdout
-
-
-def nginx_conf(directory: Path, snippet: str) -> Path:
-    """A whole nginx.conf around the emitted snippet, everything under ``directory``."""
-    (directory / "mcp.conf").write_text(snippet)
-    temp = "\n".join(
-        f"  {name}_temp_path {directory / name};"
-        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    conf = directory / "nginx.conf"
-    conf.write_text(
-        f"worker_processes 1;\ndaemon off;\npid {directory / 'nginx.pid'};\n"
-        f"error_log {directory / 'error.log'};\nevents {{ worker_connections 256; }}\n"
-        f"http {{\n  access_log off;\n{temp}\n  include {directory / 'mcp.conf'};\n}}\n"
-    )
-    return conf
 
 
 @pytest.fixture(scope="module")

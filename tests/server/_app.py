@@ -22,15 +22,13 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-from mcp.server.auth.settings import AuthSettings
 from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import MCPServer
-from pydantic import AnyHttpUrl
 
 from mcp_sessions.core.limits import Limits
 from mcp_sessions.core.records import JSONObject
 from mcp_sessions.core.sealing import KeyRing
-from mcp_sessions.demo import StaticTokens
+from mcp_sessions.demo import StaticTokens, mcpserver_with_sessions
 from mcp_sessions.keyfiles import read_key_file
 from mcp_sessions.server import CurrentSession, OptionalSession, Session, Sessions
 from mcp_sessions.server.extension import current_scope
@@ -60,48 +58,23 @@ def describe(session: Session) -> dict[str, Any]:
 def _mcpserver_app(
     options: dict[str, Any], auth_tokens: StaticTokens | None, base_url: str
 ) -> tuple[MCPServer, Sessions, Any]:
-    sessions = Sessions(**options)
-    auth = None
-    if auth_tokens is not None:
-        auth = AuthSettings(
-            issuer_url=AnyHttpUrl(base_url),
-            resource_server_url=AnyHttpUrl(f"{base_url}/mcp"),
-            # Static tokens name no resource (RFC 8707): the tokens file is the whole check.
-            # Unset, the SDK warns on every start, and 3.0 would refuse every such token.
-            validate_token_resource=False,
-        )
-    mcp = MCPServer(
-        "mcp-sessions-test",
-        extensions=[sessions],
-        middleware=[sessions.middleware],
-        token_verifier=auth_tokens,
-        auth=auth,
-        # Public and cacheable unless the session makes a read private (spec §5.4 item 47).
-        cache_hints={"resources/read": CacheHint(ttl_ms=60_000, scope="public")},
+    # Public and cacheable unless the session makes a read private (spec §5.4 item 47).
+    hints = {"resources/read": CacheHint(ttl_ms=60_000, scope="public")}
+    return mcpserver_with_sessions(
+        "mcp-sessions-test", options, auth_tokens, base_url, cache_hints=hints
     )
-    return mcp, sessions, mcp.tool()
 
 
 def _fastmcp_app(
     options: dict[str, Any], auth_tokens: StaticTokens | None, base_url: str
 ) -> tuple[Any, Any, Any]:
-    from fastmcp import FastMCP
+    from mcp_sessions.demo_fastmcp import fastmcp_with_sessions
 
-    from mcp_sessions.demo_fastmcp import StaticTokenVerifier
-    from mcp_sessions.fastmcp import Sessions as FastMCPSessions
-    from mcp_sessions.fastmcp import portable_tool
-
-    sessions = FastMCPSessions(**options)
-    auth = None if auth_tokens is None else StaticTokenVerifier(auth_tokens, base_url=base_url)
     # Public and cacheable unless the session makes a read private (spec §5.4 item 47); FastMCP
     # hints every cacheable result alike (its server-level cache_ttl).
-    mcp = FastMCP("mcp-sessions-test", auth=auth, cache_ttl=60, cache_scope="public")
-    sessions.install(mcp)
-
-    def tool(fn: Any) -> Any:
-        return mcp.tool(portable_tool(fn))
-
-    return mcp, sessions, tool
+    return fastmcp_with_sessions(
+        "mcp-sessions-test", options, auth_tokens, base_url, cache_ttl=60, cache_scope="public"
+    )
 
 
 def http_app(mcp: Any, sessions: Any) -> Any:

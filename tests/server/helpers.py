@@ -226,21 +226,31 @@ class RawHttp:
         body, base = modern_request(method, params, meta=meta, request_id=request_id)
         return await self.post(body, {**base, **(headers or {})})
 
-    async def initialize(self, headers: Mapping[str, str] | None = None) -> str:
-        """A 2025-11-25 handshake; returns the ``Mcp-Session-Id`` the server minted."""
-        reply = await self.post(
+    async def post_initialize(
+        self,
+        headers: Mapping[str, str] | None = None,
+        *,
+        capabilities: Mapping[str, Any] | None = None,
+        client_info: Mapping[str, str] | None = None,
+    ) -> Reply:
+        """A 2025-11-25 ``initialize`` request, its reply as it comes (see :meth:`initialize`)."""
+        return await self.post(
             {
                 "jsonrpc": "2.0",
                 "id": 0,
                 "method": "initialize",
                 "params": {
                     "protocolVersion": PROTOCOL_2025_11_25,
-                    "capabilities": {},
-                    "clientInfo": {"name": "raw-test", "version": "0"},
+                    "capabilities": dict(capabilities or {}),
+                    "clientInfo": dict(client_info or {"name": "raw-test", "version": "0"}),
                 },
             },
             {"accept": ACCEPT, "content-type": "application/json", **(headers or {})},
         )
+
+    async def initialize(self, headers: Mapping[str, str] | None = None) -> str:
+        """A 2025-11-25 handshake; returns the ``Mcp-Session-Id`` the server minted."""
+        reply = await self.post_initialize(headers)
         assert reply.status == 200, reply.text
         session_id = reply.headers.get("mcp-session-id")
         assert session_id, f"no Mcp-Session-Id on the initialize response: {reply.headers}"

@@ -22,6 +22,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import Context
 from mcp_types import ClientCapabilities
+from tests.fixtures.store_urls import SHARED_BACKENDS, store_url_for
 from tests.server._app import build_app
 
 from mcp_sessions.asgi import Message
@@ -36,19 +37,9 @@ pytestmark = pytest.mark.anyio
 STEPS = 6
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("redis-cluster", marks=pytest.mark.redis),
-    ]
-)
+@pytest.fixture(params=SHARED_BACKENDS)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/shared.sqlite3"
-    if request.param == "redis-cluster":
-        return str(request.getfixturevalue("redis_cluster_url"))
-    return str(request.getfixturevalue("redis_url"))
+    return store_url_for(request.param, request, tmp_path)
 
 
 def replica(store_url: str) -> ThreadedServer:
@@ -208,18 +199,9 @@ async def test_a_replica_that_did_not_see_initialize_knows_the_client(
 ) -> None:
     a, b = replicas
     async with httpx2.AsyncClient(timeout=30) as http:
-        initialize = {
-            "jsonrpc": "2.0",
-            "id": 0,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": PROTOCOL["legacy"],
-                "capabilities": {"sampling": {}, "elicitation": {}},
-                "clientInfo": {"name": "careful-client", "version": "2.1"},
-            },
-        }
-        reply = await RawHttp(http, a.url).post(
-            initialize, {"accept": ACCEPT, "content-type": "application/json"}
+        reply = await RawHttp(http, a.url).post_initialize(
+            capabilities={"sampling": {}, "elicitation": {}},
+            client_info={"name": "careful-client", "version": "2.1"},
         )
         session_id = reply.headers["mcp-session-id"]
         expected = {"name": "careful-client", "sampling": True, "elicitation": True, "roots": False}
@@ -235,19 +217,10 @@ async def test_initialize_data_over_the_limit_opens_no_session(
 ) -> None:
     a, _b = replicas
     async with httpx2.AsyncClient(timeout=30) as http:
-        initialize = {
-            "jsonrpc": "2.0",
-            "id": 0,
-            "method": "initialize",
-            "params": {
-                "protocolVersion": PROTOCOL["legacy"],
-                # 16 KiB by default: capabilities count, as clientInfo does.
-                "capabilities": {"experimental": {"blob": {"x": "y" * 20_000}}},
-                "clientInfo": {"name": "big", "version": "0"},
-            },
-        }
-        reply = await RawHttp(http, a.url).post(
-            initialize, {"accept": ACCEPT, "content-type": "application/json"}
+        reply = await RawHttp(http, a.url).post_initialize(
+            # 16 KiB by default: capabilities count, as clientInfo does.
+            capabilities={"experimental": {"blob": {"x": "y" * 20_000}}},
+            client_info={"name": "big", "version": "0"},
         )
         assert reply.status == 400 and "mcp-session-id" not in reply.headers
         assert "capabilities" in reply.error["message"] and "16384" in reply.error["message"]

@@ -67,12 +67,7 @@ SCOPED = advertise(EXTENSION_ID, {"scopedLists": True})
 @pytest.fixture(params=FRAMEWORKS)
 def demo_url(request: pytest.FixtureRequest, serve: Callable[[Any], ThreadedServer]) -> str:
     """The demo on each integration (issue #14): its services are toolsets on both."""
-    if request.param == "fastmcp":
-        from mcp_sessions.demo_fastmcp import build_fastmcp_demo
-
-        mcp, sessions = build_fastmcp_demo(store="memory://")
-    else:
-        mcp, sessions = build_demo(store="memory://")
+    mcp, sessions = build_demo(store="memory://", framework=request.param)
     return serve(sessions.streamable_http_app(mcp, host="127.0.0.1")).url
 
 

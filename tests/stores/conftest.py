@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from tests.fixtures.store_urls import store_url_for
 
 from mcp_sessions.stores import Store, open_store
 
@@ -27,15 +28,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    if backend == "memory":
-        return "memory://"
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path}/sessions.sqlite3"  # tmp_path is absolute: four slashes
-    if backend == "redis-cluster":
-        return str(request.getfixturevalue("redis_cluster_url"))
-    if backend == "redis-sentinel":
-        return str(request.getfixturevalue("redis_sentinel_url"))
-    return str(request.getfixturevalue("redis_url"))
+    return store_url_for(backend, request, tmp_path)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 from mcp.server.streamable_http import EventMessage
 from mcp_types import JSONRPCNotification
 from tests.fixtures.processes import free_port
+from tests.fixtures.store_urls import SHARED_BACKENDS, store_url_for
 
 from mcp_sessions.server.resumption import SharedEventStore, bind
 from mcp_sessions.stores import StoreUnavailable, open_store
@@ -24,19 +25,9 @@ pytestmark = pytest.mark.anyio
 SESSION = "0123456789abcdef0123456789abcdef"
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("redis", marks=pytest.mark.redis),
-        pytest.param("redis-cluster", marks=pytest.mark.redis),
-    ]
-)
+@pytest.fixture(params=SHARED_BACKENDS)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/events.sqlite3"
-    if request.param == "redis-cluster":
-        return str(request.getfixturevalue("redis_cluster_url"))
-    return str(request.getfixturevalue("redis_url"))
+    return store_url_for(request.param, request, tmp_path)
 
 
 async def opened(url: str, **bounds: float) -> AsyncIterator[EventLog]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from tests.stores.records import ALICE, BOB, SID, session
 
+from mcp_sessions.core.records import Record
 from mcp_sessions.stores import NotFound, Store, StoreError, open_store
 
 pytestmark = pytest.mark.anyio
@@ -139,13 +140,20 @@ async def test_delete_of_an_expired_record_removes_it_but_reports_false(
 # -- list ----------------------------------------------------------------------------------
 
 
-async def test_list_returns_own_live_records_oldest_first(store: Store, t0: float) -> None:
+async def mixed_records(store: Store, t0: float) -> tuple[Record, Record, Record, Record]:
+    """Alice's session s1 (idle TTL 10 s), vm handle h1 and session s2, one second apart, and
+    Bob's session b1, created out of order."""
     s1 = session(t0, "s-1111111111111111", idle_ttl=10)
     h1 = session(t0 + 1, "vm-2222222222222222", kind="vm", idle_ttl=600)
     s2 = session(t0 + 2, "s-3333333333333333", idle_ttl=600)
     b1 = session(t0 + 3, "s-4444444444444444", principal=BOB, idle_ttl=600)
     for record in (s2, b1, h1, s1):
         await store.create(record)
+    return s1, h1, s2, b1
+
+
+async def test_list_returns_own_live_records_oldest_first(store: Store, t0: float) -> None:
+    s1, h1, s2, b1 = await mixed_records(store, t0)
     assert await store.list(ALICE, now=t0 + 5) == [s1, h1, s2]
     assert await store.list(ALICE, kind="session", now=t0 + 5) == [s1, s2]
     assert await store.list(ALICE, kind="vm", now=t0 + 5) == [h1]
@@ -155,12 +163,7 @@ async def test_list_returns_own_live_records_oldest_first(store: Store, t0: floa
 
 
 async def test_count_is_the_length_of_list(store: Store, t0: float) -> None:
-    s1 = session(t0, "s-1111111111111111", idle_ttl=10)
-    h1 = session(t0 + 1, "vm-2222222222222222", kind="vm", idle_ttl=600)
-    s2 = session(t0 + 2, "s-3333333333333333", idle_ttl=600)
-    b1 = session(t0 + 3, "s-4444444444444444", principal=BOB, idle_ttl=600)
-    for record in (s2, b1, h1, s1):
-        await store.create(record)
+    s1, _h1, s2, _b1 = await mixed_records(store, t0)
     assert await store.count(ALICE, now=t0 + 5) == 3
     assert await store.count(ALICE, kind="session", now=t0 + 5) == 2
     assert await store.count(ALICE, kind="vm", now=t0 + 5) == 1

@@ -28,7 +28,7 @@ from weakref import WeakKeyDictionary
 
 import anyio
 
-from ..asgi import Message, Receive, Scope, Send, refuse_handshake
+from ..asgi import Receive, Scope, Send, negotiate_handshake, refuse_handshake
 from ..core.bodies import MalformedBody, NotAMessage, parse_message
 from ..core.errors import InvalidRequest, SessionError, StoreUnavailable
 from ..core.names import META_MINTED_HANDLES
@@ -44,7 +44,6 @@ from ..core.websocket import (
     SUBPROTOCOL,
     echoable_id,
     reason_too_big,
-    select_subprotocol,
 )
 from ..stores import StoreError
 from .asgi import HOP_BY_HOP, Incoming
@@ -109,11 +108,8 @@ class WebSocketProxy:
         if scope.get("path") != self.config.path:
             await refuse_handshake(scope, send, 404, "Not Found: no MCP endpoint here")
             return
-        accept, selected = select_subprotocol(list(scope.get("subprotocols") or ()))
-        if not accept:
-            await refuse_handshake(
-                scope, send, 400, f"Unsupported WebSocket subprotocol: offer {SUBPROTOCOL!r}"
-            )
+        accepted = await negotiate_handshake(scope, send)
+        if accepted is None:
             return
         try:
             import websockets  # noqa: F401  (the websocket extra)
@@ -127,9 +123,6 @@ class WebSocketProxy:
         if not isinstance(principal, str):
             await refuse_handshake(scope, send, 401, principal.message)
             return
-        accepted: Message = {"type": "websocket.accept"}
-        if selected is not None:
-            accepted["subprotocol"] = selected
         await send(accepted)
         relay = _Relay(self, request, principal, receive, send)
         try:

@@ -38,7 +38,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import WebSocketRoute
 
-from ..asgi import Message, Receive, Scope, Send, denial_send, refuse_handshake
+from ..asgi import Receive, Scope, Send, denial_send, negotiate_handshake, refuse_handshake
 from ..core.bodies import MalformedBody, NotAMessage, parse_message
 from ..core.errors import InvalidRequest, LimitExceeded, SessionError
 from ..core.websocket import (
@@ -50,13 +50,11 @@ from ..core.websocket import (
     REASON_BINARY,
     REASON_FLOOD,
     REASON_IDLE,
-    SUBPROTOCOL,
     RateBucket,
     WebSocketLimits,
     echoable_id,
     in_flight_refusal,
     reason_too_big,
-    select_subprotocol,
 )
 
 logger = logging.getLogger("mcp_sessions.websocket")
@@ -93,11 +91,8 @@ class WebSocketEndpoint:
         if refusal is not None:
             await refusal(scope, receive, denial_send(scope, send))
             return
-        accept, selected = select_subprotocol(list(scope.get("subprotocols") or ()))
-        if not accept:
-            await refuse_handshake(
-                scope, send, 400, f"Unsupported WebSocket subprotocol: offer {SUBPROTOCOL!r}"
-            )
+        accepted = await negotiate_handshake(scope, send)
+        if accepted is None:
             return
         server = self.manager.app
         # The manager's lifespan state (entered once by the app's lifespan, shared by every
@@ -106,9 +101,6 @@ class WebSocketEndpoint:
         if not started:
             await refuse_handshake(scope, send, 503, "The MCP server is not running")
             return
-        accepted: Message = {"type": "websocket.accept"}
-        if selected is not None:
-            accepted["subprotocol"] = selected
         await send(accepted)
         socket = _Socket(self, receive, send)
         try:

@@ -120,6 +120,24 @@ def open_store(url: str, **options: Any) -> Store:
     raise StoreError(f"store URL {shown!r}: unknown scheme {scheme + '://'!r}; {_EXPECTED}")
 
 
+def _tls_options(
+    merged: dict[str, Any], shown: str, secure: bool, tls_scheme: str
+) -> dict[str, Any]:
+    """The ``ssl_*`` options taken out of ``merged`` (those set), refused unless the URL's
+    scheme is a TLS one (``tls_scheme`` names it in the error)."""
+    tls = {name: merged.pop(name) for name in list(merged) if name.startswith("ssl_")}
+    tls = {name: value for name, value in tls.items() if value is not None}
+    if tls and not secure:
+        raise StoreError(f"store URL {shown!r}: ssl_* options need a {tls_scheme} URL")
+    return tls
+
+
+def _needs_redis(shown: str, exc: ImportError) -> StoreError:
+    return StoreError(
+        f"store URL {shown!r} needs the redis package: pip install 'mcp-sessions[redis]' ({exc})"
+    )
+
+
 def _open_redis(url: str, shown: str, scheme: str, options: dict[str, Any]) -> Store:
     parts = urlsplit(url)
     host = parts.hostname
@@ -138,17 +156,11 @@ def _open_redis(url: str, shown: str, scheme: str, options: dict[str, Any]) -> S
             f"{port}/0, got {db_text!r}"
         )
     merged = merge_options(url, parts.query, options, _REDIS_OPTIONS)
-    tls_options = {name: merged.pop(name) for name in list(merged) if name.startswith("ssl_")}
-    tls_options = {name: value for name, value in tls_options.items() if value is not None}
-    if tls_options and scheme != "rediss":
-        raise StoreError(f"store URL {shown!r}: ssl_* options need a rediss:// URL")
+    tls_options = _tls_options(merged, shown, scheme == "rediss", "rediss://")
     try:
         from .redis import RedisStore
     except ImportError as exc:
-        raise StoreError(
-            f"store URL {shown!r} needs the redis package: pip install 'mcp-sessions[redis]' "
-            f"({exc})"
-        ) from None
+        raise _needs_redis(shown, exc) from None
     return RedisStore(
         url,
         host=host,
@@ -168,18 +180,12 @@ def _open_redis_topology(url: str, shown: str, scheme: str, options: dict[str, A
     known = {**_REDIS_OPTIONS, **(_SENTINEL_OPTIONS if "sentinel" in scheme else {})}
     merged = merge_options(url, query, options, known)
     sentinel = {name: merged.pop(name) for name in _SENTINEL_OPTIONS if name in merged}
-    tls_options = {name: merged.pop(name) for name in list(merged) if name.startswith("ssl_")}
-    tls_options = {name: value for name, value in tls_options.items() if value is not None}
-    if tls_options and not scheme.startswith("rediss"):
-        raise StoreError(f"store URL {shown!r}: ssl_* options need a rediss+… URL")
+    tls_options = _tls_options(merged, shown, scheme.startswith("rediss"), "rediss+…")
     try:
         from ._redis_topology import parse_url
         from .redis import RedisStore
     except ImportError as exc:
-        raise StoreError(
-            f"store URL {shown!r} needs the redis package: pip install 'mcp-sessions[redis]' "
-            f"({exc})"
-        ) from None
+        raise _needs_redis(shown, exc) from None
     topology = parse_url(url, shown, scheme, sentinel)
     host, port = topology.nodes[0]
     return RedisStore(

@@ -87,6 +87,21 @@ def not_found(kind: str, id: str) -> NotFound:
     return NotFound(f"no live {kind} record with id {id!r}")
 
 
+def scan_matches(record: Record, principal: str | None, kind: str | None, id: str | None) -> bool:
+    """Whether ``record`` answers the filters of :meth:`~.base.Store.scan` (``None``: any)."""
+    return (
+        (principal is None or record.principal == principal)
+        and (kind is None or record.kind == kind)
+        and (id is None or record.id == id)
+    )
+
+
+def scan_order(record: Record) -> tuple[float, str, str, str]:
+    """The order of :meth:`~.base.Store.scan`: oldest first, then kind, id and principal (the
+    SQLite store's ``ORDER BY``)."""
+    return (record.created_at, record.kind, record.id, record.principal)
+
+
 def touch_needs_write(
     record: Record,
     now: float,

@@ -25,6 +25,7 @@ import sqlite3
 import stat
 import urllib.parse
 from dataclasses import dataclass
+from typing import NoReturn
 
 from ._sqlite_schema import check_schema, migrate
 from .base import StoreError, StoreUnavailable
@@ -120,13 +121,21 @@ def open_connections(
         else:
             reader.execute("PRAGMA query_only = ON")
     except BaseException as exc:
-        for conn in (reader, writer):
-            if conn is not None:
-                conn.close()
-        if isinstance(exc, sqlite3.Error):
-            raise store_error(path, exc, busy_timeout) from exc
-        raise
+        _give_up(exc, path, busy_timeout, reader, writer)
     return Connections(writer, reader, inline)
+
+
+def _give_up(
+    exc: BaseException, path: str, busy_timeout: float, *opened: sqlite3.Connection | None
+) -> NoReturn:
+    """Close what an open had opened, then raise ``exc`` (a :class:`StoreError` for SQLite's
+    own errors): a failed open leaves nothing open."""
+    for conn in opened:
+        if conn is not None:
+            conn.close()
+    if isinstance(exc, sqlite3.Error):
+        raise store_error(path, exc, busy_timeout) from exc
+    raise exc
 
 
 def open_read_only(path: str, *, busy_timeout: float) -> Connections:
@@ -150,11 +159,7 @@ def open_read_only(path: str, *, busy_timeout: float) -> Connections:
         conn.execute("PRAGMA query_only = ON")
         check_schema(conn, path)
     except BaseException as exc:
-        if conn is not None:
-            conn.close()
-        if isinstance(exc, sqlite3.Error):
-            raise store_error(path, exc, busy_timeout) from exc
-        raise
+        _give_up(exc, path, busy_timeout, conn)
     return Connections(conn, conn, None)
 
 

@@ -18,6 +18,8 @@ from ._common import (
     decode_json,
     encode_json,
     not_found,
+    scan_matches,
+    scan_order,
     touch_needs_write,
     touch_without_write,
 )
@@ -223,14 +225,10 @@ class MemoryStore:
         t = clock(now)
         found = [
             stored.load()
-            for (k, i, p), stored in self._records.items()
-            if (principal is None or p == principal)
-            and (kind is None or k == kind)
-            and (id is None or i == id)
-            and not stored.record.is_expired(t)
+            for stored in self._records.values()
+            if scan_matches(stored.record, principal, kind, id) and not stored.record.is_expired(t)
         ]
-        found.sort(key=lambda r: (r.created_at, r.kind, r.id, r.principal))
-        return found
+        return sorted(found, key=scan_order)
 
     async def list(
         self, principal: str, *, kind: str | None = None, now: float | None = None
