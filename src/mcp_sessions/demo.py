@@ -6,14 +6,9 @@ multi-step VM provisioning — served to every kind of client by one set of tool
 # No `from __future__ import annotations`: the tools below are defined inside build_demo,
 # and the SDK evaluates their annotations (such as `Annotated[str, VM.arg]`) where VM is local.
 
-import json
-import os
-import secrets
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
-from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -22,6 +17,11 @@ from pydantic import AnyHttpUrl
 from .core.limits import Limits
 from .core.records import JSONObject
 from .core.sealing import KeyRing
+
+# The bearer tokens and the tool decorator type live in demo_tokens so that demo_fastmcp
+# needs nothing from this module (no import circle); re-exported here for callers.
+from .demo_tokens import StaticTokens as StaticTokens
+from .demo_tokens import ToolDecorator as ToolDecorator
 from .server import CurrentSession, Sessions
 from .server.engine import Lifecycle, StateMode
 from .server.handles import HandleError, HandleKind
@@ -50,49 +50,6 @@ INSTRUCTIONS = (
     "cart; connect/actions show progressive discovery; init_vm returns a vm handle for "
     "set_ram, set_cpu and deploy_vm."
 )
-
-
-class StaticTokens:
-    """A token verifier for trying principal binding: bearer token → subject, from a file."""
-
-    def __init__(self, tokens: dict[str, str]) -> None:
-        self._tokens = tokens
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> "StaticTokens":
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ValueError(
-                f"cannot read auth tokens file {os.fspath(path)!r}: {exc.strerror}"
-            ) from None
-        except ValueError as exc:
-            raise ValueError(f"auth tokens file {os.fspath(path)!r} is not JSON: {exc}") from None
-        if not isinstance(data, dict) or not all(
-            isinstance(k, str) and k and isinstance(v, str) and v for k, v in data.items()
-        ):
-            raise ValueError(
-                f"auth tokens file {os.fspath(path)!r} must be a JSON object mapping bearer "
-                'tokens to subjects, e.g. {"alice-token": "alice"}'
-            )
-        return cls(data)
-
-    async def verify_token(self, token: str) -> AccessToken | None:
-        subject = next(
-            (
-                s
-                for t, s in self._tokens.items()
-                if secrets.compare_digest(t.encode(), token.encode())
-            ),
-            None,
-        )
-        if subject is None:
-            return None
-        return AccessToken(token=token, client_id="demo", scopes=[], subject=subject)
-
-
-#: A framework's tool decorator: ``MCPServer.tool()``, or FastMCP's via ``portable_tool``.
-ToolDecorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def static_token_auth(base_url: str) -> AuthSettings:

@@ -9,12 +9,12 @@ from typing import Any
 from fastmcp import FastMCP
 from fastmcp.server.auth import AccessToken, TokenVerifier
 
-from .demo import StaticTokens, ToolDecorator
+from .demo_tokens import StaticTokens, ToolDecorator
 from .fastmcp import Sessions, portable_tool
 
 
 class StaticTokenVerifier(TokenVerifier):
-    """:class:`~mcp_sessions.demo.StaticTokens` as FastMCP's auth: the same principals."""
+    """:class:`~mcp_sessions.demo_tokens.StaticTokens` as FastMCP's auth: the same principals."""
 
     def __init__(self, tokens: StaticTokens, *, base_url: str) -> None:
         super().__init__(base_url=base_url)
