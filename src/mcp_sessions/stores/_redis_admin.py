@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from ..core.records import JSONObject, Record
-from ._common import clock, decode_lenient
+from ._common import clock, decode_lenient, scan_matches, scan_order
 from ._redis_records import read_value
 from .base import StoreError
 
@@ -89,7 +89,7 @@ async def scan_records(
                 record = _matching(blob, decode, principal, kind, id, t)
                 if record is not None:
                     found.append(record)
-        found.sort(key=lambda r: (r.created_at, r.kind, r.id, r.principal))
+        found.sort(key=scan_order)
         return found
 
     return await store._call(run)
@@ -109,15 +109,11 @@ def _matching(
         return None  # expired or deleted between SCAN and GET
     try:
         r = read_value(blob).fields  # the tag + JSON value (stores/_redis_records.py)
-        if not isinstance(r, dict) or float(r["e"]) <= now:
-            return None
-        if (
-            (principal is not None and r["p"] != principal)
-            or (kind is not None and r["k"] != kind)
-            or (id is not None and r["i"] != id)
-        ):
+        if float(r["e"]) <= now:
             return None
         record = decode({**r, "a": "{}"}, decode_lenient(str(r["s"])))
+        if not scan_matches(record, principal, kind, id):
+            return None
         return record._replace(attributes=decode_lenient(str(r["a"])))
     except (StoreError, ValueError, KeyError, TypeError):
         return None  # a key under the prefix that is not one of this store's records
